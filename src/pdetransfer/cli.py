@@ -1,0 +1,139 @@
+"""The ``pdetransfer`` command line: one subcommand per workflow step.
+
+Every Snakemake rule calls one of these subcommands, so each step also runs by hand. Argument
+definitions live here; each subcommand's work is done by a function in the module that owns
+the logic, imported only when that subcommand runs (so ``--help`` does not pay for torch).
+A :class:`~pdetransfer.errors.UserError` becomes one sentence on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from pdetransfer import __version__
+from pdetransfer.errors import UserError
+
+SYSTEMS = ("poisson", "advdiff", "helmholtz")
+SPLITS = ("train", "val", "test")
+
+def _handler(parser: argparse.ArgumentParser, target: str) -> None:
+    """Attach ``module:function`` as the subcommand's handler, imported lazily."""
+    parser.set_defaults(_handler=target)
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="solve a PDE system for random sources into an HDF5 dataset")
+    p.add_argument("--system", required=True, choices=SYSTEMS)
+    p.add_argument("--range", required=True, nargs=2, type=float, metavar=("LO", "HI"),
+                   help="range of the physics parameter (e, Psi or omega)")
+    p.add_argument("--split", required=True, choices=SPLITS)
+    p.add_argument("--n-samples", required=True, type=int)
+    p.add_argument("--grid", type=int, default=128, help="grid size n (even, >= 16)")
+    p.add_argument("--seed", type=int, default=0, help="base seed; the file's seed derives from it")
+    p.add_argument("--chunk-size", type=int, default=256, help="samples solved and written at once")
+    p.add_argument("--out", required=True, help="output .h5 file")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    _handler(p, "pdetransfer.datasets:generate_command")
+
+
+def _add_stats(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stats", help="normalisation statistics of a training set")
+    p.add_argument("train", nargs="+", help="train split file(s); several = mixed physics")
+    p.add_argument("--out", required=True, help="output JSON file")
+    _handler(p, "pdetransfer.stats:stats_command")
+
+
+def _add_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="validate a dataset's layout and PDE residual")
+    p.add_argument("file", help="dataset .h5 file")
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="largest relative residual accepted (float32 storage limits it)")
+    _handler(p, "pdetransfer.datasets:check_command")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="pre-train, fine-tune (--init) or train from scratch")
+    p.add_argument("--data", required=True, nargs="+", help="train file(s); several = mixed")
+    p.add_argument("--val", required=True, nargs="+", help="validation file(s)")
+    p.add_argument("--model", required=True, help="size preset name or 'modes,width'")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--init", help="pre-trained checkpoint to fine-tune from")
+    p.add_argument("--stats", help="normalisation stats JSON (default: computed from --data)")
+    p.add_argument("--n-train", type=int, help="use the first N of a seeded permutation")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--epochs", type=int, default=500)
+    p.add_argument("--min-steps", type=int, default=0, help="train at least this many steps")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:K")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast on GPU")
+    p.add_argument("--checkpoint-every", type=int, default=0,
+                   help="also checkpoint every K steps (0: once per epoch)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    _handler(p, "pdetransfer.training:train_command")
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="test-set metrics of a checkpoint (zero-shot too)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True, nargs="+", help="test file(s)")
+    p.add_argument("--out", required=True, help="output metrics JSON")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=64)
+    _handler(p, "pdetransfer.evaluation:evaluate_command")
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="print what a checkpoint describes about itself")
+    p.add_argument("checkpoint")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _handler(p, "pdetransfer.checkpoints:info_command")
+
+
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_generate,
+    _add_stats,
+    _add_check,
+    _add_train,
+    _add_evaluate,
+    _add_info,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (exposed for tests and documentation)."""
+    parser = argparse.ArgumentParser(
+        prog="pdetransfer",
+        description="Pre-train / fine-tune scaling and transfer study for neural operators.",
+    )
+    parser.add_argument("--version", action="version", version=f"pdetransfer {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for register in REGISTRARS:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pdetransfer`` console script."""
+    args = build_parser().parse_args(argv)
+    module_name, func_name = args._handler.split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    try:
+        result = func(args)
+    except UserError as err:
+        print(f"pdetransfer {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"pdetransfer {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
