@@ -19,16 +19,25 @@ from pdetransfer.errors import UserError
 SYSTEMS = ("poisson", "advdiff", "helmholtz")
 SPLITS = ("train", "val", "test")
 
+
 def _handler(parser: argparse.ArgumentParser, target: str) -> None:
     """Attach ``module:function`` as the subcommand's handler, imported lazily."""
     parser.set_defaults(_handler=target)
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("generate", help="solve a PDE system for random sources into an HDF5 dataset")
+    p = sub.add_parser(
+        "generate", help="solve a PDE system for random sources into an HDF5 dataset"
+    )
     p.add_argument("--system", required=True, choices=SYSTEMS)
-    p.add_argument("--range", required=True, nargs=2, type=float, metavar=("LO", "HI"),
-                   help="range of the physics parameter (e, Psi or omega)")
+    p.add_argument(
+        "--range",
+        required=True,
+        nargs=2,
+        type=float,
+        metavar=("LO", "HI"),
+        help="range of the physics parameter (e, Psi or omega)",
+    )
     p.add_argument("--split", required=True, choices=SPLITS)
     p.add_argument("--n-samples", required=True, type=int)
     p.add_argument("--grid", type=int, default=128, help="grid size n (even, >= 16)")
@@ -50,8 +59,12 @@ def _add_stats(sub: argparse._SubParsersAction) -> None:
 def _add_check(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="validate a dataset's layout and PDE residual")
     p.add_argument("file", help="dataset .h5 file")
-    p.add_argument("--tolerance", type=float, default=1e-4,
-                   help="largest relative residual accepted (float32 storage limits it)")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        help="largest relative residual accepted (float32 storage limits it)",
+    )
     _handler(p, "pdetransfer.datasets:check_command")
 
 
@@ -72,8 +85,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:K")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast on GPU")
-    p.add_argument("--checkpoint-every", type=int, default=0,
-                   help="also checkpoint every K steps (0: once per epoch)")
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        help="also checkpoint every K steps (0: once per epoch)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     _handler(p, "pdetransfer.training:train_command")
 

@@ -86,8 +86,8 @@ class Progress:
 def _hms(seconds: float) -> str:
     if seconds == float("inf"):
         return "?"
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
+    whole = round(seconds)
+    h, rem = divmod(whole, 3600)
     m, s = divmod(rem, 60)
     return f"{h:d}:{m:02d}:{s:02d}" if h else f"{m:d}:{s:02d}"
 
