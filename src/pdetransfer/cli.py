@@ -113,6 +113,24 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
     _handler(p, "pdetransfer.checkpoints:info_command")
 
 
+def _add_launch(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "launch",
+        help="run a subcommand on claimed GPUs, in one process or several (torchrun)",
+        description="Run 'pdetransfer SUBCOMMAND ARGS' on K free GPUs (claimed through lock "
+        "files, or the ones SLURM assigned) in P processes; P > 1 starts torchrun.",
+    )
+    p.add_argument("--gpus", type=int, default=0, help="GPUs to claim (0: none, run on CPU)")
+    p.add_argument("--nproc", type=int, help="processes (default: one per GPU, at least one)")
+    p.add_argument(
+        "--lock-dir",
+        help="directory of the per-GPU lock files "
+        "(default: $PDETRANSFER_GPU_LOCK_DIR or /tmp/pdetransfer-gpu-locks)",
+    )
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- SUBCOMMAND ARGS")
+    _handler(p, "pdetransfer.launching:launch_command")
+
+
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_generate,
     _add_stats,
@@ -120,6 +138,7 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_train,
     _add_evaluate,
     _add_info,
+    _add_launch,
 ]
 
 

@@ -1,0 +1,274 @@
+"""GPU claiming and ``pdetransfer launch``, on CPU with fake device ids.
+
+The concurrency tests run the real ``pdetransfer`` command in separate processes. The command
+they launch is a ``probe`` subcommand added through a ``sitecustomize`` module on PYTHONPATH
+(so it also exists inside torchrun's workers): it records the ``CUDA_VISIBLE_DEVICES`` and
+rank it was given, then holds its devices until the test creates a release file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from pdetransfer import gpu, launching
+from pdetransfer.errors import UserError
+
+PROBE = textwrap.dedent(
+    '''
+    """Test-only ``pdetransfer probe OUT --release FILE [--exit N]`` subcommand."""
+    import argparse, os, signal, time
+    from pathlib import Path
+
+    from pdetransfer import cli
+
+
+    def _add_probe(sub):
+        p = sub.add_parser("probe")
+        p.add_argument("out")
+        p.add_argument("--release", required=True)
+        p.add_argument("--exit", type=int, default=0)
+        p.set_defaults(_handler="sitecustomize:probe")
+
+
+    def probe(args):
+        got = []
+        signal.signal(signal.SIGUSR1, lambda *_: got.append("USR1"))
+        rank = os.environ.get("RANK", "-")
+        out = Path(f"{args.out}.{rank}")
+        out.write_text(f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')}|{rank}|{os.getpid()}")
+        while not Path(args.release).exists():
+            time.sleep(0.05)
+        Path(f"{out}.signals").write_text(",".join(got))
+        return args.exit
+
+
+    cli.REGISTRARS.append(_add_probe)
+    '''
+)
+
+
+@pytest.fixture
+def probe_env(tmp_path: Path) -> dict[str, str]:
+    """Environment with four fake GPUs, a private lock directory and the probe subcommand."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(PROBE)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
+    env[gpu.IDS_ENV] = "0,1,2,3"
+    env[gpu.LOCK_DIR_ENV] = str(tmp_path / "locks")
+    for var in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID"):
+        env.pop(var, None)
+    return env
+
+
+def _pdetransfer() -> str:
+    return str(Path(sys.executable).parent / "pdetransfer")
+
+
+def _start_probe(env: dict[str, str], out: Path, release: Path, *launch_args: str):
+    return subprocess.Popen(
+        [
+            _pdetransfer(),
+            "launch",
+            *launch_args,
+            "--",
+            "probe",
+            str(out),
+            "--release",
+            str(release),
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(paths: list[Path], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(p.exists() for p in paths):
+        assert time.monotonic() < deadline, f"timed out waiting for {paths}"
+        time.sleep(0.05)
+
+
+def test_pool_prefers_explicit_ids_then_visible_devices() -> None:
+    assert gpu.device_pool({gpu.IDS_ENV: "3, 5", "CUDA_VISIBLE_DEVICES": "0"}) == ["3", "5"]
+    assert gpu.device_pool({"CUDA_VISIBLE_DEVICES": "2,7"}) == ["2", "7"]
+
+
+def test_slurm_devices_only_inside_a_job() -> None:
+    assert gpu.slurm_devices({"CUDA_VISIBLE_DEVICES": "0"}) is None
+    assert gpu.slurm_devices({"SLURM_JOB_ID": "7", "CUDA_VISIBLE_DEVICES": "1,2"}) == ["1", "2"]
+    assert gpu.slurm_devices({"SLURM_JOB_ID": "7"}) == []
+
+
+def test_claims_are_exclusive_and_released(tmp_path: Path) -> None:
+    pool = ["0", "1", "2"]
+    with gpu.claim_gpus(2, pool=pool, lock_dir=tmp_path) as first:
+        assert first.ids == ["0", "1"]
+        with gpu.claim_gpus(1, pool=pool, lock_dir=tmp_path) as second:
+            assert second.ids == ["2"]
+        # Only one device is free: a two-device claim waits, and holds nothing while waiting.
+        with pytest.raises(UserError, match="no 2 free GPU"):
+            gpu.claim_gpus(2, pool=pool, lock_dir=tmp_path, poll=0.01, timeout=0.05, on_wait=print)
+        with gpu.claim_gpus(1, pool=pool, lock_dir=tmp_path) as third:
+            assert third.ids == ["2"]
+    with gpu.claim_gpus(3, pool=pool, lock_dir=tmp_path) as everything:
+        assert everything.ids == pool
+
+
+def test_asking_for_more_gpus_than_exist_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="asked for 3 GPU"):
+        gpu.claim_gpus(3, pool=["0", "1"], lock_dir=tmp_path)
+    with pytest.raises(UserError, match="has 0 \\(none\\)"):
+        gpu.claim_gpus(1, pool=[], lock_dir=tmp_path)
+
+
+def test_slurm_assignment_is_used_without_locking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,6")
+    placement, claim = launching.place(2, None, tmp_path)
+    assert (placement.devices, placement.nproc, placement.source, claim) == (
+        ["5", "6"],
+        2,
+        "slurm",
+        None,
+    )
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(UserError, match="SLURM gave this job only 2"):
+        launching.place(4, None, tmp_path)
+
+
+def test_process_count_follows_gpus_unless_given() -> None:
+    assert launching.place(0, None, None)[0].nproc == 1
+    assert launching.place(0, 2, None)[0].nproc == 2
+    command = launching.torchrun_command(3, ["train", "--out", "r"])
+    assert command[-8:] == [
+        "--standalone",
+        "--nproc-per-node",
+        "3",
+        "-m",
+        "pdetransfer",
+        "train",
+        "--out",
+        "r",
+    ]
+
+
+def test_four_jobs_get_four_gpus_and_a_fifth_waits_for_a_killed_holder(
+    tmp_path: Path, probe_env: dict[str, str]
+) -> None:
+    release = tmp_path / "release"
+    outs = [tmp_path / f"job{i}" for i in range(5)]
+    jobs = [_start_probe(probe_env, out, release, "--gpus", "1") for out in outs[:4]]
+    try:
+        _wait_for([Path(f"{out}.-") for out in outs[:4]])
+        seen = [Path(f"{out}.-").read_text().split("|")[0] for out in outs[:4]]
+        assert sorted(seen) == ["0", "1", "2", "3"]
+
+        fifth = _start_probe(probe_env, outs[4], release, "--gpus", "1")
+        jobs.append(fifth)
+        time.sleep(1.5)
+        assert not Path(f"{outs[4]}.-").exists(), "a fifth job ran while four GPUs were held"
+
+        jobs[2].send_signal(signal.SIGKILL)  # the holder dies without cleaning up
+        jobs[2].wait()
+        _wait_for([Path(f"{outs[4]}.-")])
+        assert Path(f"{outs[4]}.-").read_text().split("|")[0] == seen[2]
+    finally:
+        release.touch()
+        for job in jobs:
+            job.wait(timeout=60)
+    assert [job.returncode for job in jobs] == [0, 0, -signal.SIGKILL, 0, 0]
+    assert "waiting for 1 free GPU(s)" in fifth.stderr.read()
+
+
+def test_two_processes_under_torchrun_forward_usr1_and_exit_status(
+    tmp_path: Path, probe_env: dict[str, str]
+) -> None:
+    """Two gloo-ready CPU processes: ranks set, SIGUSR1 reaches both, torchrun survives it."""
+    release = tmp_path / "release"
+    out = tmp_path / "multi"
+    job = subprocess.Popen(
+        [
+            _pdetransfer(),
+            "launch",
+            "--nproc",
+            "2",
+            "--",
+            "probe",
+            str(out),
+            "--release",
+            str(release),
+            "--exit",
+            "3",
+        ],
+        env=probe_env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for([Path(f"{out}.0"), Path(f"{out}.1")], timeout=120)
+        job.send_signal(signal.SIGUSR1)
+        time.sleep(0.5)
+    finally:
+        release.touch()
+        job.wait(timeout=120)
+    stderr = job.stderr.read()
+    assert job.returncode != 0, stderr  # the workers' failure (exit 3) is not swallowed
+    for rank in ("0", "1"):
+        assert Path(f"{out}.{rank}").read_text().split("|")[1] == rank
+        assert Path(f"{out}.{rank}.signals").read_text() == "USR1", stderr
+
+
+def test_exit_status_of_an_in_process_run_is_propagated(
+    tmp_path: Path, probe_env: dict[str, str]
+) -> None:
+    release = tmp_path / "release"
+    release.touch()
+    result = subprocess.run(
+        [
+            _pdetransfer(),
+            "launch",
+            "--gpus",
+            "2",
+            "--nproc",
+            "1",
+            "--",
+            "probe",
+            str(tmp_path / "o"),
+            "--release",
+            str(release),
+            "--exit",
+            "5",
+        ],
+        env=probe_env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 5
+    assert (tmp_path / "o.-").read_text().split("|")[0] == "0,1"
+
+
+def test_launch_errors_are_one_sentence(probe_env: dict[str, str]) -> None:
+    for args, message in [
+        ([], "no subcommand to launch"),
+        (["--gpus", "9", "--", "info", "x"], "asked for 9 GPU(s)"),
+        (["--", "launch", "info"], "cannot launch itself"),
+    ]:
+        result = subprocess.run(
+            [_pdetransfer(), "launch", *args], env=probe_env, capture_output=True, text=True
+        )
+        assert result.returncode == 2
+        assert result.stderr.strip().startswith("pdetransfer launch: error:")
+        assert message in result.stderr
