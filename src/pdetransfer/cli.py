@@ -131,6 +131,40 @@ def _add_launch(sub: argparse._SubParsersAction) -> None:
     _handler(p, "pdetransfer.launching:launch_command")
 
 
+def _add_study(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("study", help="check the workflow's resolved config and record it")
+    p.add_argument(
+        "--config-json", required=True, help="the validated config as JSON (the workflow's)"
+    )
+    p.add_argument("--out", required=True, help="study file (JSON) that aggregate/plot read")
+    _handler(p, "pdetransfer.study:study_command")
+
+
+def _add_aggregate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("aggregate", help="tables of every run, best lr per cell, data efficiency")
+    p.add_argument("--study", required=True, help="study file written by `pdetransfer study`")
+    p.add_argument("--results", default="results", help="results root the run paths are under")
+    p.add_argument("--runs-csv", required=True, help="output: one row per run")
+    p.add_argument("--summary-csv", required=True, help="output: best lr by validation error")
+    p.add_argument("--efficiency-csv", required=True, help="output: N to reach target errors")
+    _handler(p, "pdetransfer.aggregation:aggregate_command")
+
+
+PLOT_KINDS = ("error-vs-n", "error-vs-size", "ood", "mixed", "gallery")
+
+
+def _add_plot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plot", help="one figure of the study (PNG and/or SVG)")
+    p.add_argument("kind", choices=PLOT_KINDS)
+    p.add_argument("--study", required=True, help="study file written by `pdetransfer study`")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--downstream", help="downstream dataset (error-vs-n, gallery)")
+    p.add_argument("--summary", help="summary.csv (every kind but gallery)")
+    p.add_argument("--results", default="results", help="results root (gallery predictions)")
+    p.add_argument("--out", required=True, nargs="+", help="output .png/.svg file(s)")
+    _handler(p, "pdetransfer.plotting:plot_command")
+
+
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_generate,
     _add_stats,
@@ -139,6 +173,9 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_evaluate,
     _add_info,
     _add_launch,
+    _add_study,
+    _add_aggregate,
+    _add_plot,
 ]
 
 

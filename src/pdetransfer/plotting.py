@@ -1,0 +1,352 @@
+"""The study's figures (seaborn styling, PNG and SVG), drawn from the summary table.
+
+Every curve is the test error at the learning rate chosen by validation error (summary.csv),
+with error bars of one standard deviation over seeds where there are several seeds.
+Fine-tuning is drawn in blues, scratch in oranges (darker = larger model), zero-shot as grey
+horizontal dashed lines: zero-shot does not depend on N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from pdetransfer import __version__
+from pdetransfer.aggregation import load_study, read_csv
+from pdetransfer.atomic import atomic_path
+from pdetransfer.errors import UserError
+from pdetransfer.study import Run, Study
+
+PARAMETER_SYMBOL = {"poisson": "e", "advdiff": "Ψ", "helmholtz": "ω"}
+FORMATS = ("png", "svg")
+
+
+def dataset_label(study: Study, name: str) -> str:
+    """e.g. ``poisson e∈(5, 10)``: the system and its physics-parameter range."""
+    ds = study.datasets[name]
+    lo, hi = ds["range"]
+    return f"{ds['system']} {PARAMETER_SYMBOL[ds['system']]}∈({lo:g}, {hi:g})"
+
+
+def _shades(palette: str, count: int) -> list[Any]:
+    """``count`` colours of a sequential palette, light to dark, avoiding the palest."""
+    return sns.color_palette(palette, count + 1)[1:]
+
+
+def _curve(summary: pd.DataFrame, **match: Any) -> pd.DataFrame:
+    """Rows of the summary matching every ``column=value``, sorted by N."""
+    mask = np.ones(len(summary), dtype=bool)
+    for column, value in match.items():
+        mask &= (summary[column] == value).to_numpy()
+    return summary[mask].sort_values("n")
+
+
+def _draw(ax: plt.Axes, curve: pd.DataFrame, x: str = "n", **style: Any) -> None:
+    """A curve with one-standard-deviation error bars over seeds (none for a single seed)."""
+    if curve.empty:
+        return
+    std = curve["test_rel_l2_std"].fillna(0.0).to_numpy()
+    ax.errorbar(curve[x], curve["test_rel_l2_mean"], yerr=std, capsize=2, **style)
+
+
+def _zeroshot(ax: plt.Axes, rows: pd.DataFrame, color: Any, label: str) -> None:
+    if not rows.empty:
+        ax.axhline(rows["test_rel_l2_mean"].iloc[0], color=color, ls="--", lw=1.2, label=label)
+
+
+def _loglog(ax: plt.Axes, xlabel: str) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test relative L2 error")
+
+
+def _save(fig: plt.Figure, outs: Sequence[str]) -> None:
+    """Save one figure to every path (format from the suffix), atomically."""
+    for out in outs:
+        suffix = Path(out).suffix.lstrip(".")
+        if suffix not in FORMATS:
+            raise UserError(f"cannot write {out}: plots are written as {' or '.join(FORMATS)}")
+        with atomic_path(out) as tmp:
+            fig.savefig(
+                tmp,
+                format=suffix,
+                dpi=150,
+                bbox_inches="tight",
+                metadata={"Creator": f"pdetransfer {__version__}"},
+            )
+    plt.close(fig)
+
+
+def _downstream_panel(
+    ax: plt.Axes,
+    study: Study,
+    summary: pd.DataFrame,
+    pretrain: str,
+    downstream: str,
+    sizes: Sequence[str],
+) -> None:
+    """Error vs N on one downstream dataset: finetune and scratch per size, zero-shot lines."""
+    blues, oranges, greys = (_shades(p, len(sizes)) for p in ("Blues", "Oranges", "Greys"))
+    for i, size in enumerate(sizes):
+        _draw(
+            ax,
+            _curve(summary, mode="finetune", pretrain=pretrain, size=size, downstream=downstream),
+            color=blues[i],
+            marker="o",
+            label=f"finetune {size}",
+        )
+        _draw(
+            ax,
+            _curve(summary, mode="scratch", size=size, downstream=downstream),
+            color=oranges[i],
+            marker="s",
+            label=f"scratch {size}",
+        )
+        _zeroshot(
+            ax,
+            _curve(summary, mode="zeroshot", pretrain=pretrain, size=size, downstream=downstream),
+            greys[i],
+            f"zero-shot {size}",
+        )
+    _loglog(ax, "downstream training examples N")
+    ax.set_title(dataset_label(study, downstream))
+
+
+def error_vs_n(study: Study, summary: pd.DataFrame, experiment: str, downstream: str) -> plt.Figure:
+    """Error vs N on one downstream dataset of an experiment, every model size."""
+    pretrain = study.experiments[experiment]["pretrain"]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    _downstream_panel(ax, study, summary, pretrain, downstream, study.experiment_sizes(experiment))
+    ax.set_title(f"{experiment}: pre-trained on {pretrain}\n→ {dataset_label(study, downstream)}")
+    ax.legend(fontsize="small", ncol=2)
+    return fig
+
+
+def ood(study: Study, summary: pd.DataFrame, experiment: str) -> plt.Figure:
+    """The OOD series side by side (shared error axis), largest model size."""
+    exp = study.experiments[experiment]
+    size = study.experiment_sizes(experiment)[-1]
+    series = exp["downstream"]
+    fig, axes = plt.subplots(
+        1, len(series), figsize=(4 * len(series), 4), sharey=True, squeeze=False
+    )
+    for ax, downstream in zip(axes[0], series, strict=True):
+        _downstream_panel(ax, study, summary, exp["pretrain"], downstream, [size])
+    for ax in axes[0][1:]:
+        ax.set_ylabel("")
+    axes[0][0].legend(fontsize="small")
+    fig.suptitle(f"{experiment}: pre-trained on {exp['pretrain']} ({size}), downstream shifts")
+    return fig
+
+
+def mixed(study: Study, summary: pd.DataFrame, experiment: str) -> plt.Figure:
+    """Mixed-physics pre-training fine-tuned on each system, against single-system ones."""
+    exp = study.experiments[experiment]
+    size = study.experiment_sizes(experiment)[-1]
+    series = exp["downstream"]
+    fig, axes = plt.subplots(
+        1, len(series), figsize=(4 * len(series), 4), sharey=True, squeeze=False
+    )
+    greens = _shades("Greens", 3)
+    for ax, downstream in zip(axes[0], series, strict=True):
+        _draw(
+            ax,
+            _curve(
+                summary, mode="finetune", pretrain=exp["pretrain"], size=size, downstream=downstream
+            ),
+            color=sns.color_palette("Blues", 3)[2],
+            marker="o",
+            label=f"finetune from {exp['pretrain']}",
+        )
+        for i, other in enumerate(study.compare_pretrain(experiment, downstream)):
+            _draw(
+                ax,
+                _curve(summary, mode="finetune", pretrain=other, size=size, downstream=downstream),
+                color=greens[i % len(greens)],
+                marker="^",
+                label=f"finetune from {other}",
+            )
+        _draw(
+            ax,
+            _curve(summary, mode="scratch", size=size, downstream=downstream),
+            color=sns.color_palette("Oranges", 3)[2],
+            marker="s",
+            label="scratch",
+        )
+        _zeroshot(
+            ax,
+            _curve(
+                summary, mode="zeroshot", pretrain=exp["pretrain"], size=size, downstream=downstream
+            ),
+            "0.4",
+            f"zero-shot {exp['pretrain']}",
+        )
+        _loglog(ax, "downstream training examples N")
+        ax.set_title(dataset_label(study, downstream))
+        ax.legend(fontsize="x-small")
+    for ax in axes[0][1:]:
+        ax.set_ylabel("")
+    fig.suptitle(f"{experiment}: mixed-physics pre-training {exp['pretrain']} ({size})")
+    return fig
+
+
+def error_vs_size(study: Study, summary: pd.DataFrame, experiment: str) -> plt.Figure:
+    """Error vs parameter count at fixed N, one panel per downstream dataset."""
+    exp = study.experiments[experiment]
+    sizes = study.experiment_sizes(experiment)
+    ns = study.size_n()
+    series = exp["downstream"]
+    fig, axes = plt.subplots(
+        1, len(series), figsize=(4.5 * len(series), 4), sharey=True, squeeze=False
+    )
+    blues, oranges = _shades("Blues", len(ns)), _shades("Oranges", len(ns))
+    for ax, downstream in zip(axes[0], series, strict=True):
+        rows = summary[(summary["downstream"] == downstream) & summary["size"].isin(sizes)]
+        for i, n in enumerate(ns):
+            ft = rows[(rows["mode"] == "finetune") & (rows["pretrain"] == exp["pretrain"])]
+            sc = rows[rows["mode"] == "scratch"]
+            _draw(
+                ax,
+                ft[ft["n"] == n].sort_values("parameters"),
+                x="parameters",
+                color=blues[i],
+                marker="o",
+                label=f"finetune N={n}",
+            )
+            _draw(
+                ax,
+                sc[sc["n"] == n].sort_values("parameters"),
+                x="parameters",
+                color=oranges[i],
+                marker="s",
+                label=f"scratch N={n}",
+            )
+        zs = rows[(rows["mode"] == "zeroshot") & (rows["pretrain"] == exp["pretrain"])]
+        _draw(
+            ax,
+            zs.sort_values("parameters"),
+            x="parameters",
+            color="0.4",
+            ls="--",
+            label="zero-shot",
+        )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("model parameters")
+        ax.set_ylabel("test relative L2 error")
+        ax.set_title(dataset_label(study, downstream))
+        ax.legend(fontsize="x-small")
+    for ax in axes[0][1:]:
+        ax.set_ylabel("")
+    fig.suptitle(f"{experiment}: pre-trained on {exp['pretrain']}, model sizes {', '.join(sizes)}")
+    return fig
+
+
+def _best_by_validation(runs: Sequence[Run], results: Path) -> Run:
+    """The run with the lowest validation error (from its train.json)."""
+
+    def val(run: Run) -> float:
+        path = results / run.directory / "train.json"
+        try:
+            value = json.loads(path.read_text()).get("best_val_rel_l2")
+        except FileNotFoundError:
+            raise UserError(f"{path} does not exist: run the workflow first") from None
+        return float(value) if value is not None else math.inf
+
+    return min(runs, key=val)
+
+
+def _read_predictions(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with h5py.File(path, "r") as h5:
+            return {key: np.asarray(h5[key]) for key in ("f", "u", "u_pred")}
+    except (FileNotFoundError, OSError):
+        raise UserError(f"{path} is missing or not an HDF5 file") from None
+    except KeyError as err:
+        raise UserError(f"{path} lacks dataset {err}") from None
+
+
+def gallery(study: Study, results: str | Path, experiment: str, downstream: str) -> plt.Figure:
+    """Test samples: source, truth, then prediction and error of each mode (best lr)."""
+    results = Path(results)
+    runs = study.gallery_runs(experiment, downstream)
+    panels: list[tuple[str, Run]] = []
+    for mode in ("finetune", "scratch", "zeroshot"):
+        candidates = [r for r in runs if r.mode == mode]
+        if candidates:
+            best = _best_by_validation(candidates, results) if mode != "zeroshot" else candidates[0]
+            detail = f" N={best.n}, lr={best.lr}" if best.trains else ""
+            panels.append((f"{mode}{detail}", best))
+    preds = [_read_predictions(results / run.directory / "predictions.h5") for _, run in panels]
+    truth = preds[0]
+    k = truth["u"].shape[0]
+    cols = 2 + 2 * len(panels)
+    fig, axes = plt.subplots(k, cols, figsize=(2.2 * cols, 2.2 * k), squeeze=False)
+    for row in range(k):
+        u = truth["u"][row]
+        lim = float(np.abs(u).max()) or 1.0
+        err_lim = max(float(np.abs(p["u_pred"][row] - u).max()) for p in preds) or 1.0
+        images = [("source f", truth["f"][row], "viridis", None)]
+        images.append(("truth u", u, "RdBu_r", lim))
+        for (label, _), p in zip(panels, preds, strict=True):
+            rel = np.linalg.norm(p["u_pred"][row] - u) / max(np.linalg.norm(u), 1e-30)
+            images.append((f"{label}\nprediction", p["u_pred"][row], "RdBu_r", lim))
+            images.append((f"error (rel L2 {rel:.2g})", p["u_pred"][row] - u, "PuOr_r", err_lim))
+        for ax, (title, image, cmap, scale) in zip(axes[row], images, strict=True):
+            kwargs = {"vmin": -scale, "vmax": scale} if scale is not None else {}
+            shown = ax.imshow(image.T, origin="lower", cmap=cmap, **kwargs)
+            fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+            ax.set_title(title if row == 0 or title.startswith("error") else "", fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    size = study.experiment_sizes(experiment)[-1]
+    fig.suptitle(f"{experiment} ({size}) on {dataset_label(study, downstream)}: test samples")
+    return fig
+
+
+def plot_command(args: argparse.Namespace) -> int:
+    """``pdetransfer plot KIND``: draw one figure and write it to every ``--out`` path."""
+    plt.switch_backend("Agg")  # files only: never needs (or opens) a display
+    sns.set_theme(style="whitegrid", context="paper")
+    study = load_study(args.study)
+    if args.experiment not in study.experiments:
+        raise UserError(
+            f"experiment {args.experiment!r} is not in the study "
+            f"(defined: {', '.join(study.experiments)})"
+        )
+    if args.kind == "gallery":
+        _need_downstream(study, args.experiment, args.downstream)
+        fig = gallery(study, args.results, args.experiment, args.downstream)
+    else:
+        summary = read_csv(args.summary)
+        if args.kind == "error-vs-n":
+            _need_downstream(study, args.experiment, args.downstream)
+            fig = error_vs_n(study, summary, args.experiment, args.downstream)
+        elif args.kind == "error-vs-size":
+            fig = error_vs_size(study, summary, args.experiment)
+        elif args.kind == "ood":
+            fig = ood(study, summary, args.experiment)
+        else:
+            fig = mixed(study, summary, args.experiment)
+    _save(fig, args.out)
+    return 0
+
+
+def _need_downstream(study: Study, experiment: str, downstream: str | None) -> None:
+    series = study.experiments[experiment]["downstream"]
+    if downstream not in series:
+        raise UserError(
+            f"--downstream {downstream!r} is not a downstream dataset of experiment "
+            f"{experiment!r} ({', '.join(series)})"
+        )

@@ -1,0 +1,348 @@
+"""The study a config describes: which datasets, checkpoints and runs it needs, and where.
+
+The Snakemake workflow (``workflow/rules/common.smk``) and the aggregation/plotting commands
+both enumerate runs from the same validated config through this module, so the files the
+workflow builds and the files the tables read can never disagree. The config's *shape* (types,
+unknown keys, defaults) is checked by the JSON schema in ``workflow/schemas``; this module
+checks what a schema cannot: names that refer to other entries, N versus the train set, ...
+Every problem is reported as a :class:`ConfigError` naming the offending key.
+
+Paths are relative to the results root (``results/`` in the workflow). One run directory per
+(source, size, downstream dataset, N, learning rate, seed): fine-tuning runs live under the
+pre-training entry they start from; scratch runs depend on no pre-training and are therefore
+shared by every experiment with the same downstream dataset; zero-shot "runs" train nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pdetransfer import __version__
+from pdetransfer.atomic import write_json
+from pdetransfer.errors import UserError
+
+MODES = ("finetune", "scratch", "zeroshot")
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+
+# Run directories relative to the results root (workflow/rules spell the same paths).
+FINETUNE_DIR = "runs/finetune/{pretrain}/{size}/{downstream}/n{n}/lr{lr}/s{seed}"
+SCRATCH_DIR = "runs/scratch/{size}/{downstream}/n{n}/lr{lr}/s{seed}"
+ZEROSHOT_DIR = "runs/zeroshot/{pretrain}/{size}/{downstream}"
+
+
+class ConfigError(UserError):
+    """A config that the schema accepts but that does not describe a runnable study."""
+
+
+def format_lr(lr: float) -> str:
+    """The learning rate as it appears in paths: short, exact for typical values, unique.
+
+    ``repr``-like ``%g`` keeps 1e-3 as ``0.001`` and 5e-5 as ``5e-05``; parsing it back with
+    ``float`` gives the same number the config holds (up to 6 significant digits).
+    """
+    return f"{lr:g}"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One evaluated model of the sweep (a zero-shot run has no n, lr or seed)."""
+
+    mode: str
+    size: str
+    downstream: str
+    pretrain: str | None = None
+    n: int | None = None
+    lr: str | None = None
+    seed: int | None = None
+
+    @property
+    def directory(self) -> str:
+        """The run directory relative to the results root."""
+        if self.mode == "finetune":
+            return FINETUNE_DIR.format(**self._fields())
+        if self.mode == "scratch":
+            return SCRATCH_DIR.format(**self._fields())
+        return ZEROSHOT_DIR.format(**self._fields())
+
+    @property
+    def trains(self) -> bool:
+        """Whether the run trains a model (zero-shot evaluates the pre-trained one)."""
+        return self.mode != "zeroshot"
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "pretrain": self.pretrain,
+            "size": self.size,
+            "downstream": self.downstream,
+            "n": self.n,
+            "lr": self.lr,
+            "seed": self.seed,
+        }
+
+
+class Study:
+    """A validated (schema-checked, defaults filled) config, checked for consistency."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = config
+        self.datasets: dict[str, dict[str, Any]] = dict(config["datasets"])
+        self.sizes: dict[str, str] = dict(config["sizes"])
+        self.pretrain: dict[str, list[str]] = {k: list(v) for k, v in config["pretrain"].items()}
+        self.experiments: dict[str, dict[str, Any]] = dict(config["experiments"])
+        sweep = config["sweep"]
+        self.n_values: list[int] = [int(n) for n in sweep["n"]]
+        self.lrs: list[str] = [format_lr(float(lr)) for lr in sweep["lr"]]
+        self.seeds: list[int] = [int(s) for s in sweep["seeds"]]
+        self.modes: list[str] = list(sweep["modes"])
+        self._check()
+
+    # ------------------------------------------------------------------ consistency checks
+    def _check(self) -> None:
+        """Raise :class:`ConfigError` naming the key of the first inconsistency found."""
+        for name in (*self.datasets, *self.sizes, *self.pretrain, *self.experiments):
+            if not re.fullmatch(NAME_PATTERN, str(name)):
+                raise ConfigError(
+                    f"name {name!r} must match {NAME_PATTERN} (it becomes a path component)"
+                )
+        for name, ds in self.datasets.items():
+            lo, hi = ds["range"]
+            if not lo < hi:
+                raise ConfigError(
+                    f"config key 'datasets.{name}.range': need LO < HI, got {lo}, {hi}"
+                )
+        for name, members in self.pretrain.items():
+            if not members:
+                raise ConfigError(f"config key 'pretrain.{name}' is an empty list of datasets")
+            for ds in members:
+                self._need_dataset(ds, f"pretrain.{name}")
+            grids = {self.datasets[ds]["grid"] for ds in members}
+            if len(grids) > 1:
+                raise ConfigError(
+                    f"config key 'pretrain.{name}': mixed datasets must share one grid, got "
+                    f"{sorted(grids)}"
+                )
+        if not self.experiments:
+            raise ConfigError("config key 'experiments' defines no experiment")
+        for name, exp in self.experiments.items():
+            key = f"experiments.{name}"
+            if exp["pretrain"] not in self.pretrain:
+                raise ConfigError(
+                    f"config key '{key}.pretrain': {exp['pretrain']!r} is not a pre-training "
+                    f"entry (defined: {', '.join(self.pretrain) or 'none'})"
+                )
+            if not exp["downstream"]:
+                raise ConfigError(f"config key '{key}.downstream' is an empty list")
+            for ds in exp["downstream"]:
+                self._need_dataset(ds, f"{key}.downstream")
+            sizes = exp.get("sizes")
+            if sizes is not None:
+                if not sizes:
+                    raise ConfigError(f"config key '{key}.sizes' is an empty list")
+                for size in sizes:
+                    if size not in self.sizes:
+                        raise ConfigError(
+                            f"config key '{key}.sizes': {size!r} is not a model size "
+                            f"(defined: {', '.join(self.sizes)})"
+                        )
+        for key, values in (
+            ("sweep.n", self.n_values),
+            ("sweep.lr", self.lrs),
+            ("sweep.seeds", self.seeds),
+            ("sweep.modes", self.modes),
+        ):
+            if not values:
+                raise ConfigError(f"config key '{key}' is an empty list")
+            if len(set(values)) != len(values):
+                raise ConfigError(f"config key '{key}' has duplicate values: {values}")
+        if {"finetune", "scratch"} & set(self.modes):
+            for name, exp in self.experiments.items():
+                for ds in exp["downstream"]:
+                    n_train = int(self.datasets[ds]["train"])
+                    too_big = [n for n in self.n_values if n > n_train]
+                    if too_big:
+                        raise ConfigError(
+                            f"config key 'sweep.n': N={too_big[0]} exceeds the train set of "
+                            f"dataset {ds!r} (datasets.{ds}.train = {n_train}, used by "
+                            f"experiments.{name})"
+                        )
+        report = self.config["report"]
+        for n in report.get("size_n") or []:
+            if n not in self.n_values:
+                raise ConfigError(f"config key 'report.size_n': {n} is not one of sweep.n")
+        gallery_n = report["gallery"].get("n")
+        if gallery_n is not None and gallery_n not in self.n_values:
+            raise ConfigError(f"config key 'report.gallery.n': {gallery_n} is not one of sweep.n")
+
+    def _need_dataset(self, name: str, key: str) -> None:
+        if name not in self.datasets:
+            raise ConfigError(
+                f"config key '{key}': dataset {name!r} is not defined under 'datasets' "
+                f"(defined: {', '.join(self.datasets)})"
+            )
+
+    # ------------------------------------------------------------------ enumeration
+    def experiment_sizes(self, experiment: str) -> list[str]:
+        """Model sizes of an experiment (all sizes, in config order, unless it lists some)."""
+        sizes = self.experiments[experiment].get("sizes")
+        return list(sizes) if sizes else list(self.sizes)
+
+    def is_mixed(self, pretrain: str) -> bool:
+        """Whether a pre-training entry mixes several datasets (mixed physics)."""
+        return len(self.pretrain[pretrain]) > 1
+
+    def pretrain_jobs(self) -> list[tuple[str, str]]:
+        """(pre-training entry, size) pairs some experiment fine-tunes or evaluates."""
+        wanted = {"finetune", "zeroshot"} & set(self.modes)
+        if not wanted:
+            return []
+        return _unique(
+            (exp["pretrain"], size)
+            for name, exp in self.experiments.items()
+            for size in self.experiment_sizes(name)
+        )
+
+    def used_pretrain_entries(self) -> list[str]:
+        """Pre-training entries whose checkpoints the study builds."""
+        return _unique(p for p, _ in self.pretrain_jobs())
+
+    def used_datasets(self) -> list[str]:
+        """Datasets the study generates: downstream ones and those of built pre-trainings."""
+        names = [ds for p in self.used_pretrain_entries() for ds in self.pretrain[p]]
+        names += [ds for exp in self.experiments.values() for ds in exp["downstream"]]
+        return _unique(names)
+
+    def stats_datasets(self) -> list[str]:
+        """Datasets whose own normalisation stats are needed (scratch, single pre-training)."""
+        names = [self.pretrain[p][0] for p in self.used_pretrain_entries() if not self.is_mixed(p)]
+        if "scratch" in self.modes:
+            names += [ds for exp in self.experiments.values() for ds in exp["downstream"]]
+        return _unique(names)
+
+    def experiment_runs(self, experiment: str) -> list[Run]:
+        """Every run one experiment shows (its scratch runs included)."""
+        exp = self.experiments[experiment]
+        runs: list[Run] = []
+        for size in self.experiment_sizes(experiment):
+            for ds in exp["downstream"]:
+                runs.extend(self.cell_runs(exp["pretrain"], size, ds))
+        return runs
+
+    def cell_runs(self, pretrain: str, size: str, downstream: str) -> list[Run]:
+        """The runs comparing fine-tuning from one checkpoint with scratch on one dataset."""
+        runs: list[Run] = []
+        if "zeroshot" in self.modes:
+            runs.append(Run("zeroshot", size, downstream, pretrain=pretrain))
+        for mode in ("finetune", "scratch"):
+            if mode not in self.modes:
+                continue
+            runs.extend(
+                Run(
+                    mode,
+                    size,
+                    downstream,
+                    pretrain=pretrain if mode == "finetune" else None,
+                    n=n,
+                    lr=lr,
+                    seed=seed,
+                )
+                for n in self.n_values
+                for lr in self.lrs
+                for seed in self.seeds
+            )
+        return runs
+
+    def runs(self) -> list[Run]:
+        """Every run of the study once (scratch runs shared between experiments)."""
+        return _unique(run for name in self.experiments for run in self.experiment_runs(name))
+
+    # ------------------------------------------------------------------ report selections
+    def ood_experiments(self) -> list[str]:
+        """Experiments with a series of downstream datasets from a single-system pre-training."""
+        return [
+            name
+            for name, exp in self.experiments.items()
+            if len(exp["downstream"]) > 1 and not self.is_mixed(exp["pretrain"])
+        ]
+
+    def mixed_experiments(self) -> list[str]:
+        """Experiments that fine-tune a mixed-physics pre-training."""
+        return [name for name, exp in self.experiments.items() if self.is_mixed(exp["pretrain"])]
+
+    def scaling_experiments(self) -> list[str]:
+        """Experiments with more than one model size (error-versus-size plots)."""
+        return [name for name in self.experiments if len(self.experiment_sizes(name)) > 1]
+
+    def size_n(self) -> list[int]:
+        """N values of the error-versus-size plot (default: the smallest and largest N)."""
+        chosen = self.config["report"].get("size_n")
+        return list(chosen) if chosen else _unique([min(self.n_values), max(self.n_values)])
+
+    def gallery_runs(self, experiment: str, downstream: str) -> list[Run]:
+        """Runs whose test predictions the gallery shows: largest size, gallery N, first seed.
+
+        All learning rates are predicted so the gallery can show the best one by validation
+        error without the DAG having to know it in advance.
+        """
+        exp = self.experiments[experiment]
+        size = self.experiment_sizes(experiment)[-1]
+        n = self.config["report"]["gallery"].get("n") or min(self.n_values)
+        return [
+            run
+            for run in self.cell_runs(exp["pretrain"], size, downstream)
+            if run.mode == "zeroshot" or (run.n == n and run.seed == self.seeds[0])
+        ]
+
+    def compare_pretrain(self, experiment: str, downstream: str) -> list[str]:
+        """Single-system pre-trainings fine-tuned on the same dataset (mixed-physics panel)."""
+        size = self.experiment_sizes(experiment)[-1]
+        return _unique(
+            exp["pretrain"]
+            for name, exp in self.experiments.items()
+            if name != experiment
+            and not self.is_mixed(exp["pretrain"])
+            and downstream in exp["downstream"]
+            and size in self.experiment_sizes(name)
+        )
+
+
+def _unique(items: Iterable[Any]) -> list[Any]:
+    """Items in first-seen order without repeats."""
+    return list(dict.fromkeys(items))
+
+
+def study_command(args: argparse.Namespace) -> int:
+    """``pdetransfer study``: check a resolved config and record it as the study file.
+
+    The workflow passes its validated config (schema defaults filled) as JSON; the study file
+    is what ``aggregate`` and ``plot`` read, so they enumerate exactly the workflow's runs.
+    """
+    try:
+        config = json.loads(args.config_json)
+    except json.JSONDecodeError as err:
+        raise UserError(f"--config-json is not valid JSON ({err.msg})") from None
+    if not isinstance(config, dict):
+        raise UserError("--config-json must be a JSON object (the workflow's config)")
+    try:
+        study = Study(config)
+    except KeyError as err:
+        raise UserError(
+            f"--config-json lacks key {err}: pass the workflow's validated config"
+        ) from None
+    runs = study.runs()
+    write_json(
+        args.out,
+        {
+            "config": config,
+            "datasets": study.used_datasets(),
+            "pretrain_checkpoints": [list(job) for job in study.pretrain_jobs()],
+            "runs": {mode: sum(r.mode == mode for r in runs) for mode in MODES},
+            "pdetransfer_version": __version__,
+        },
+    )
+    print(f"study: {len(runs)} runs of {len(study.experiments)} experiments")
+    return 0

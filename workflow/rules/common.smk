@@ -1,0 +1,144 @@
+# Shared by every rule: config validation, wildcard constraints and input/target functions.
+# The study logic (what runs exist, where they live, what a config may say) is in
+# pdetransfer.study so that the tables and plots enumerate exactly the runs built here.
+
+import copy
+import json
+import os
+import re
+
+from snakemake.utils import min_version, validate
+
+from pdetransfer.study import ConfigError, Study
+
+min_version("8.0")
+
+# A study given with --configfile REPLACES the default one instead of being deep-merged into
+# it (Snakemake's default), which would silently add the default study's named datasets and
+# experiments to it. --config KEY=VALUE overrides still apply on top.
+if workflow.config_settings.configfiles:
+    config.clear()
+    config.update(copy.deepcopy(dict(workflow.config_settings.overwrite_config)))
+
+
+validate(config, "../schemas/config.schema.yaml")
+try:
+    STUDY = Study(config)
+except ConfigError as err:
+    raise WorkflowError(f"invalid config: {err}") from None
+
+ENV = "../../envs/pdetransfer.yaml"
+
+
+report: "../report/workflow.rst"
+
+
+def _names(names):
+    """A regex matching exactly the given names (and nothing, if there are none)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+wildcard_constraints:
+    dataset=_names(STUDY.datasets),
+    split="train|val|test",
+    pretrain=_names(STUDY.pretrain),
+    mixed=_names(p for p in STUDY.pretrain if STUDY.is_mixed(p)),
+    size=_names(STUDY.sizes),
+    downstream=_names(STUDY.datasets),
+    experiment=_names(STUDY.experiments),
+    n=r"[1-9][0-9]*",
+    lr=r"[0-9][0-9.e+-]*",
+    seed=r"[0-9]+",
+    run=r"(finetune/[^/]+/|scratch/)[^/]+/[^/]+/n[0-9]+/lr[^/]+/s[0-9]+|zeroshot/[^/]+/[^/]+/[^/]+",
+
+
+# ---------------------------------------------------------------- per-job settings
+def res(stage, key):
+    """A resource value of a stage (data, pretrain, train, evaluate) from the config."""
+    return config["resources"][stage][key]
+
+
+def recipe(stage):
+    """Training hyper-parameters of a stage (pretrain, downstream) from the config."""
+    return config["training"][stage]
+
+
+# ---------------------------------------------------------------- input functions
+def dataset_file(name, split):
+    """One split of a named dataset."""
+    return f"results/data/{name}/{split}.h5"
+
+
+def pretrain_files(wildcards, split):
+    """The split files of a pre-training entry (several for mixed physics)."""
+    return [dataset_file(ds, split) for ds in STUDY.pretrain[wildcards.pretrain]]
+
+
+def pretrain_stats(wildcards):
+    """Normalisation stats of a pre-training entry: its dataset's, or the mixed set's."""
+    members = STUDY.pretrain[wildcards.pretrain]
+    if len(members) == 1:
+        return f"results/data/{members[0]}/stats.json"
+    return f"results/pretrain/{wildcards.pretrain}/stats.json"
+
+
+def run_checkpoint(wildcards):
+    """The model a run evaluates: its own, or for zero-shot the pre-trained checkpoint."""
+    mode, *rest = wildcards.run.split("/")
+    if mode == "zeroshot":
+        pretrain, size, _ = rest
+        return f"results/pretrain/{pretrain}/{size}/model.pt"
+    return f"results/runs/{wildcards.run}/model.pt"
+
+
+def run_test_file(wildcards):
+    """The test split of the run's downstream dataset (named in the run path)."""
+    parts = wildcards.run.split("/")
+    downstream = parts[3] if parts[0] == "zeroshot" else parts[-4]
+    return dataset_file(downstream, "test")
+
+
+# ---------------------------------------------------------------- targets
+def run_outputs():
+    """metrics.json and (for trained runs) train.json of every run of the study."""
+    files = []
+    for run in STUDY.runs():
+        files.append(f"results/{run.directory}/metrics.json")
+        if run.trains:
+            files.append(f"results/{run.directory}/train.json")
+    return files
+
+
+def gallery_inputs(wildcards):
+    """Prediction files of the runs the gallery of one (experiment, dataset) shows."""
+    runs = STUDY.gallery_runs(wildcards.experiment, wildcards.downstream)
+    files = [f"results/{run.directory}/predictions.h5" for run in runs]
+    files += [f"results/{run.directory}/train.json" for run in runs if run.trains]
+    return files
+
+
+def plot_targets():
+    """Every plot of the study (PNG and SVG)."""
+    stems = [
+        f"results/plots/error_vs_n/{name}/{ds}"
+        for name, exp in STUDY.experiments.items()
+        for ds in exp["downstream"]
+    ]
+    stems += [
+        f"results/plots/gallery/{name}/{ds}"
+        for name, exp in STUDY.experiments.items()
+        for ds in exp["downstream"]
+    ]
+    stems += [
+        f"results/plots/error_vs_size/{name}" for name in STUDY.scaling_experiments()
+    ]
+    stems += [f"results/plots/ood/{name}" for name in STUDY.ood_experiments()]
+    stems += [f"results/plots/mixed/{name}" for name in STUDY.mixed_experiments()]
+    return [f"{stem}.{ext}" for stem in stems for ext in ("png", "svg")]
+
+
+TABLES = [
+    "results/tables/runs.csv",
+    "results/tables/summary.csv",
+    "results/tables/data_efficiency.csv",
+]

@@ -1,0 +1,65 @@
+# Data: one HDF5 file per (dataset, split), and normalisation statistics of training sets.
+
+
+rule generate:
+    output:
+        "results/data/{dataset}/{split}.h5",
+    log:
+        "results/logs/data/{dataset}/{split}.log",
+    benchmark:
+        "results/benchmarks/data/{dataset}/{split}.tsv"
+    conda:
+        ENV
+    threads: res("data", "threads")
+    resources:
+        mem_mb=res("data", "mem_mb"),
+        runtime=res("data", "runtime"),
+    params:
+        system=lambda wc: config["datasets"][wc.dataset]["system"],
+        lo=lambda wc: config["datasets"][wc.dataset]["range"][0],
+        hi=lambda wc: config["datasets"][wc.dataset]["range"][1],
+        grid=lambda wc: config["datasets"][wc.dataset]["grid"],
+        n_samples=lambda wc: config["datasets"][wc.dataset][wc.split],
+        seed=config["data_seed"],
+    shell:
+        "pdetransfer generate --system {params.system} --range {params.lo} {params.hi}"
+        " --split {wildcards.split} --n-samples {params.n_samples} --grid {params.grid}"
+        " --seed {params.seed} --out {output} > {log} 2>&1"
+
+
+rule dataset_stats:
+    input:
+        "results/data/{dataset}/train.h5",
+    output:
+        "results/data/{dataset}/stats.json",
+    log:
+        "results/logs/data/{dataset}/stats.log",
+    benchmark:
+        "results/benchmarks/data/{dataset}/stats.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=res("data", "mem_mb"),
+        runtime=res("data", "runtime"),
+    shell:
+        "pdetransfer stats {input} --out {output} > {log} 2>&1"
+
+
+rule mixed_stats:
+    input:
+        lambda wc: [dataset_file(ds, "train") for ds in STUDY.pretrain[wc.mixed]],
+    output:
+        "results/pretrain/{mixed}/stats.json",
+    log:
+        "results/logs/pretrain/{mixed}/stats.log",
+    benchmark:
+        "results/benchmarks/pretrain/{mixed}/stats.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=res("data", "mem_mb"),
+        runtime=res("data", "runtime"),
+    shell:
+        "pdetransfer stats {input} --out {output} > {log} 2>&1"

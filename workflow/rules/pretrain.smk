@@ -1,0 +1,41 @@
+# Pre-training: one checkpoint per (pre-training entry, model size). Several datasets in an
+# entry are mixed physics: the model sees all of them, normalised with their joint stats.
+# Only model.pt and train.json are outputs; state.pt (the engine's resume state) is not, so
+# a job killed half-way keeps it and `--rerun-incomplete` resumes instead of starting over.
+
+
+rule pretrain:
+    input:
+        data=lambda wc: pretrain_files(wc, "train"),
+        val=lambda wc: pretrain_files(wc, "val"),
+        stats=pretrain_stats,
+    output:
+        model="results/pretrain/{pretrain}/{size}/model.pt",
+        summary="results/pretrain/{pretrain}/{size}/train.json",
+    log:
+        "results/logs/pretrain/{pretrain}/{size}.log",
+    benchmark:
+        "results/benchmarks/pretrain/{pretrain}/{size}.tsv"
+    conda:
+        ENV
+    threads: res("pretrain", "threads")
+    resources:
+        gpu=res("pretrain", "gpu"),
+        mem_mb=res("pretrain", "mem_mb"),
+        runtime=res("pretrain", "runtime"),
+    params:
+        model=lambda wc: config["sizes"][wc.size],
+        dir=lambda wc, output: os.path.dirname(output.model),
+        lr=recipe("pretrain")["lr"],
+        seed=recipe("pretrain")["seed"],
+        epochs=recipe("pretrain")["epochs"],
+        min_steps=recipe("pretrain")["min_steps"],
+        batch_size=recipe("pretrain")["batch_size"],
+        every=config["training"]["checkpoint_every"],
+    shell:
+        "pdetransfer launch --gpus {resources.gpu} -- train"
+        " --data {input.data} --val {input.val} --stats {input.stats}"
+        " --model {params.model} --lr {params.lr} --seed {params.seed}"
+        " --epochs {params.epochs} --min-steps {params.min_steps}"
+        " --batch-size {params.batch_size} --checkpoint-every {params.every}"
+        " --threads {threads} --out {params.dir} > {log} 2>&1"
