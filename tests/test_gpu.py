@@ -149,6 +149,25 @@ def test_slurm_assignment_is_used_without_locking(
         launching.place(4, None, tmp_path)
 
 
+def test_group_jobs_share_a_slurm_allocation_device_by_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Grouped commands in one allocation of two GPUs get one each, locked per SLURM job."""
+    monkeypatch.setenv("SLURM_JOB_ID", "43")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    first, first_claim = launching.place(1, None, tmp_path)
+    second, second_claim = launching.place(1, None, tmp_path)
+    assert (first.devices, second.devices) == (["0"], ["1"])
+    assert first.source == "slurm, claimed"
+    assert sorted(p.name for p in (tmp_path / "slurm-43").iterdir()) == [
+        "gpu-0.lock",
+        "gpu-1.lock",
+    ]
+    for claim in (first_claim, second_claim):
+        assert claim is not None
+        claim.release()
+
+
 def test_process_count_follows_gpus_unless_given() -> None:
     assert launching.place(0, None, None)[0].nproc == 1
     assert launching.place(0, 2, None)[0].nproc == 2

@@ -5,8 +5,9 @@ number of processes follows the rule's resources rather than a number written in
 
 * no GPUs and one process: the subcommand runs in this very process (no start-up cost);
 * K GPUs: K free devices are claimed (:mod:`pdetransfer.gpu`) -- or, inside a SLURM job, the
-  ones SLURM assigned are used -- and ``CUDA_VISIBLE_DEVICES`` is set before anything touches
-  CUDA;
+  ones SLURM assigned are used (claimed among themselves when a group job's allocation holds
+  more than K, so grouped commands do not pile onto device 0) -- and ``CUDA_VISIBLE_DEVICES``
+  is set before anything touches CUDA;
 * more than one process: ``torchrun --standalone`` starts them (data-parallel; the engine
   reads ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``).
 
@@ -40,7 +41,7 @@ class Placement:
 
     devices: list[str] | None  # None: leave CUDA_VISIBLE_DEVICES as it is
     nproc: int
-    source: str  # "none", "claimed" or "slurm": who decided the devices, for the log line
+    source: str  # who decided the devices ("none", "claimed", "slurm"), for the log line
 
 
 def torchrun_command(nproc: int, argv: Sequence[str]) -> list[str]:
@@ -140,7 +141,14 @@ def place(
                 f"--gpus {gpus} but SLURM gave this job only {len(from_slurm)} "
                 f"(CUDA_VISIBLE_DEVICES={','.join(from_slurm)}); request gpu={gpus} for the rule"
             )
-        return Placement(devices=from_slurm or None, nproc=processes, source="slurm"), None
+        if len(from_slurm) <= gpus:
+            # The allocation is exactly this command's (or has no CUDA devices): use it as is.
+            return Placement(devices=from_slurm or None, nproc=processes, source="slurm"), None
+        # A group job: several commands share the allocation, so each claims its own share.
+        # Device numbers are per job under SLURM, hence a lock directory per job.
+        job_locks = (lock_dir or gpu.default_lock_dir()) / f"slurm-{os.environ['SLURM_JOB_ID']}"
+        claim = gpu.claim_gpus(gpus, pool=from_slurm, lock_dir=job_locks)
+        return Placement(devices=claim.ids, nproc=processes, source="slurm, claimed"), claim
     claim = gpu.claim_gpus(gpus, lock_dir=lock_dir)
     return Placement(devices=claim.ids, nproc=processes, source="claimed"), claim
 
