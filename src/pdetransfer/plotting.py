@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import FuncFormatter
 
 from pdetransfer import __version__
 from pdetransfer.aggregation import load_study, read_csv
@@ -66,6 +67,7 @@ def _zeroshot(ax: plt.Axes, rows: pd.DataFrame, color: Any, label: str) -> None:
 
 def _loglog(ax: plt.Axes, xlabel: str) -> None:
     ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test relative L2 error")

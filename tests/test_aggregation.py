@@ -1,0 +1,277 @@
+"""Study enumeration, tables and plots on synthetic run directories (no training)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from pdetransfer.aggregation import (
+    data_efficiency,
+    n_to_reach,
+    read_csv,
+    summarize,
+    write_csv,
+)
+from pdetransfer.cli import main
+from pdetransfer.errors import UserError
+from pdetransfer.study import ConfigError, Study, format_lr
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def load_config(name: str = "test") -> dict:
+    """A config file with the schema's defaults filled, as the workflow sees it."""
+    config = yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text())
+    validate(config, str(SCHEMA))
+    return config
+
+
+# ---------------------------------------------------------------------------- study
+def test_study_enumerates_shared_scratch_runs_once() -> None:
+    study = Study(load_config("test"))
+    runs = study.runs()
+    assert len(runs) == len(set(runs))
+    scratch = [r for r in runs if r.mode == "scratch"]
+    # shifts (sizes tiny, xs) x {poisson_5_10, helmholtz_1_10} and mixed (tiny) x poisson_5_10
+    # share the scratch runs of (tiny, poisson_5_10): 2 sizes x 2 datasets x 2 N.
+    assert len(scratch) == 2 * 2 * 2
+    assert {r.directory for r in scratch} >= {"runs/scratch/tiny/poisson_5_10/n4/lr0.001/s0"}
+    zeroshot = [r for r in runs if r.mode == "zeroshot"]
+    assert {r.directory for r in zeroshot} == {
+        "runs/zeroshot/poisson_1_5/tiny/poisson_5_10",
+        "runs/zeroshot/poisson_1_5/tiny/helmholtz_1_10",
+        "runs/zeroshot/poisson_1_5/xs/poisson_5_10",
+        "runs/zeroshot/poisson_1_5/xs/helmholtz_1_10",
+        "runs/zeroshot/mixed/tiny/poisson_5_10",
+    }
+    assert study.pretrain_jobs() == [
+        ("poisson_1_5", "tiny"),
+        ("poisson_1_5", "xs"),
+        ("mixed", "tiny"),
+    ]
+    assert study.ood_experiments() == ["shifts"]
+    assert study.mixed_experiments() == ["mixed"]
+    assert study.compare_pretrain("mixed", "poisson_5_10") == ["poisson_1_5"]
+
+
+def test_format_lr_round_trips() -> None:
+    for lr in (1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 0.01):
+        assert float(format_lr(lr)) == lr
+    assert format_lr(1e-3) == "0.001"
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (
+            lambda c: c["experiments"]["shifts"].update(downstream=["nope"]),
+            "experiments.shifts.downstream",
+        ),
+        (lambda c: c["pretrain"].update(mixed=["poisson_1_5", "nope"]), "pretrain.mixed"),
+        (lambda c: c["experiments"]["mixed"].update(pretrain="nope"), "experiments.mixed.pretrain"),
+        (lambda c: c["experiments"]["mixed"].update(sizes=["huge"]), "experiments.mixed.sizes"),
+        (lambda c: c["sweep"].update(n=[4, 64]), "sweep.n"),
+        (lambda c: c["sweep"].update(lr=[]), "sweep.lr"),
+        (lambda c: c["report"].update(size_n=[16]), "report.size_n"),
+        (lambda c: c["datasets"]["poisson_1_5"].update(range=[5, 1]), "datasets.poisson_1_5.range"),
+    ],
+)
+def test_study_rejects_inconsistent_config_naming_the_key(edit, key: str) -> None:
+    config = load_config("test")
+    edit(config)
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        Study(config)
+
+
+def test_n_larger_than_train_set_is_allowed_without_downstream_training() -> None:
+    config = load_config("test")
+    config["sweep"].update(n=[4, 64], modes=["zeroshot"])
+    assert {r.mode for r in Study(config).runs()} == {"zeroshot"}
+
+
+# ---------------------------------------------------------------------------- tables
+def test_n_to_reach_interpolates_in_log_log() -> None:
+    ns = [8, 32, 128, 512]
+    errors = [n**-0.5 for n in ns]  # a power law is a straight line in log-log
+    n, bound = n_to_reach(ns, errors, target=64**-0.5)
+    assert bound == "=" and n == pytest.approx(64)
+    assert n_to_reach(ns, errors, target=1.0) == (8.0, "<=")
+    assert n_to_reach(ns, errors, target=1e-3) == (512.0, ">")
+    assert n_to_reach(ns, [math.nan] * 4, target=0.1) == (math.nan, "") or math.isnan(
+        n_to_reach(ns, [math.nan] * 4, target=0.1)[0]
+    )
+
+
+def _runs_frame() -> pd.DataFrame:
+    """Two lrs x two seeds per cell; lr 0.01 has the better *test* but worse validation."""
+    rows = []
+    for mode, scale in (("finetune", 0.1), ("scratch", 1.0)):
+        for n in (8, 32, 128):
+            for lr, val_shift, test_shift in ((0.001, 0.0, 0.0), (0.01, 0.5, -0.05)):
+                for seed, noise in ((0, -0.01), (1, 0.01)):
+                    err = scale * n**-0.5
+                    rows.append(
+                        {
+                            "mode": mode,
+                            "pretrain": "p" if mode == "finetune" else "",
+                            "size": "xs",
+                            "downstream": "d",
+                            "n": n,
+                            "lr": lr,
+                            "seed": seed,
+                            "parameters": 1000,
+                            "val_rel_l2": err + val_shift,
+                            "test_rel_l2_mean": err * (1 + test_shift) + noise * err,
+                            "train_seconds": 1.0,
+                        }
+                    )
+    rows.append(
+        {
+            "mode": "zeroshot",
+            "pretrain": "p",
+            "size": "xs",
+            "downstream": "d",
+            "n": 0,
+            "lr": math.nan,
+            "seed": 0,
+            "parameters": 1000,
+            "val_rel_l2": math.nan,
+            "test_rel_l2_mean": 0.5,
+            "train_seconds": 0.0,
+        }
+    )
+    return pd.DataFrame(rows)
+
+
+def test_summary_picks_learning_rate_by_validation_not_test() -> None:
+    summary = summarize(_runs_frame())
+    trained = summary[summary["mode"] != "zeroshot"]
+    assert (trained["best_lr"] == 0.001).all()
+    assert (trained["n_seeds"] == 2).all() and (trained["n_lrs"] == 2).all()
+    row = trained[(trained["mode"] == "scratch") & (trained["n"] == 32)].iloc[0]
+    expected = [32**-0.5 * (1 - 0.01), 32**-0.5 * (1 + 0.01)]
+    assert row["test_rel_l2_mean"] == pytest.approx(np.mean(expected))
+    assert row["test_rel_l2_std"] == pytest.approx(np.std(expected, ddof=1))
+    zs = summary[summary["mode"] == "zeroshot"].iloc[0]
+    assert zs["test_rel_l2_mean"] == 0.5 and math.isnan(zs["best_lr"])
+    assert math.isnan(zs["test_rel_l2_std"])
+
+
+def test_data_efficiency_ratio_and_bounds() -> None:
+    summary = summarize(_runs_frame())
+    eff = data_efficiency(summary, targets=[0.05, 0.02, 0.5])
+    by_target = eff.set_index("target_rel_l2")
+    # scratch error = n^-1/2 (means over symmetric noise), finetune = 0.1 n^-1/2:
+    # 0.05 -> scratch needs N=400 (beyond 128: ">"), finetune N=4 (below 8: "<=").
+    row = by_target.loc[0.05]
+    assert (row["finetune_bound"], row["scratch_bound"], row["ratio_bound"]) == ("<=", ">", ">")
+    assert row["ratio"] == pytest.approx(128 / 8)
+    row = by_target.loc[0.02]  # finetune N=25 interpolated, scratch unreachable
+    assert row["finetune_bound"] == "=" and row["n_finetune"] == pytest.approx(25, rel=0.02)
+    assert row["ratio_bound"] == ">"
+    row = by_target.loc[0.5]  # both already reached at N=8: ratio undetermined
+    assert row["ratio_bound"] == "" and math.isnan(row["ratio"])
+
+
+def test_csv_round_trip_keeps_empty_pretrain(tmp_path: Path) -> None:
+    summary = summarize(_runs_frame())
+    write_csv(summary, tmp_path / "s.csv")
+    back = read_csv(tmp_path / "s.csv")
+    assert set(back["pretrain"]) == {"p", ""}
+    assert "pdetransfer_version" in back.columns
+    with pytest.raises(UserError, match="does not exist"):
+        read_csv(tmp_path / "missing.csv")
+
+
+# ---------------------------------------------------------------------------- fake results
+def _fake_results(root: Path, study: Study) -> None:
+    """Metrics, train summaries and predictions shaped like the engine's, errors decreasing
+    with N and lower for fine-tuning."""
+    rng = np.random.default_rng(0)
+    for run in study.runs():
+        d = root / run.directory
+        d.mkdir(parents=True)
+        base = {"finetune": 0.1, "scratch": 0.5, "zeroshot": 0.8}[run.mode]
+        err = base * (run.n or 1) ** -0.3
+        metrics = {
+            "rel_l2_mean": err,
+            "rel_l2_median": err,
+            "rel_l2_std": 0.1 * err,
+            "nrmse": err,
+            "max_abs_error": err,
+            "rel_l2_band_low": err,
+            "rel_l2_band_mid": err,
+            "rel_l2_band_high": err,
+            "n_samples": 8,
+            "seconds": 0.1,
+            "checkpoint": {"model": run.size, "parameters": 100 if run.size == "tiny" else 1000},
+        }
+        (d / "metrics.json").write_text(json.dumps(metrics))
+        if run.trains:
+            summary = {"best_val_rel_l2": err, "best_epoch": 1, "epochs_run": 2, "steps": 4}
+            (d / "train.json").write_text(json.dumps({**summary, "train_seconds": 0.5}))
+        with h5py.File(d / "predictions.h5", "w") as h5:
+            u = rng.standard_normal((2, 16, 16)).astype(np.float32)
+            h5["f"] = rng.standard_normal((2, 16, 16)).astype(np.float32)
+            h5["u"] = u
+            h5["u_pred"] = u + err * rng.standard_normal(u.shape).astype(np.float32)
+
+
+def test_aggregate_and_every_plot_from_fake_results(tmp_path: Path) -> None:
+    config = load_config("test")
+    study = Study(config)
+    results = tmp_path / "results"
+    _fake_results(results, study)
+    study_file = tmp_path / "study.json"
+    assert main(["study", "--config-json", json.dumps(config), "--out", str(study_file)]) == 0
+    tables = {k: tmp_path / f"{k}.csv" for k in ("runs", "summary", "eff")}
+    argv = ["aggregate", "--study", str(study_file), "--results", str(results)]
+    argv += ["--runs-csv", str(tables["runs"]), "--summary-csv", str(tables["summary"])]
+    argv += ["--efficiency-csv", str(tables["eff"])]
+    assert main(argv) == 0
+    runs = read_csv(tables["runs"])
+    assert len(runs) == len(study.runs())
+    assert set(runs["mode"]) == {"finetune", "scratch", "zeroshot"}
+    assert runs["test_rel_l2_mean"].notna().all()
+    eff = read_csv(tables["eff"])
+    assert len(eff) == 5 * len(config["report"]["targets"])  # 5 (pretrain, size, downstream)
+
+    common = ["--study", str(study_file), "--summary", str(tables["summary"])]
+    for kind, extra in (
+        ("error-vs-n", ["--experiment", "shifts", "--downstream", "helmholtz_1_10"]),
+        ("error-vs-size", ["--experiment", "shifts"]),
+        ("ood", ["--experiment", "shifts"]),
+        ("mixed", ["--experiment", "mixed"]),
+        ("gallery", ["--experiment", "mixed", "--downstream", "poisson_5_10"]),
+    ):
+        outs = [str(tmp_path / f"{kind}.png"), str(tmp_path / f"{kind}.svg")]
+        assert main(["plot", kind, *common, *extra, "--results", str(results), "--out", *outs]) == 0
+        for out in outs:
+            assert Path(out).stat().st_size > 1000
+
+
+def test_aggregate_names_a_missing_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = load_config("test")
+    study_file = tmp_path / "study.json"
+    main(["study", "--config-json", json.dumps(config), "--out", str(study_file)])
+    argv = ["aggregate", "--study", str(study_file), "--results", str(tmp_path / "none")]
+    argv += ["--runs-csv", "a.csv", "--summary-csv", "b.csv", "--efficiency-csv", "c.csv"]
+    assert main(argv) == 2
+    assert "metrics.json does not exist" in capsys.readouterr().err
+
+
+def test_study_command_rejects_an_inconsistent_config(tmp_path: Path, capsys) -> None:
+    config = copy.deepcopy(load_config("test"))
+    config["sweep"]["n"] = [4, 1000]
+    assert main(["study", "--config-json", json.dumps(config), "--out", str(tmp_path / "s")]) == 2
+    assert "'sweep.n'" in capsys.readouterr().err

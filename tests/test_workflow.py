@@ -1,0 +1,188 @@
+"""The Snakemake workflow through the real ``snakemake`` command: DAGs, lint, config errors.
+
+Every test runs snakemake in a temporary working directory (``--directory``), so nothing is
+written into the repository's results/. Expected job counts are computed here from the
+config's lists, independently of pdetransfer.study, which the workflow uses.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEFILE = ROOT / "Snakefile"
+MODES = ["finetune", "scratch", "zeroshot"]
+
+
+def snakemake(workdir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the repository's workflow in ``workdir`` with the CLI of this interpreter's env."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(SNAKEFILE),
+            "--directory",
+            str(workdir),
+            *list(args),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def job_counts(output: str) -> Counter:
+    """The "Job stats" table of a snakemake run or dry-run as {rule: count}."""
+    counts: Counter = Counter()
+    match = re.search(
+        r"Job stats:\s*\n\s*job\s+count\s*\n[- ]+\n(.*?)\n\s*total\s+(\d+)", output, re.S
+    )
+    if match is None:
+        return counts
+    for line in match.group(1).splitlines():
+        rule, count = line.split()
+        counts[rule] = int(count)
+    assert sum(counts.values()) == int(match.group(2))
+    return counts
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text())
+
+
+def expected_jobs(cfg: dict) -> Counter:
+    """Job counts per rule implied by a config's lists (written independently of the code)."""
+    sweep = cfg.get("sweep", {})
+    ns, lrs, seeds = sweep["n"], sweep["lr"], sweep.get("seeds", [0])
+    modes = sweep.get("modes", MODES)
+    gallery_n = cfg.get("report", {}).get("gallery", {}).get("n") or min(ns)
+    pretrains, finetunes, scratches, zeroshots, predicts = set(), set(), set(), set(), set()
+    files: set[tuple[str, str]] = set()
+    dataset_stats: set[str] = set()
+    for exp in cfg["experiments"].values():
+        sizes = exp.get("sizes", list(cfg["sizes"]))
+        members = cfg["pretrain"][exp["pretrain"]]
+        if {"finetune", "zeroshot"} & set(modes):
+            files |= {(ds, split) for ds in members for split in ("train", "val")}
+            if len(members) == 1:
+                dataset_stats.add(members[0])
+        for size in sizes:
+            if {"finetune", "zeroshot"} & set(modes):
+                pretrains.add((exp["pretrain"], size))
+            for ds in exp["downstream"]:
+                files.add((ds, "test"))
+                if "zeroshot" in modes:
+                    zeroshots.add((exp["pretrain"], size, ds))
+                    if size == sizes[-1]:
+                        predicts.add(("zeroshot", exp["pretrain"], size, ds))
+                for n in ns:
+                    for lr in lrs:
+                        for seed in seeds:
+                            gallery = size == sizes[-1] and n == gallery_n and seed == seeds[0]
+                            if "finetune" in modes:
+                                finetunes.add((exp["pretrain"], size, ds, n, lr, seed))
+                                if gallery:
+                                    predicts.add(("finetune", exp["pretrain"], size, ds, n, lr))
+                            if "scratch" in modes:
+                                scratches.add((size, ds, n, lr, seed))
+                                if gallery:
+                                    predicts.add(("scratch", size, ds, n, lr))
+                if {"finetune", "scratch"} & set(modes):
+                    files |= {(ds, "train"), (ds, "val")}
+                if "scratch" in modes:
+                    dataset_stats.add(ds)
+    exps = cfg["experiments"].values()
+    mixed = {e["pretrain"] for e in exps if len(cfg["pretrain"][e["pretrain"]]) > 1}
+    per_downstream = sum(len(e["downstream"]) for e in exps)
+    counts = Counter(
+        generate=len(files),
+        dataset_stats=len(dataset_stats),
+        mixed_stats=len(mixed),
+        pretrain=len(pretrains),
+        finetune=len(finetunes),
+        scratch=len(scratches),
+        evaluate=len(finetunes) + len(scratches) + len(zeroshots),
+        predict=len(predicts),
+        study=1,
+        aggregate=1,
+        plot_error_vs_n=per_downstream,
+        plot_gallery=per_downstream,
+        plot_error_vs_size=sum(len(e.get("sizes", cfg["sizes"])) > 1 for e in exps),
+        plot_ood=sum(
+            len(e["downstream"]) > 1 and len(cfg["pretrain"][e["pretrain"]]) == 1 for e in exps
+        ),
+        plot_mixed=sum(len(cfg["pretrain"][e["pretrain"]]) > 1 for e in exps),
+        all=1,
+    )
+    return +counts  # drop zero entries, as snakemake's table does
+
+
+@pytest.mark.parametrize("name", ["config", "paper", "test"])
+def test_dry_run_job_counts_match_the_config(name: str, tmp_path: Path) -> None:
+    result = snakemake(
+        tmp_path, "-n", "--quiet", "rules", "--configfile", str(ROOT / "config" / f"{name}.yaml")
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert job_counts(result.stdout + result.stderr) == expected_jobs(load(name))
+
+
+def test_lint_is_clean(tmp_path: Path) -> None:
+    result = snakemake(tmp_path, "--lint", "--configfile", str(ROOT / "config" / "test.yaml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Lints for" not in result.stdout + result.stderr
+
+
+def _break(cfg: dict, path: str, value) -> dict:
+    *parents, last = path.split(".")
+    node = cfg
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return cfg
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("sweep.bogus", 1, "'bogus' was unexpected"),
+        ("sweep.n", [4, "8"], "'8' is not of type 'integer'"),
+        ("training.downstream.epochs", 0, "0 is less than the minimum of 1"),
+        (
+            "experiments.shifts.downstream",
+            ["poisson_5_10", "nope"],
+            "'experiments.shifts.downstream': dataset 'nope' is not defined",
+        ),
+        ("pretrain.mixed", [], "should be non-empty"),
+        ("sweep.lr", [], "should be non-empty"),
+        ("sweep.n", [4, 64], "'sweep.n': N=64 exceeds the train set of dataset"),
+    ],
+)
+def test_broken_config_stops_before_any_job(path: str, value, message: str, tmp_path: Path) -> None:
+    cfg = _break(load("test"), path, value)
+    configfile = tmp_path / "broken.yaml"
+    configfile.write_text(yaml.safe_dump(cfg))
+    result = snakemake(tmp_path / "wd", "-n", "--configfile", str(configfile))
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert message in output
+    assert "Building DAG" not in output
+
+
+def test_configfile_replaces_the_default_study(tmp_path: Path) -> None:
+    """--configfile gives exactly that study: the default study's datasets do not leak in."""
+    result = snakemake(tmp_path, "-n", "--configfile", str(ROOT / "config" / "test.yaml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "advdiff" not in result.stdout
