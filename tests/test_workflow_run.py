@@ -1,0 +1,125 @@
+"""The test study (config/test.yaml) run for real through ``snakemake``: every rule, tables,
+plots and report; then the behaviour users rely on: nothing left to do, a partial rerun of
+one target, new sweep values adding only their own jobs, plots redrawn without retraining.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from workflow_helpers import ROOT, job_counts, snakemake
+
+CONFIG = str(ROOT / "config" / "test.yaml")
+RUN = "results/runs/finetune/poisson_1_5/tiny/poisson_5_10/n4/lr0.001/s0"
+TRAINING_RULES = {"generate", "dataset_stats", "mixed_stats", "pretrain", "finetune", "scratch"}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("study")
+    result = snakemake(workdir, "--cores", "2", "--configfile", CONFIG)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return workdir
+
+
+def test_tables_and_plots_exist(study_dir: Path) -> None:
+    results = study_dir / "results"
+    runs = pd.read_csv(results / "tables" / "runs.csv")
+    assert set(runs["mode"]) == {"finetune", "scratch", "zeroshot"}
+    assert len(runs) == 23
+    assert runs["test_rel_l2_mean"].between(0, 100).all()
+    assert runs.loc[runs["mode"] != "zeroshot", "val_rel_l2"].notna().all()
+    summary = pd.read_csv(results / "tables" / "summary.csv")
+    assert len(summary) == 23  # one lr and one seed: every run is its own cell
+    efficiency = pd.read_csv(results / "tables" / "data_efficiency.csv")
+    assert len(efficiency) == 5 * 2
+    plots = sorted(
+        p.relative_to(results / "plots").as_posix() for p in results.glob("plots/**/*.png")
+    )
+    assert plots == [
+        "error_vs_n/mixed/poisson_5_10.png",
+        "error_vs_n/shifts/helmholtz_1_10.png",
+        "error_vs_n/shifts/poisson_5_10.png",
+        "error_vs_size/shifts.png",
+        "gallery/mixed/poisson_5_10.png",
+        "gallery/shifts/helmholtz_1_10.png",
+        "gallery/shifts/poisson_5_10.png",
+        "mixed/mixed.png",
+        "ood/shifts.png",
+    ]
+    for png in results.glob("plots/**/*.png"):
+        assert png.with_suffix(".svg").stat().st_size > 1000
+    # the engine's resume state is not an output, and the run keeps it beside the model
+    assert (study_dir / RUN / "model.pt").exists()
+
+
+def test_second_invocation_has_nothing_to_do(study_dir: Path) -> None:
+    result = snakemake(study_dir, "-n", "--configfile", CONFIG)
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_report_has_every_plot(study_dir: Path) -> None:
+    report = study_dir / "results" / "report.html"
+    result = snakemake(study_dir, "--report", str(report), "--configfile", CONFIG)
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = report.read_text()
+    for name in ("error_vs_n", "error_vs_size", "ood", "mixed", "gallery", "data_efficiency"):
+        assert name in html
+
+
+def _dry_run(study_dir: Path, *args: str) -> dict:
+    result = snakemake(study_dir, "-n", "--configfile", CONFIG, *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return dict(job_counts(result.stdout + result.stderr))
+
+
+def test_new_sweep_values_add_only_their_jobs(study_dir: Path) -> None:
+    plots = {
+        "plot_error_vs_n": 3,
+        "plot_gallery": 3,
+        "plot_error_vs_size": 1,
+        "plot_ood": 1,
+        "plot_mixed": 1,
+    }
+    tables = {"study": 1, "aggregate": 1, "all": 1}
+    # N=16: 5 fine-tuning cells (pretrain, size, downstream) and 4 scratch cells
+    sweep = yaml.safe_load(Path(CONFIG).read_text())["sweep"]
+    new_n = _dry_run(study_dir, "--config", f"sweep={ {**sweep, 'n': [4, 8, 16]} }")
+    assert new_n == {"finetune": 5, "scratch": 4, "evaluate": 9, **tables, **plots}
+    # a second learning rate: every cell again, plus the gallery's predictions at that lr
+    new_lr = _dry_run(study_dir, "--config", f"sweep={ {**sweep, 'lr': [0.001, 0.01]} }")
+    assert new_lr == {
+        "finetune": 10,
+        "scratch": 8,
+        "evaluate": 18,
+        "predict": 6,
+        **tables,
+        **plots,
+    }
+
+
+def test_redrawing_a_plot_retrains_nothing(study_dir: Path) -> None:
+    assert _dry_run(study_dir, "--forcerun", "plot_ood") == {"plot_ood": 1, "all": 1}
+
+
+def test_partial_rerun_of_one_run(study_dir: Path) -> None:
+    run = study_dir / RUN
+    others = {p: p.stat().st_mtime_ns for p in study_dir.glob("results/**/model.pt")}
+    for name in ("model.pt", "train.json", "metrics.json", "state.pt"):
+        (run / name).unlink(missing_ok=True)
+    result = snakemake(study_dir, "--cores", "2", "--configfile", CONFIG, f"{RUN}/metrics.json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert job_counts(result.stdout + result.stderr) == {"finetune": 1, "evaluate": 1}
+    for path, mtime in others.items():
+        if path.parent != run:
+            assert path.stat().st_mtime_ns == mtime, path
+    # the whole study now only needs its tables and summary plots refreshed
+    counts = _dry_run(study_dir)
+    assert not TRAINING_RULES & set(counts)
+    assert counts["aggregate"] == 1
