@@ -103,6 +103,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int)
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--predictions", help="also write the first test samples' predictions (HDF5)")
+    p.add_argument("--n-predictions", type=int, help="samples in --predictions (default 8)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     _handler(p, "pdetransfer.evaluation:evaluate_command")
 
 

@@ -1,0 +1,241 @@
+"""``pdetransfer evaluate``: test-set metrics of a checkpoint (zero-shot included).
+
+Zero-shot evaluation is simply this command applied to a pre-trained checkpoint on the
+downstream test set. Per sample, with ``e = u_pred - u`` on the grid:
+
+``rel_l2``
+    ``||e||_2 / ||u||_2``, the study's metric; summarised as mean (the headline number),
+    median and standard deviation (population, ddof = 0) over the test samples.
+``nrmse``
+    Root-mean-square error over all samples and grid points divided by the root-mean-square
+    of the true solutions, pooled -- large-amplitude samples weigh more than in ``rel_l2_mean``.
+``max_abs_error``
+    Largest ``|e|`` anywhere in the test set, in the units of ``u``.
+``rel_l2_band_low`` / ``_mid`` / ``_high``
+    The error restricted to a band of integer wavenumbers ``|k| = sqrt(kx^2 + ky^2)`` (``k``
+    periods across the unit square, the same for every grid): low ``0 <= |k| < 4``, mid
+    ``4 <= |k| < 12``, high ``|k| >= 12`` (the PDEBench split), each divided by the full
+    ``||u||_2`` so that per sample the squares of the three add up to ``rel_l2^2``; averaged
+    over samples. They show whether a model misses the large scales or the fine detail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from pdetransfer import __version__
+from pdetransfer.atomic import atomic_path, write_json
+from pdetransfer.checkpoints import build_operator, check_grid, load_checkpoint, sha256_file
+from pdetransfer.errors import UserError
+from pdetransfer.normalization import NormalizedOperator
+from pdetransfer.progress import Progress
+from pdetransfer.training_data import FieldSet, file_record, load_fields, read_infos
+
+#: Wavenumber bands of the band errors: name -> [lowest |k|, first |k| above the band).
+BANDS: dict[str, tuple[float, float]] = {"low": (0, 4), "mid": (4, 12), "high": (12, math.inf)}
+DEFAULT_PREDICTIONS = 8
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` (CUDA if present, else CPU), ``cpu``, ``cuda`` (this process's GPU) or ``cuda:K``."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name} was asked for but no CUDA device is available")
+        if name == "cuda":
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r} is not a device (auto, cpu, cuda or cuda:K)") from None
+
+
+@torch.no_grad()
+def predict(
+    operator: NormalizedOperator,
+    fields: FieldSet,
+    indices: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    bf16: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(indices, u_pred)`` batch by batch, ``u_pred`` as float32 on the CPU."""
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start : start + batch_size]
+        f, c, _ = fields.batch(chunk)
+        with autocast:
+            u_pred = operator(f.to(device), c.to(device))
+        yield chunk, u_pred.float().cpu()
+
+
+def relative_l2(u_pred: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``||u_pred - u||_2 / ||u||_2`` over the grid, in float64."""
+    err = (u_pred.double() - u.double()).square().sum(dim=(-2, -1)).sqrt()
+    return err / u.double().square().sum(dim=(-2, -1)).sqrt()
+
+
+def relative_l2_sums(
+    operator: NormalizedOperator,
+    fields: FieldSet,
+    indices: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    bf16: bool = False,
+) -> tuple[float, int]:
+    """Sum of the per-sample relative L2 errors over ``indices``, and their number."""
+    total = 0.0
+    for chunk, u_pred in predict(operator, fields, indices, batch_size, device, bf16):
+        total += float(relative_l2(u_pred, fields.u[chunk]).sum())
+    return total, len(indices)
+
+
+def sample_errors(u_pred: torch.Tensor, u: torch.Tensor) -> dict[str, np.ndarray]:
+    """All per-sample quantities the metrics are built from (see the module docstring)."""
+    err = u_pred.double() - u.double()
+    n_x, n_y = err.shape[-2:]
+    u_sq = u.double().square().sum(dim=(-2, -1))
+    out = {
+        "rel_l2": (err.square().sum(dim=(-2, -1)) / u_sq).sqrt(),
+        "err_sq": err.square().sum(dim=(-2, -1)),
+        "u_sq": u_sq,
+        "points": torch.full_like(u_sq, n_x * n_y),
+        "max_abs": err.abs().amax(dim=(-2, -1)),
+    }
+    # Parseval: sum over the grid of e^2 = sum over modes of |e_hat|^2 / (nx ny).
+    power = torch.fft.fft2(err).abs().square() / (n_x * n_y)
+    kx = torch.fft.fftfreq(n_x, d=1.0 / n_x, dtype=torch.float64)
+    ky = torch.fft.fftfreq(n_y, d=1.0 / n_y, dtype=torch.float64)
+    radius = torch.sqrt(kx[:, None] ** 2 + ky[None, :] ** 2)
+    for name, (lo, hi) in BANDS.items():
+        mask = (radius >= lo) & (radius < hi)
+        out[f"band_{name}"] = ((power * mask).sum(dim=(-2, -1)) / u_sq).sqrt()
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def summarize(per_sample: dict[str, np.ndarray]) -> dict[str, float | int]:
+    """Metrics of a test set from :func:`sample_errors` output (possibly concatenated)."""
+    rel = per_sample["rel_l2"]
+    metrics: dict[str, float | int] = {
+        "rel_l2_mean": float(rel.mean()),
+        "rel_l2_median": float(np.median(rel)),
+        "rel_l2_std": float(rel.std()),
+        "nrmse": float(math.sqrt(per_sample["err_sq"].sum() / per_sample["u_sq"].sum())),
+        "max_abs_error": float(per_sample["max_abs"].max()),
+    }
+    for name in BANDS:
+        metrics[f"rel_l2_band_{name}"] = float(per_sample[f"band_{name}"].mean())
+    metrics["n_samples"] = len(rel)
+    return metrics
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    """Run ``pdetransfer evaluate``: metrics JSON and, optionally, a predictions file."""
+    if args.n_predictions is not None and not args.predictions:
+        raise UserError("--n-predictions needs --predictions to say where to write them")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    checkpoint = load_checkpoint(args.checkpoint, "model")
+    infos = read_infos(args.data, None)
+    for info in infos:
+        check_grid(checkpoint, args.checkpoint, int(info.grid))
+    device = resolve_device(args.device)
+    operator = build_operator(checkpoint, args.checkpoint).to(device).eval()
+    n_predictions = DEFAULT_PREDICTIONS if args.n_predictions is None else args.n_predictions
+    if n_predictions < 1:
+        raise UserError(f"--n-predictions must be at least 1, got {n_predictions}")
+
+    parts, per_file, kept = [], [], []
+    total = sum(int(info.n_samples) for info in infos)
+    with Progress(total, "evaluate", unit="sample", enabled=not args.quiet) as progress:
+        for info in infos:
+            fields = load_fields([info])
+            errors: list[dict[str, np.ndarray]] = []
+            indices = torch.arange(len(fields))
+            for chunk, u_pred in predict(operator, fields, indices, args.batch_size, device):
+                errors.append(sample_errors(u_pred, fields.u[chunk]))
+                room = n_predictions - sum(len(k[0]) for k in kept)
+                if args.predictions and room > 0:
+                    take = chunk[:room]
+                    kept.append(
+                        (
+                            fields.f[take],
+                            fields.u[take],
+                            u_pred[:room],
+                            fields.coefficients[take],
+                            errors[-1]["rel_l2"][:room],
+                        )
+                    )
+                progress.update(len(chunk))
+            joined = {k: np.concatenate([e[k] for e in errors]) for k in errors[0]}
+            parts.append(joined)
+            per_file.append({**file_record(info), **summarize(joined)})
+
+    everything = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    metrics = {
+        **summarize(everything),
+        "data": [os.fspath(path) for path in args.data],
+        "files": per_file,
+        "bands": {name: [lo, None if math.isinf(hi) else hi] for name, (lo, hi) in BANDS.items()},
+        "checkpoint": _identity(checkpoint, args.checkpoint),
+        "device": str(device),
+        "seconds": time.perf_counter() - started,
+        "pdetransfer_version": __version__,
+        "torch_version": str(torch.__version__),
+    }
+    write_json(args.out, metrics)
+    if args.predictions:
+        _write_predictions(Path(args.predictions), kept, metrics)
+    return 0
+
+
+def _identity(checkpoint: dict[str, Any], path: str) -> dict[str, Any]:
+    model = checkpoint["model"]
+    return {
+        "path": os.fspath(path),
+        "sha256": sha256_file(path),
+        "model": model["name"],
+        "modes": model["modes"],
+        "width": model["width"],
+        "parameters": model["parameters"],
+        "trained_on": checkpoint["trained_on"],
+    }
+
+
+def _write_predictions(
+    path: Path, kept: list[tuple[torch.Tensor, ...]], metrics: dict[str, Any]
+) -> None:
+    """The first test samples with their predictions, for the workflow's gallery plot."""
+    f, u, u_pred, coefficients, rel = (
+        np.concatenate([np.asarray(part[i]) for part in kept]) for i in range(5)
+    )
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as out:
+        out.create_dataset("f", data=f.astype(np.float32))
+        out.create_dataset("u", data=u.astype(np.float32))
+        out.create_dataset("u_pred", data=u_pred.astype(np.float32))
+        out.create_dataset("coefficients", data=coefficients.astype(np.float32))
+        out.create_dataset("rel_l2", data=rel.astype(np.float64))
+        out.attrs["checkpoint"] = metrics["checkpoint"]["path"]
+        out.attrs["checkpoint_sha256"] = metrics["checkpoint"]["sha256"]
+        out.attrs["data"] = json.dumps(metrics["data"])
+        out.attrs["pdetransfer_version"] = __version__
