@@ -278,12 +278,11 @@ def _plan(
         raise UserError(f"a batch of {batch} samples cannot be split over {procs.world} processes")
     steps_per_epoch = math.ceil(n_train / batch)
     epochs_run = max(args.epochs, math.ceil(args.min_steps / steps_per_epoch))
+    normalization_source: object = "data"
     if args.init:
         normalization_source = "init"
     elif args.stats:
-        normalization_source = f"stats sha256 {sha256_file(args.stats)}"
-    else:
-        normalization_source = "data"
+        normalization_source = _normalization_from_data(args).to_dict()
     config = {
         "model": {"modes": spec.modes, "width": spec.width, "layers": spec.layers},
         "channels": list(CHANNELS),
