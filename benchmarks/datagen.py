@@ -164,7 +164,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply all sample counts")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    threads = datasets._default_threads()
+    threads = datasets.default_threads()
     result: dict = {
         "benchmark": "datagen",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

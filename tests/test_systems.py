@@ -138,3 +138,10 @@ def test_helmholtz_gives_up_with_a_clear_error(monkeypatch):
     monkeypatch.setattr(systems, "HELMHOLTZ_MAX_ATTEMPTS", 3)
     with pytest.raises(UserError, match="too close to resonance"):
         systems.Sampler("helmholtz", (1, 3), 16, 0).block(0, 2)
+
+
+def test_advdiff_explains_psi_beyond_a_coarse_grid():
+    """At n = 32 the Nyquist modes (no odd derivatives) cap Psi near 50-80 for these sources."""
+    with pytest.raises(UserError, match="cannot be reached on a 32x32 grid"):
+        systems.Sampler("advdiff", (500, 1000), GRID, 1).block(0, 4)
+    assert systems.Sampler("advdiff", (500, 1000), 64, 1).block(0, 4).param.min() >= 500

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -142,7 +141,7 @@ def _positive_number(value: Any) -> bool:
 
 def stats_command(args: argparse.Namespace) -> int:
     """``pdetransfer stats TRAIN.h5 [...] --out STATS.json``."""
-    stats = compute_stats(args.train, progress=sys.stderr.isatty())
+    stats = compute_stats(args.train, progress=True)
     write_json(args.out, stats)
     medians = ", ".join(
         f"{name}={value:.4g}"

@@ -182,10 +182,11 @@ def sample_poisson(uniforms: np.ndarray, grid: int, e_range: tuple[float, float]
 
 @functools.lru_cache(maxsize=8)
 def _root_modes(grid: int) -> np.ndarray:
-    """Flat rfft2 indices of the modes used for SYS-2 root finding: |k| <= ADVDIFF_ROOT_MODES,
-    without k = 0 (whose symbol vanishes)."""
+    """The modes SYS-2's root finding uses, |k| <= ADVDIFF_ROOT_MODES, as indices into the
+    flattened rfft2 modes without the zero mode (flat index 0)."""
     kx, ky, _, _ = solver.wavenumbers(grid)
-    return np.flatnonzero((kx**2 + ky**2 <= ADVDIFF_ROOT_MODES**2) & ((kx != 0) | (ky != 0)))
+    keep = np.broadcast_to(kx**2 + ky**2 <= ADVDIFF_ROOT_MODES**2, (grid, grid // 2 + 1))
+    return np.flatnonzero(keep.ravel()[1:])
 
 
 @functools.lru_cache(maxsize=8)
@@ -203,14 +204,12 @@ def advection_ratio(t: np.ndarray, a: np.ndarray, b: np.ndarray, w: np.ndarray) 
 
     By Parseval, with u_hat = f_hat / ((1-l) a + i l b),
     Psi^2 = sum w t^2 b^2 / (a^2 + t^2 b^2) / sum w a^2 / (a^2 + t^2 b^2).
-    Modes with a = b = 0 (the zero mode) carry no solution and are skipped.
+    Every mode must have a > 0: leave out the zero mode, which carries no solution.
     """
     t2b2 = (t**2)[:, None] * b**2
-    den = a**2 + t2b2
-    live = den > 0
-    den = np.where(live, den, 1.0)
-    advection = np.where(live, w * t2b2 / den, 0.0).sum(axis=1)
-    diffusion = np.where(live, w * a**2 / den, 0.0).sum(axis=1)
+    inverse = 1.0 / (a**2 + t2b2)
+    advection = (w * t2b2 * inverse).sum(axis=1)
+    diffusion = (w * a**2 * inverse).sum(axis=1)
     return np.sqrt(advection / diffusion)
 
 
@@ -228,8 +227,7 @@ def find_advection_t(a: np.ndarray, b: np.ndarray, w: np.ndarray, target: np.nda
     lo = np.full(target.size, math.log(ADVDIFF_T_BRACKET[0]))
     hi = np.full(target.size, math.log(ADVDIFF_T_BRACKET[1]))
     # Small-t asymptote Psi ~ t sqrt(sum w b^2/a^2 / sum w) as the starting point.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        slope = np.sqrt(np.nansum(w * np.exp(-c), axis=1) / w.sum(axis=1))
+    slope = np.sqrt((w * np.exp(-c)).sum(axis=1) / w.sum(axis=1))
     s = np.clip(log_target - np.log(slope), lo, hi)
     active = np.arange(target.size)
     for _ in range(200):
@@ -266,6 +264,22 @@ def _log_ratio_and_slope(
     return g, dg
 
 
+def _check_reachable(
+    a: np.ndarray, b: np.ndarray, w: np.ndarray, target: np.ndarray, grid: int
+) -> None:
+    """Psi is bounded when a source mode has no advection (b = 0, e.g. the grid's Nyquist
+    modes, where odd derivatives vanish): on a coarse grid large targets can be out of reach."""
+    reachable = advection_ratio(np.full(target.size, ADVDIFF_T_BRACKET[1]), a, b, w)
+    short = np.flatnonzero(target > reachable)
+    if short.size:
+        i = short[0]
+        raise UserError(
+            f"advdiff Psi {target[i]:.4g} cannot be reached on a {grid}x{grid} grid, where this "
+            f"source allows at most {reachable[i]:.4g} (its Nyquist modes carry no advection); "
+            "use a finer grid or a lower range"
+        )
+
+
 def sample_advdiff(uniforms: np.ndarray, grid: int, psi_range: tuple[float, float]) -> Batch:
     """SYS-2: -div((1-l) kappa K grad u) + l v_hat . grad u = f, l chosen per sample so that the
     realised Psi equals a target drawn from U(psi_range)."""
@@ -278,13 +292,15 @@ def sample_advdiff(uniforms: np.ndarray, grid: int, psi_range: tuple[float, floa
     size = e.size
     diffusion = KAPPA * diffusion_tensor(theta, e)
     direction = np.column_stack([np.cos(phi), np.sin(phi)])
-    # a = symbol of -div(kappa K grad), b = symbol of v_hat . grad / i, per mode.
-    parts = solver.symbol(grid, diffusion, direction, np.zeros(size))
+    # Per mode: a = symbol of -div(kappa K grad), b = symbol of v_hat . grad / i, w = |f_hat|^2
+    # with its Parseval multiplicity; flat index 0 is the zero mode (a = b = 0), left out.
+    parts = solver.symbol(grid, diffusion, direction, np.zeros(size)).reshape(size, -1)[:, 1:]
     a, b = parts.real, parts.imag
-    a, b = a.reshape(size, -1), b.reshape(size, -1)
-    w = (np.abs(src.spectrum) ** 2 * parseval_weights(grid)).reshape(size, -1)
+    w = (np.abs(src.spectrum) ** 2 * parseval_weights(grid)).reshape(size, -1)[:, 1:]
     flat = _root_modes(grid)
-    t = find_advection_t(a[:, flat], b[:, flat], w[:, flat], target)
+    a_root, b_root, w_root = a[:, flat], b[:, flat], w[:, flat]
+    _check_reachable(a_root, b_root, w_root, target, grid)
+    t = find_advection_t(a_root, b_root, w_root, target)
     psi = advection_ratio(t, a, b, w)
     D = diffusion / (1.0 + t)[:, None, None]  # (1 - l) kappa K, with 1 - l = 1 / (1 + t)
     v = direction * (t / (1.0 + t))[:, None]  # l v_hat
