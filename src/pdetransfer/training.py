@@ -56,6 +56,7 @@ from pdetransfer.evaluation import relative_l2_sums, resolve_device
 from pdetransfer.models import FNO, ModelSpec, parse_model
 from pdetransfer.normalization import CHANNELS, Normalization, NormalizedOperator
 from pdetransfer.progress import Progress
+from pdetransfer.stats import compute_stats, load_stats
 from pdetransfer.training_data import (
     FieldSet,
     epoch_order,
@@ -301,9 +302,8 @@ def _plan(
 
 
 def _normalization_from_data(args: argparse.Namespace) -> Normalization:
-    """Statistics of a from-scratch run: ``--stats`` or computed from the train files."""
-    from pdetransfer.stats import compute_stats, load_stats
-
+    """Statistics of a from-scratch run: ``--stats``, or computed from the whole train files
+    (not just the N-subset: a median over 8 samples would make tiny-N runs noisier)."""
     if args.stats:
         return Normalization.from_stats(load_stats(args.stats), f"--stats {args.stats}")
     return Normalization.from_stats(compute_stats(list(args.data)), "statistics of --data")
