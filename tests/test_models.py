@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -128,3 +129,10 @@ def test_normalization_rejects_bad_statistics() -> None:
     stats = {"source_norm_median": 1.0, "coefficient_abs_median": [1.0] * 6, "channels": ["f"]}
     with pytest.raises(UserError, match="canonical"):
         Normalization.from_stats(stats, "stats.json")
+
+
+def test_source_norm_is_the_stats_definition() -> None:
+    from pdetransfer import stats
+
+    f = np.random.default_rng(0).normal(size=(4, 16, 16)).astype(np.float32)
+    assert np.allclose(source_norm(torch.from_numpy(f)).numpy(), stats.source_norm(f), rtol=1e-6)
