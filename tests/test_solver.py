@@ -140,3 +140,8 @@ def test_symbol_is_real_without_advection_and_rejects_bad_shapes():
         solver.symbol(8, D, np.zeros(2), np.zeros(1))
     with pytest.raises(ValueError):
         solver.solve(np.zeros((1, 8, 9)), D, np.zeros((1, 2)), np.zeros(1))
+
+
+def test_spectral_norm_is_the_grid_norm():
+    x = np.random.default_rng(5).normal(size=(3, 16, 16))
+    assert np.allclose(solver.spectral_norm(np.fft.rfft2(x)), np.linalg.norm(x, axis=(1, 2)))

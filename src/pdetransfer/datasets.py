@@ -532,30 +532,27 @@ def _operator_parts(coefficients: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     return D, c[:, 3:5], c[:, 5]
 
 
-def realised_psi(u: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
-    """SYS-2's Psi = |v . grad u| / |div(D grad u)| per sample, recomputed from stored data."""
+def realised_psi(u_hat: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
+    """SYS-2's Psi = |v . grad u| / |div(D grad u)| per sample, from u's rfft2 and the stored
+    canonical coefficients (norms by Parseval)."""
     D, v, omega = _operator_parts(coefficients)
-    zero = np.zeros_like(omega)
-    advection = solver.apply_operator(u, np.zeros_like(D), v, zero)
-    diffusion = solver.apply_operator(u, D, np.zeros_like(v), zero)
-    return np.linalg.norm(advection, axis=(1, 2)) / np.linalg.norm(diffusion, axis=(1, 2))
+    n, zero = u_hat.shape[-2], np.zeros_like(omega)
+    advection = solver.symbol(n, np.zeros_like(D), v, zero) * u_hat
+    diffusion = solver.symbol(n, D, np.zeros_like(v), zero) * u_hat
+    return solver.spectral_norm(advection) / solver.spectral_norm(diffusion)
 
 
-def rounding_floor(
-    f32: np.ndarray, u32: np.ndarray, D: np.ndarray, v: np.ndarray, omega: np.ndarray
-) -> np.ndarray:
+def rounding_floor(f32: np.ndarray, u32: np.ndarray, sym: np.ndarray) -> np.ndarray:
     """The relative residual that float32 storage alone causes, per sample.
 
     Rounding u to float32 adds white noise du with variance ulp(u)^2 / 12 per point, and L
-    amplifies white noise by the rms of its symbol over the grid (Parseval), which grows like
-    n^2: |L du| = rms|symbol| |du|. Adding f's own rounding gives the floor below which no
-    stored sample's residual |L u - f| / |f| can be; measured residuals of correct data sit
-    within about 10% of it.
+    (symbol ``sym``) amplifies white noise by the rms of its symbol over the grid (Parseval),
+    which grows like n^2: |L du| = rms|symbol| |du|. Adding f's own rounding gives the floor
+    below which no stored sample's residual |L u - f| / |f| can be; measured residuals of
+    correct data sit within about 10% of it.
     """
     n = u32.shape[-1]
-    sym = solver.symbol(n, D, v, omega)
-    weights = systems.parseval_weights(n)
-    rms = np.sqrt((np.abs(sym) ** 2 * weights).sum(axis=(1, 2))) / n
+    rms = np.sqrt((np.abs(sym) ** 2 * solver.parseval_weights(n)).sum(axis=(1, 2))) / n
     du = np.sqrt((np.spacing(np.abs(u32)).astype(np.float64) ** 2).sum(axis=(1, 2)) / 12.0)
     df = np.sqrt((np.spacing(np.abs(f32)).astype(np.float64) ** 2).sum(axis=(1, 2)) / 12.0)
     return (rms * du + df) / np.linalg.norm(f32.astype(np.float64), axis=(1, 2))
@@ -591,10 +588,13 @@ def check_dataset(path: str | Path, tolerance: float = 1e-6, progress: bool = Tr
                 params[rows] = read_rows(h5["param"], start, stop, path)
                 D, v, omega = _operator_parts(coefficients)
                 f, u = fields[:, 0].astype(np.float64), fields[:, 1].astype(np.float64)
-                r = solver.apply_operator(u, D, v, omega) - f
-                residual[rows] = np.linalg.norm(r, axis=(1, 2)) / np.linalg.norm(f, axis=(1, 2))
-                floor[rows] = rounding_floor(fields[:, 0], fields[:, 1], D, v, omega)
-                problems = _check_block(spec, f, u, coefficients, tensor, params[rows], info)
+                f_hat, u_hat = np.fft.rfft2(f), np.fft.rfft2(u)
+                sym = solver.symbol(info.grid, D, v, omega)
+                residual[rows] = solver.spectral_norm(sym * u_hat - f_hat) / solver.spectral_norm(
+                    f_hat
+                )
+                floor[rows] = rounding_floor(fields[:, 0], fields[:, 1], sym)
+                problems = _check_block(spec, f, u, u_hat, coefficients, tensor, params[rows], info)
                 failures.extend(f"samples {start}..{stop - 1}: {p}" for p in problems)
                 bar.update(stop - start)
         if spec.name == "helmholtz":
@@ -615,6 +615,7 @@ def _check_block(
     spec: systems.SystemSpec,
     f: np.ndarray,
     u: np.ndarray,
+    u_hat: np.ndarray,
     coefficients: np.ndarray,
     tensor: np.ndarray,
     param: np.ndarray,
@@ -637,7 +638,7 @@ def _check_block(
         if not np.allclose(e, param, rtol=1e-4, atol=1e-4):
             problems.append("e disagrees with the diffusion tensor's trace")
     elif spec.name == "advdiff":
-        if not np.allclose(realised_psi(u, coefficients), param, rtol=1e-4):
+        if not np.allclose(realised_psi(u_hat, coefficients), param, rtol=1e-4):
             problems.append("psi disagrees with the one recomputed from u")
     else:
         if not np.array_equal(param, coefficients[:, 5]) or np.any(param != np.round(param)):

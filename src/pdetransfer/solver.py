@@ -43,6 +43,24 @@ def wavenumbers(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
     return kx, ky, kx_odd, ky_odd
 
 
+@functools.lru_cache(maxsize=16)
+def parseval_weights(n: int) -> np.ndarray:
+    """(1, n//2+1) multiplicity of each rfft column in the full spectrum: 2 for columns that
+    stand for a conjugate pair, 1 for the x = 0 and Nyquist columns."""
+    weights = np.full((1, n // 2 + 1), 2.0)
+    weights[0, 0] = weights[0, -1] = 1.0
+    weights.setflags(write=False)
+    return weights
+
+
+def spectral_norm(x_hat: np.ndarray) -> np.ndarray:
+    """Grid L2 norm sqrt(sum x^2) of each real field from its rfft2 (B, n, n//2+1) (Parseval),
+    so norms of derivatives need no inverse FFT."""
+    n = x_hat.shape[-2]
+    power = x_hat.real**2 + x_hat.imag**2
+    return np.sqrt((power * parseval_weights(n)).sum(axis=(-2, -1))) / n
+
+
 def _coefficients(
     D: np.ndarray, v: np.ndarray, omega: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -191,16 +191,6 @@ def _root_modes(grid: int) -> np.ndarray:
     return np.flatnonzero(keep.ravel()[1:])
 
 
-@functools.lru_cache(maxsize=8)
-def parseval_weights(grid: int) -> np.ndarray:
-    """(1, n//2+1) multiplicity of each rfft column in the full spectrum (Parseval): 2 for
-    columns that stand for a conjugate pair, 1 for the x = 0 and Nyquist columns."""
-    weights = np.full((1, grid // 2 + 1), 2.0)
-    weights[0, 0] = weights[0, -1] = 1.0
-    weights.setflags(write=False)
-    return weights
-
-
 def advection_ratio(t: np.ndarray, a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Psi for ``t = l / (1 - l)`` per sample, from per-mode a = diffusion symbol of kappa K,
     b = advection symbol of v_hat (imaginary part), w = weighted |f_hat|^2, all (B, M).
@@ -301,7 +291,7 @@ def sample_advdiff(uniforms: np.ndarray, grid: int, psi_range: tuple[float, floa
     # with its Parseval multiplicity; flat index 0 is the zero mode (a = b = 0), left out.
     parts = solver.symbol(grid, diffusion, direction, np.zeros(size)).reshape(size, -1)[:, 1:]
     a, b = parts.real, parts.imag
-    w = (np.abs(src.spectrum) ** 2 * parseval_weights(grid)).reshape(size, -1)[:, 1:]
+    w = (np.abs(src.spectrum) ** 2 * solver.parseval_weights(grid)).reshape(size, -1)[:, 1:]
     flat = _root_modes(grid)
     a_root, b_root, w_root = a[:, flat], b[:, flat], w[:, flat]
     _check_reachable(a_root, b_root, w_root, target, grid)
