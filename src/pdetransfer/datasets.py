@@ -142,9 +142,8 @@ def _generate_blocks(
     ahead = max(threads, math.ceil(chunk_size / systems.block_size(sampler.grid)))
     with ThreadPoolExecutor(max_workers=threads) as pool:
         pending: collections.deque[Future[_Written]] = collections.deque()
-        todo = iter(blocks)
         try:
-            for start, stop in todo:
+            for start, stop in blocks:
                 pending.append(pool.submit(_make_block, sampler, start, stop))
                 if len(pending) >= ahead:
                     yield pending.popleft().result()
@@ -196,9 +195,9 @@ def generate_dataset(
         fields = datasets["fields"]
         _write_attrs(h5, config)
         bar = Progress(n_samples, f"generate {out.name}", unit="samples", enabled=progress)
-        blocks = contextlib.closing(_generate_blocks(sampler, n_samples, threads, chunk_size))
-        with bar, blocks:
-            for block in blocks.thing:
+        pipeline = _generate_blocks(sampler, n_samples, threads, chunk_size)
+        with bar, contextlib.closing(pipeline):
+            for block in pipeline:
                 rows = slice(block.start, block.stop)
                 for i, sample in enumerate(block.fields, start=block.start):
                     # One chunk per sample, no filters: hand HDF5 the bytes (1.5x faster).
