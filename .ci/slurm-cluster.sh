@@ -12,7 +12,7 @@
 # (MinJobAge); the jobstep drops SLURM_CONF for the inner srun, so the config must be at the
 # default /etc/slurm/slurm.conf; task/none + proctrack/linuxproc because there are no cgroups;
 # a fake `gpu` GRES (so GPU requests are accepted) needs gres.conf File= entries, one distinct
-# device file per GPU (/dev/null, /dev/zero: a duplicate file is fatal to slurmd).
+# device file per GPU (/dev/null, /dev/zero, ...: a duplicate file is fatal to slurmd).
 # Every finished job is also logged by jobcomp/filetxt, the tests' proof that jobs ran here.
 set -euo pipefail
 
@@ -24,13 +24,13 @@ RUN_DIR=/run/pdetransfer-slurm
 JOBCOMP_LOG=$LOG_DIR/jobcomp.log
 NODE=localhost
 # Fake GPUs: SLURM wants a distinct device file per GPU and never opens them (task/none).
-FAKE_GPU_FILES=(/dev/null /dev/zero)
+FAKE_GPU_FILES=(/dev/null /dev/zero /dev/full /dev/urandom)
 FAKE_GPUS=${#FAKE_GPU_FILES[@]}
 # The node claims more CPUs and memory than a CI machine has (config_overrides keeps it from
 # being drained for that): the slurm profile's real-cluster requests (8 CPUs, 16 GB for a
 # pre-training job) must be accepted here too. Nothing is bound (task/none) and memory is not
 # a consumable (CR_Core), so the test profile's job limit is what bounds concurrency.
-CPUS=32
+CPUS=64
 MEMORY_MB=262144
 
 log() { echo "slurm-cluster: $*" >&2; }
@@ -89,6 +89,8 @@ EOF
         echo "# Fake GPUs for the tests: one distinct device file per GPU."
         for file in "${FAKE_GPU_FILES[@]}"; do echo "NodeName=$NODE Name=gpu File=$file"; done
     } | as_root tee "$CONF_DIR/gres.conf" >/dev/null
+    # slurmctld starts with a clean state (-c), so job ids restart at 1: so does the history.
+    as_root truncate -s 0 "$JOBCOMP_LOG" 2>/dev/null || as_root touch "$JOBCOMP_LOG"
 }
 
 start_munge() {
