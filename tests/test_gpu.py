@@ -8,6 +8,7 @@ rank it was given, then holds its devices until the test creates a release file.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -291,3 +292,76 @@ def test_launch_errors_are_one_sentence(probe_env: dict[str, str]) -> None:
         assert result.returncode == 2
         assert result.stderr.strip().startswith("pdetransfer launch: error:")
         assert message in result.stderr
+
+
+SNAKEFILE = """
+rule all:
+    input: expand("out/{i}.done", i=range(6))
+
+rule probe:
+    output: "out/{i}.done"
+    resources: gpu=1
+    shell:
+        "pdetransfer launch --gpus {resources.gpu} -- probe out/{wildcards.i}"
+        " --release {config[release]} && touch {output}"
+"""
+
+
+def test_snakemake_with_four_gpus_runs_four_jobs_on_four_devices(
+    tmp_path: Path, probe_env: dict[str, str]
+) -> None:
+    """`snakemake --resources gpu=4`: Snakemake counts, the lock files pick the devices."""
+    (tmp_path / "Snakefile").write_text(SNAKEFILE)
+    release = tmp_path / "release"
+    env = dict(probe_env, PATH=f"{Path(sys.executable).parent}{os.pathsep}{probe_env['PATH']}")
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--cores",
+            "8",
+            "--resources",
+            "gpu=4",
+            "--config",
+            f"release={release}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def started() -> list[Path]:
+        return sorted(tmp_path.glob("out/*.-"))
+
+    try:
+        deadline = time.monotonic() + 120
+        while len(started()) < 4:
+            assert time.monotonic() < deadline and run.poll() is None, "four jobs did not start"
+            time.sleep(0.05)
+        time.sleep(1.0)  # a fifth job would have started by now
+        assert len(started()) == 4
+        assert sorted(p.read_text().split("|")[0] for p in started()) == ["0", "1", "2", "3"]
+    finally:
+        release.touch()
+        _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 0, stderr[-3000:]
+    assert len(list(tmp_path.glob("out/*.done"))) == 6
+
+
+def test_launch_runs_a_two_process_gloo_training_on_cpu(tmp_path: Path) -> None:
+    engine_helpers = pytest.importorskip("engine_helpers")
+    run = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    result = subprocess.run(
+        [_pdetransfer(), "launch", "--nproc", "2", "--", *engine_helpers.train_args(run)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 process(es)" in result.stderr
+    assert json.loads((run / "train.json").read_text())["world_size"] == 2
