@@ -49,10 +49,16 @@ install_packages() {
         apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
 }
 
+MARKER="# Written by .ci/slurm-cluster.sh: a one-node test cluster, not for production."
+
 write_config() {
+    if [ -s "$CONF_DIR/slurm.conf" ] && ! ours; then
+        log "$CONF_DIR/slurm.conf exists and is not ours: refusing to replace a real cluster's config"
+        return 1
+    fi
     as_root mkdir -p "$CONF_DIR" "$LOG_DIR" "$STATE_DIR" "$SPOOL_DIR" "$RUN_DIR"
     as_root tee "$CONF_DIR/slurm.conf" >/dev/null <<EOF
-# Written by .ci/slurm-cluster.sh: a one-node test cluster, not for production.
+$MARKER
 ClusterName=pdetransfer-ci
 SlurmctldHost=$NODE
 SlurmUser=root
@@ -143,7 +149,15 @@ stop_pidfile() {
     as_root rm -f "$pidfile"
 }
 
+ours() {
+    head -n 1 "$CONF_DIR/slurm.conf" 2>/dev/null | grep -qxF "$MARKER"
+}
+
 stop() {
+    if ! ours; then
+        log "$CONF_DIR/slurm.conf is not the test cluster's: nothing to stop"
+        return 0
+    fi
     if command -v scancel >/dev/null && cluster_answers; then
         # slurmstepd outlives slurmd: end the jobs first so that no job process is left over.
         as_root scancel --user="$(id -un)" 2>/dev/null || true
