@@ -252,7 +252,7 @@ def test_aggregate_and_every_plot_from_fake_results(tmp_path: Path) -> None:
         ("error-vs-size", ["--experiment", "shifts"]),
         ("ood", ["--experiment", "shifts"]),
         ("mixed", ["--experiment", "mixed"]),
-        ("gallery", ["--experiment", "mixed", "--downstream", "poisson_5_10"]),
+        ("gallery", ["--downstream", "poisson_5_10"]),
     ):
         outs = [str(tmp_path / f"{kind}.png"), str(tmp_path / f"{kind}.svg")]
         assert main(["plot", kind, *common, *extra, "--results", str(results), "--out", *outs]) == 0

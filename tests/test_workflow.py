@@ -27,10 +27,14 @@ def expected_jobs(cfg: dict) -> Counter:
     ns, lrs, seeds = sweep["n"], sweep["lr"], sweep.get("seeds", [0])
     modes = sweep.get("modes", MODES)
     gallery_n = cfg.get("report", {}).get("gallery", {}).get("n") or min(ns)
+    gallery_of: dict[str, str] = {}  # downstream dataset -> first experiment using it
+    for name, exp in cfg["experiments"].items():
+        for ds in exp["downstream"]:
+            gallery_of.setdefault(ds, name)
     pretrains, finetunes, scratches, zeroshots, predicts = set(), set(), set(), set(), set()
     files: set[tuple[str, str]] = set()
     dataset_stats: set[str] = set()
-    for exp in cfg["experiments"].values():
+    for name, exp in cfg["experiments"].items():
         sizes = exp.get("sizes", list(cfg["sizes"]))
         members = cfg["pretrain"][exp["pretrain"]]
         if {"finetune", "zeroshot"} & set(modes):
@@ -44,12 +48,17 @@ def expected_jobs(cfg: dict) -> Counter:
                 files.add((ds, "test"))
                 if "zeroshot" in modes:
                     zeroshots.add((exp["pretrain"], size, ds))
-                    if size == sizes[-1]:
+                    if size == sizes[-1] and gallery_of[ds] == name:
                         predicts.add(("zeroshot", exp["pretrain"], size, ds))
                 for n in ns:
                     for lr in lrs:
                         for seed in seeds:
-                            gallery = size == sizes[-1] and n == gallery_n and seed == seeds[0]
+                            gallery = (
+                                gallery_of[ds] == name
+                                and size == sizes[-1]
+                                and n == gallery_n
+                                and seed == seeds[0]
+                            )
                             if "finetune" in modes:
                                 finetunes.add((exp["pretrain"], size, ds, n, lr, seed))
                                 if gallery:
@@ -67,6 +76,7 @@ def expected_jobs(cfg: dict) -> Counter:
     per_downstream = sum(len(e["downstream"]) for e in exps)
     counts = Counter(
         generate=len(files),
+        check=len(files),
         dataset_stats=len(dataset_stats),
         mixed_stats=len(mixed),
         pretrain=len(pretrains),
@@ -77,7 +87,7 @@ def expected_jobs(cfg: dict) -> Counter:
         study=1,
         aggregate=1,
         plot_error_vs_n=per_downstream,
-        plot_gallery=per_downstream,
+        plot_gallery=len(gallery_of),
         plot_error_vs_size=sum(len(e.get("sizes", cfg["sizes"])) > 1 for e in exps),
         plot_ood=sum(
             len(e["downstream"]) > 1 and len(cfg["pretrain"][e["pretrain"]]) == 1 for e in exps

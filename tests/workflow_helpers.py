@@ -13,24 +13,26 @@ ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "Snakefile"
 
 
-def snakemake(workdir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the repository's workflow in ``workdir`` with the CLI of this interpreter's env."""
+def snakemake_argv(workdir: Path) -> list[str]:
+    """The command line running the repository's workflow in ``workdir``."""
+    argv = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE)]
+    return [*argv, "--directory", str(workdir)]
+
+
+def snakemake_env() -> dict[str, str]:
+    """The environment with this interpreter's scripts (``pdetransfer``) first on PATH."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def snakemake(workdir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the repository's workflow in ``workdir`` and wait for it."""
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(SNAKEFILE),
-            "--directory",
-            str(workdir),
-            *list(args),
-        ],
+        [*snakemake_argv(workdir), *args],
         capture_output=True,
         text=True,
-        env=env,
+        env=snakemake_env(),
         timeout=timeout,
     )
 

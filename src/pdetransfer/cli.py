@@ -171,7 +171,9 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot", help="one figure of the study (PNG and/or SVG)")
     p.add_argument("kind", choices=PLOT_KINDS)
     p.add_argument("--study", required=True, help="study file written by `pdetransfer study`")
-    p.add_argument("--experiment", required=True)
+    p.add_argument(
+        "--experiment", help="experiment (gallery: default the first using --downstream)"
+    )
     p.add_argument("--downstream", help="downstream dataset (error-vs-n, gallery)")
     p.add_argument("--summary", help="summary.csv (every kind but gallery)")
     p.add_argument("--results", default="results", help="results root (gallery predictions)")

@@ -322,15 +322,20 @@ def plot_command(args: argparse.Namespace) -> int:
     plt.switch_backend("Agg")  # files only: never needs (or opens) a display
     sns.set_theme(style="whitegrid", context="paper")
     study = load_study(args.study)
-    if args.experiment not in study.experiments:
-        raise UserError(
-            f"experiment {args.experiment!r} is not in the study "
-            f"(defined: {', '.join(study.experiments)})"
-        )
     if args.kind == "gallery":
-        _need_downstream(study, args.experiment, args.downstream)
-        fig = gallery(study, args.results, args.experiment, args.downstream)
+        if args.downstream not in study.gallery_datasets():
+            raise UserError(
+                f"--downstream {args.downstream!r} is not a downstream dataset of the study "
+                f"({', '.join(study.gallery_datasets())})"
+            )
+        experiment = args.experiment or study.gallery_experiment(args.downstream)
+        _need_experiment(study, experiment)
+        _need_downstream(study, experiment, args.downstream)
+        fig = gallery(study, args.results, experiment, args.downstream)
     else:
+        _need_experiment(study, args.experiment)
+        if args.summary is None:
+            raise UserError(f"plot {args.kind} needs --summary (summary.csv)")
         summary = read_csv(args.summary)
         if args.kind == "error-vs-n":
             _need_downstream(study, args.experiment, args.downstream)
@@ -343,6 +348,14 @@ def plot_command(args: argparse.Namespace) -> int:
             fig = mixed(study, summary, args.experiment)
     _save(fig, args.out)
     return 0
+
+
+def _need_experiment(study: Study, experiment: str | None) -> None:
+    if experiment not in study.experiments:
+        raise UserError(
+            f"--experiment {experiment!r} is not an experiment of the study "
+            f"(defined: {', '.join(study.experiments)})"
+        )
 
 
 def _need_downstream(study: Study, experiment: str, downstream: str | None) -> None:

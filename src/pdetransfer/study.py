@@ -212,16 +212,25 @@ class Study:
 
     def used_datasets(self) -> list[str]:
         """Datasets the study generates: downstream ones and those of built pre-trainings."""
-        names = [ds for p in self.used_pretrain_entries() for ds in self.pretrain[p]]
-        names += [ds for exp in self.experiments.values() for ds in exp["downstream"]]
-        return _unique(names)
+        return list(self.dataset_splits())
 
-    def stats_datasets(self) -> list[str]:
-        """Datasets whose own normalisation stats are needed (scratch, single pre-training)."""
-        names = [self.pretrain[p][0] for p in self.used_pretrain_entries() if not self.is_mixed(p)]
-        if "scratch" in self.modes:
-            names += [ds for exp in self.experiments.values() for ds in exp["downstream"]]
-        return _unique(names)
+    def dataset_splits(self) -> dict[str, list[str]]:
+        """The splits of each dataset that some job reads.
+
+        A pre-training set's test split is generated only if it is also a downstream set;
+        train and val splits only if something trains on them.
+        """
+        splits: dict[str, set[str]] = {}
+        for p in self.used_pretrain_entries():
+            for ds in self.pretrain[p]:
+                splits.setdefault(ds, set()).update(("train", "val"))
+        trains = bool({"finetune", "scratch"} & set(self.modes))
+        wanted = ("train", "val", "test") if trains else ("test",)
+        for exp in self.experiments.values():
+            for ds in exp["downstream"]:
+                splits.setdefault(ds, set()).update(wanted)
+        order = ("train", "val", "test")
+        return {ds: [s for s in order if s in found] for ds, found in splits.items()}
 
     def experiment_runs(self, experiment: str) -> list[Run]:
         """Every run one experiment shows (its scratch runs included)."""
@@ -281,6 +290,16 @@ class Study:
         """N values of the error-versus-size plot (default: the smallest and largest N)."""
         chosen = self.config["report"].get("size_n")
         return list(chosen) if chosen else _unique([min(self.n_values), max(self.n_values)])
+
+    def gallery_experiment(self, downstream: str) -> str:
+        """The experiment a dataset's gallery shows: the first (config order) that uses it."""
+        return next(
+            name for name, exp in self.experiments.items() if downstream in exp["downstream"]
+        )
+
+    def gallery_datasets(self) -> list[str]:
+        """Downstream datasets, each with one gallery."""
+        return _unique(ds for exp in self.experiments.values() for ds in exp["downstream"])
 
     def gallery_runs(self, experiment: str, downstream: str) -> list[Run]:
         """Runs whose test predictions the gallery shows: largest size, gallery N, first seed.

@@ -20,7 +20,7 @@ rule study:
     conda:
         ENV
     params:
-        config=json.dumps(config, sort_keys=True),
+        config=json.dumps(config),
     shell:
         "pdetransfer study --config-json {params.config:q} --out {output} > {log} 2>&1"
 
@@ -29,6 +29,7 @@ rule aggregate:
     input:
         study="results/study.json",
         runs=run_outputs(),
+        checks=data_checks(),
     output:
         runs=report(
             "results/tables/runs.csv",
@@ -149,18 +150,17 @@ rule plot_gallery:
         runs=gallery_inputs,
     output:
         png=report(
-            "results/plots/gallery/{experiment}/{downstream}.png",
+            "results/plots/gallery/{downstream}.png",
             caption="../report/gallery.rst",
             category="Gallery",
-            subcategory="{experiment}",
-            labels={"experiment": "{experiment}", "downstream": "{downstream}"},
+            labels={"downstream": "{downstream}"},
         ),
-        svg="results/plots/gallery/{experiment}/{downstream}.svg",
+        svg="results/plots/gallery/{downstream}.svg",
     log:
-        "results/logs/plots/gallery/{experiment}/{downstream}.log",
+        "results/logs/plots/gallery/{downstream}.log",
     conda:
         ENV
     shell:
         "pdetransfer plot gallery --study {input.study} --results results"
-        " --experiment {wildcards.experiment} --downstream {wildcards.downstream}"
+        " --downstream {wildcards.downstream}"
         " --out {output.png} {output.svg} > {log} 2>&1"

@@ -109,9 +109,19 @@ def run_outputs():
     return files
 
 
+def data_checks():
+    """Check reports of every dataset file the study generates."""
+    return [
+        f"results/data/{ds}/{split}.check.txt"
+        for ds, splits in STUDY.dataset_splits().items()
+        for split in splits
+    ]
+
+
 def gallery_inputs(wildcards):
-    """Prediction files of the runs the gallery of one (experiment, dataset) shows."""
-    runs = STUDY.gallery_runs(wildcards.experiment, wildcards.downstream)
+    """Prediction files (and validation summaries) of the runs a dataset's gallery shows."""
+    experiment = STUDY.gallery_experiment(wildcards.downstream)
+    runs = STUDY.gallery_runs(experiment, wildcards.downstream)
     files = [f"results/{run.directory}/predictions.h5" for run in runs]
     files += [f"results/{run.directory}/train.json" for run in runs if run.trains]
     return files
@@ -124,11 +134,7 @@ def plot_targets():
         for name, exp in STUDY.experiments.items()
         for ds in exp["downstream"]
     ]
-    stems += [
-        f"results/plots/gallery/{name}/{ds}"
-        for name, exp in STUDY.experiments.items()
-        for ds in exp["downstream"]
-    ]
+    stems += [f"results/plots/gallery/{ds}" for ds in STUDY.gallery_datasets()]
     stems += [
         f"results/plots/error_vs_size/{name}" for name in STUDY.scaling_experiments()
     ]

@@ -24,7 +24,26 @@ rule generate:
     shell:
         "pdetransfer generate --system {params.system} --range {params.lo} {params.hi}"
         " --split {wildcards.split} --n-samples {params.n_samples} --grid {params.grid}"
-        " --seed {params.seed} --out {output} > {log} 2>&1"
+        " --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
+
+
+# The solver's own verification (layout, PDE residual, parameter range) of every file; the
+# tables depend on these reports, so a study's results only exist for data that passed.
+rule check:
+    input:
+        "results/data/{dataset}/{split}.h5",
+    output:
+        "results/data/{dataset}/{split}.check.txt",
+    log:
+        "results/logs/data/{dataset}/{split}.check.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=res("data", "mem_mb"),
+        runtime=res("data", "runtime"),
+    shell:
+        "pdetransfer check {input} > {output} 2> {log}"
 
 
 rule dataset_stats:
