@@ -42,7 +42,7 @@ def _no_cluster_reason() -> str | None:
         return "no SLURM client (sinfo) installed; CI starts one with .ci/slurm-cluster.sh start"
     try:
         states = subprocess.run(
-            ["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=20
+            ["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=5
         ).stdout.split()
     except (OSError, subprocess.TimeoutExpired):
         states = []
