@@ -78,10 +78,20 @@ def test_report_has_every_plot(study_dir: Path) -> None:
         assert name in html
 
 
-def _dry_run(study_dir: Path, *args: str) -> dict:
-    result = snakemake(study_dir, "-n", "--configfile", CONFIG, *args)
+def _dry_run(study_dir: Path, *args: str, config: str = CONFIG) -> dict:
+    result = snakemake(study_dir, "-n", *args, "--configfile", config)
     assert result.returncode == 0, result.stderr[-3000:]
     return dict(job_counts(result.stdout + result.stderr))
+
+
+def _edited_config(study_dir: Path, name: str, **sections: dict) -> str:
+    """The test config with some sections updated (as a user edits it), written beside."""
+    config = yaml.safe_load(Path(CONFIG).read_text())
+    for key, values in sections.items():
+        config[key] = {**config.get(key, {}), **values}
+    path = study_dir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return str(path)
 
 
 def test_new_sweep_values_add_only_their_jobs(study_dir: Path) -> None:
@@ -94,12 +104,17 @@ def test_new_sweep_values_add_only_their_jobs(study_dir: Path) -> None:
     }
     tables = {"study": 1, "aggregate": 1, "all": 1}
     # N=16: 5 fine-tuning cells (pretrain, size, downstream) and 4 scratch cells
-    sweep = yaml.safe_load(Path(CONFIG).read_text())["sweep"]
-    new_n = _dry_run(study_dir, "--config", f"sweep={ {**sweep, 'n': [4, 8, 16]} }")
-    assert new_n == {"finetune": 5, "scratch": 4, "evaluate": 9, **tables, **plots}
+    config = _edited_config(study_dir, "more_n", sweep={"n": [4, 8, 16]})
+    assert _dry_run(study_dir, config=config) == {
+        "finetune": 5,
+        "scratch": 4,
+        "evaluate": 9,
+        **tables,
+        **plots,
+    }
     # a second learning rate: every cell again, plus the gallery's predictions at that lr
-    new_lr = _dry_run(study_dir, "--config", f"sweep={ {**sweep, 'lr': [0.001, 0.01]} }")
-    assert new_lr == {
+    config = _edited_config(study_dir, "more_lr", sweep={"lr": [0.001, 0.01]})
+    assert _dry_run(study_dir, config=config) == {
         "finetune": 10,
         "scratch": 8,
         "evaluate": 18,
@@ -118,7 +133,7 @@ def test_partial_rerun_of_one_run(study_dir: Path) -> None:
     others = {p: p.stat().st_mtime_ns for p in study_dir.glob("results/**/model.pt")}
     for name in ("model.pt", "train.json", "metrics.json", "state.pt"):
         (run / name).unlink(missing_ok=True)
-    result = snakemake(study_dir, "--cores", "2", "--configfile", CONFIG, f"{RUN}/metrics.json")
+    result = snakemake(study_dir, f"{RUN}/metrics.json", "--cores", "2", "--configfile", CONFIG)
     assert result.returncode == 0, result.stderr[-3000:]
     assert job_counts(result.stdout + result.stderr) == {"finetune": 1, "evaluate": 1}
     for path, mtime in others.items():
@@ -133,15 +148,15 @@ def test_partial_rerun_of_one_run(study_dir: Path) -> None:
 def test_killed_training_resumes_with_rerun_incomplete(study_dir: Path) -> None:
     """A training job killed half-way (SIGKILL to the whole workflow, as when a node dies)
     keeps its state.pt; `--rerun-incomplete` picks the job up and training resumes there."""
-    sweep = yaml.safe_load(Path(CONFIG).read_text())["sweep"]
-    override = [
-        "--config",
-        f"sweep={ {**sweep, 'n': [4, 8, 16]} }",
-        "training={'downstream': {'epochs': 400, 'batch_size': 4}}",
-    ]
+    config = _edited_config(
+        study_dir,
+        "long_runs",
+        sweep={"n": [4, 8, 16]},
+        training={"downstream": {"epochs": 200, "batch_size": 4}},
+    )
     run = study_dir / "results/runs/scratch/tiny/poisson_5_10/n16/lr0.001/s0"
     target = f"{run.relative_to(study_dir)}/model.pt"
-    args = [*snakemake_argv(study_dir), "--cores", "1", "--configfile", CONFIG, *override, target]
+    args = [*snakemake_argv(study_dir), target, "--cores", "1", "--configfile", config]
     proc = subprocess.Popen(
         args,
         env=snakemake_env(),
@@ -153,16 +168,17 @@ def test_killed_training_resumes_with_rerun_incomplete(study_dir: Path) -> None:
     while not (run / "state.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.5)  # a few more epochs
+    assert proc.poll() is None, "the training finished before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert (run / "state.pt").exists() and not (run / "model.pt").exists()
 
     assert snakemake(study_dir, "--unlock", "--configfile", CONFIG).returncode == 0
     result = snakemake(
-        study_dir, "--cores", "1", "--rerun-incomplete", "--configfile", CONFIG, *override, target
+        study_dir, target, "--cores", "1", "--rerun-incomplete", "--configfile", config
     )
     assert result.returncode == 0, result.stderr[-3000:]
     steps = json.loads((run / "train.json").read_text())["steps"]
     log = (study_dir / "results/logs" / run.relative_to(study_dir / "results")) / "train.log"
     remaining = [int(m) for m in re.findall(r"train: \d+/(\d+)", log.read_text())]
-    assert steps == 4 * 400 and remaining and max(remaining) < steps, log.read_text()[-2000:]
+    assert steps == 4 * 200 and remaining and max(remaining) < steps, log.read_text()[-2000:]
