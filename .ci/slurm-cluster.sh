@@ -44,9 +44,18 @@ install_packages() {
         return
     fi
     log "installing slurm-wlm and munge"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
+    # Three tries: a passing registry hiccup should not fail a whole CI run.
+    local attempt
+    for attempt in 1 2 3; do
+        if as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+            as_root env DEBIAN_FRONTEND=noninteractive \
+                apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null; then
+            return 0
+        fi
+        log "install attempt $attempt failed; retrying in 10 s"
+        sleep 10
+    done
+    return 1
 }
 
 MARKER="# Written by .ci/slurm-cluster.sh: a one-node test cluster, not for production."
