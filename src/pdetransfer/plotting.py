@@ -125,6 +125,17 @@ def _downstream_panel(
     ax.set_title(dataset_label(study, downstream))
 
 
+def _panel_row(count: int, panel_width: float = 4.0) -> tuple[plt.Figure, np.ndarray]:
+    """A row of ``count`` panels sharing the error axis, so shifts compare at a glance."""
+    return plt.subplots(1, count, figsize=(panel_width * count, 4), sharey=True, squeeze=False)
+
+
+def _keep_first_ylabel(axes: np.ndarray) -> None:
+    """Label the shared error axis once, on the leftmost panel."""
+    for ax in axes[0][1:]:
+        ax.set_ylabel("")
+
+
 def error_vs_n(study: Study, summary: pd.DataFrame, experiment: str, downstream: str) -> plt.Figure:
     """Error vs N on one downstream dataset of an experiment, every model size."""
     pretrain = study.experiments[experiment]["pretrain"]
@@ -140,13 +151,10 @@ def ood(study: Study, summary: pd.DataFrame, experiment: str) -> plt.Figure:
     exp = study.experiments[experiment]
     size = study.experiment_sizes(experiment)[-1]
     series = exp["downstream"]
-    fig, axes = plt.subplots(
-        1, len(series), figsize=(4 * len(series), 4), sharey=True, squeeze=False
-    )
+    fig, axes = _panel_row(len(series))
     for ax, downstream in zip(axes[0], series, strict=True):
         _downstream_panel(ax, study, summary, exp["pretrain"], downstream, [size])
-    for ax in axes[0][1:]:
-        ax.set_ylabel("")
+    _keep_first_ylabel(axes)
     axes[0][0].legend(fontsize="small")
     fig.suptitle(f"{experiment}: pre-trained on {exp['pretrain']} ({size}), downstream shifts")
     return fig
@@ -157,9 +165,7 @@ def mixed(study: Study, summary: pd.DataFrame, experiment: str) -> plt.Figure:
     exp = study.experiments[experiment]
     size = study.experiment_sizes(experiment)[-1]
     series = exp["downstream"]
-    fig, axes = plt.subplots(
-        1, len(series), figsize=(4 * len(series), 4), sharey=True, squeeze=False
-    )
+    fig, axes = _panel_row(len(series))
     greens = _shades("Greens", 3)
     for ax, downstream in zip(axes[0], series, strict=True):
         _draw(
@@ -197,8 +203,7 @@ def mixed(study: Study, summary: pd.DataFrame, experiment: str) -> plt.Figure:
         _loglog(ax, "downstream training examples N")
         ax.set_title(dataset_label(study, downstream))
         ax.legend(fontsize="x-small")
-    for ax in axes[0][1:]:
-        ax.set_ylabel("")
+    _keep_first_ylabel(axes)
     fig.suptitle(f"{experiment}: mixed-physics pre-training {exp['pretrain']} ({size})")
     return fig
 
@@ -209,9 +214,7 @@ def error_vs_size(study: Study, summary: pd.DataFrame, experiment: str) -> plt.F
     sizes = study.experiment_sizes(experiment)
     ns = study.size_n()
     series = exp["downstream"]
-    fig, axes = plt.subplots(
-        1, len(series), figsize=(4.5 * len(series), 4), sharey=True, squeeze=False
-    )
+    fig, axes = _panel_row(len(series), panel_width=4.5)
     blues, oranges = _shades("Blues", len(ns)), _shades("Oranges", len(ns))
     for ax, downstream in zip(axes[0], series, strict=True):
         rows = summary[(summary["downstream"] == downstream) & summary["size"].isin(sizes)]
@@ -249,8 +252,7 @@ def error_vs_size(study: Study, summary: pd.DataFrame, experiment: str) -> plt.F
         ax.set_ylabel("test relative L2 error")
         ax.set_title(dataset_label(study, downstream))
         ax.legend(fontsize="x-small")
-    for ax in axes[0][1:]:
-        ax.set_ylabel("")
+    _keep_first_ylabel(axes)
     fig.suptitle(f"{experiment}: pre-trained on {exp['pretrain']}, model sizes {', '.join(sizes)}")
     return fig
 
