@@ -23,6 +23,7 @@ from pdetransfer.aggregation import (
 )
 from pdetransfer.cli import main
 from pdetransfer.errors import UserError
+from pdetransfer.publishing import format_error, format_n, format_ratio
 from pdetransfer.study import ConfigError, Study, format_lr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -275,3 +276,82 @@ def test_study_command_rejects_an_inconsistent_config(tmp_path: Path, capsys) ->
     config["sweep"]["n"] = [4, 1000]
     assert main(["study", "--config-json", json.dumps(config), "--out", str(tmp_path / "s")]) == 2
     assert "'sweep.n'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- publish
+def test_publish_formats_bounds_and_missing_values() -> None:
+    assert format_error(0.052345, 0.00312) == "0.0523 ± 0.0031"
+    assert format_error(0.052345) == "0.0523"
+    assert format_error(math.nan) == "n/a"
+    assert format_n(8.0, "<=") == "≤8"
+    assert format_n(1024.0, ">") == ">1024"
+    assert format_n(37.4, "=") == "37"
+    assert format_ratio(12.34, "=") == "12.3x"
+    assert format_ratio(4.0, ">=") == "≥4.0x"
+    assert format_ratio(math.nan, "") == "n/a"
+
+
+def _aggregated(tmp_path: Path) -> tuple[Study, Path, Path, Path]:
+    """Fake results aggregated into tables, one figure drawn: what publish reads."""
+    config = load_config("test")
+    study = Study(config)
+    results = tmp_path / "results"
+    _fake_results(results, study)
+    study_file = results / "study.json"
+    assert main(["study", "--config-json", json.dumps(config), "--out", str(study_file)]) == 0
+    tables = results / "tables"
+    argv = ["aggregate", "--study", str(study_file), "--results", str(results)]
+    argv += ["--runs-csv", str(tables / "runs.csv"), "--summary-csv", str(tables / "summary.csv")]
+    argv += ["--efficiency-csv", str(tables / "data_efficiency.csv")]
+    assert main(argv) == 0
+    plots = results / "plots"
+    figure = plots / "mixed" / "mixed.png"
+    argv = ["plot", "mixed", "--study", str(study_file), "--experiment", "mixed"]
+    assert main([*argv, "--summary", str(tables / "summary.csv"), "--out", str(figure)]) == 0
+    return study, study_file, tables, plots
+
+
+def test_publish_copies_the_run_and_renders_its_tables(tmp_path: Path) -> None:
+    study, study_file, tables, plots = _aggregated(tmp_path)
+    bench = tmp_path / "results" / "benchmarks"
+    for rel, seconds in (
+        ("pretrain/mixed/tiny.tsv", 12.5),
+        ("pretrain/mixed/stats.tsv", 0.5),
+        ("data/poisson_1_5/train.tsv", 1.5),
+    ):
+        (bench / rel).parent.mkdir(parents=True, exist_ok=True)
+        (bench / rel).write_text(f"s\th:m:s\n{seconds}\t0:00:{seconds}\n")
+    out = tmp_path / "docs" / "results"
+    argv = ["publish", "--study", str(study_file), "--tables", str(tables), "--plots", str(plots)]
+    assert main([*argv, "--benchmarks", str(bench), "--out", str(out)]) == 0
+
+    for name in ("runs.csv", "summary.csv", "data_efficiency.csv"):
+        assert (out / "tables" / name).read_bytes() == (tables / name).read_bytes()
+    assert (out / "figures" / "mixed" / "mixed.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "study.json").read_text())["config"] == study.config
+    text = (out / "tables.md").read_text()
+    summary = read_csv(tables / "summary.csv")
+    row = summary[
+        (summary["mode"] == "finetune")
+        & (summary["pretrain"] == "poisson_1_5")
+        & (summary["size"] == "xs")
+        & (summary["downstream"] == "poisson_5_10")
+        & (summary["n"] == 8)
+    ].iloc[0]
+    expected = f"{format_error(row['test_rel_l2_mean'], row['test_rel_l2_std'])} (lr 0.001)"
+    assert "### poisson_1_5 → poisson e∈(5, 10), size xs" in text
+    assert expected in text
+    assert "### mixed (tiny) on poisson e∈(5, 10)" in text
+    assert "| from mixed | 0.8 |" in text  # zero-shot of the fake results is 0.8
+    assert "| pre-training | 1 | 12 | 0.00 |" in text
+    assert "| data generation and checks | 2 | 2 | 0.00 |" in text
+    assert "| all jobs |  | 14 | 0.00 |" in text
+
+
+def test_publish_names_what_is_missing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _, study_file, tables, plots = _aggregated(tmp_path)
+    (tables / "summary.csv").unlink()
+    argv = ["publish", "--study", str(study_file), "--tables", str(tables), "--plots", str(plots)]
+    assert main([*argv, "--benchmarks", "", "--out", str(tmp_path / "out")]) == 2
+    assert "summary.csv does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -181,6 +181,22 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     _handler(p, "pdetransfer.plotting:plot_command")
 
 
+def _add_publish(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "publish", help="copy a finished study's tables and figures out of results/ (+ tables.md)"
+    )
+    p.add_argument("--study", default="results/study.json", help="study file of the run")
+    p.add_argument("--tables", default="results/tables", help="folder of the aggregate tables")
+    p.add_argument("--plots", default="results/plots", help="folder of the figures (PNG copied)")
+    p.add_argument(
+        "--benchmarks",
+        default="results/benchmarks",
+        help="Snakemake benchmark folder, for compute per stage ('' to leave it out)",
+    )
+    p.add_argument("--out", required=True, help="output folder, e.g. docs/results")
+    _handler(p, "pdetransfer.publishing:publish_command")
+
+
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_generate,
     _add_stats,
@@ -192,6 +208,7 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_study,
     _add_aggregate,
     _add_plot,
+    _add_publish,
 ]
 
 

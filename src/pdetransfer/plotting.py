@@ -30,6 +30,22 @@ from pdetransfer.study import Run, Study
 
 PARAMETER_SYMBOL = {"poisson": "e", "advdiff": "Ψ", "helmholtz": "ω"}
 FORMATS = ("png", "svg")
+ERROR_LABEL = r"test error $\Vert\hat{u}-u\Vert_2\,/\,\Vert u\Vert_2$ (dimensionless)"
+N_LABEL = "downstream training examples N (samples)"
+SPREAD_NOTE = "bars: ±1 std over seeds"
+
+
+def size_label(summary: pd.DataFrame, size: str) -> str:
+    """``xs (67K params)``: a model size with its parameter count, for legends."""
+    counts = summary.loc[summary["size"] == size, "parameters"].dropna()
+    if counts.empty:
+        return size
+    count = float(counts.iloc[0])
+    if count >= 1e6:
+        text = f"{count / 1e6:.2g}M"
+    else:
+        text = f"{count / 1e3:.0f}K" if count >= 1e3 else f"{count:.0f}"
+    return f"{size} ({text} params)"
 
 
 def dataset_label(study: Study, name: str) -> str:
@@ -70,7 +86,7 @@ def _loglog(ax: plt.Axes, xlabel: str) -> None:
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("test relative L2 error")
+    ax.set_ylabel(ERROR_LABEL)
 
 
 def _save(fig: plt.Figure, outs: Sequence[str]) -> None:
@@ -101,27 +117,28 @@ def _downstream_panel(
     """Error vs N on one downstream dataset: finetune and scratch per size, zero-shot lines."""
     blues, oranges, greys = (_shades(p, len(sizes)) for p in ("Blues", "Oranges", "Greys"))
     for i, size in enumerate(sizes):
+        name = size_label(summary, size)
         _draw(
             ax,
             _curve(summary, mode="finetune", pretrain=pretrain, size=size, downstream=downstream),
             color=blues[i],
             marker="o",
-            label=f"finetune {size}",
+            label=f"fine-tune {name}",
         )
         _draw(
             ax,
             _curve(summary, mode="scratch", size=size, downstream=downstream),
             color=oranges[i],
             marker="s",
-            label=f"scratch {size}",
+            label=f"scratch {name}",
         )
         _zeroshot(
             ax,
             _curve(summary, mode="zeroshot", pretrain=pretrain, size=size, downstream=downstream),
             greys[i],
-            f"zero-shot {size}",
+            f"zero-shot {name}",
         )
-    _loglog(ax, "downstream training examples N")
+    _loglog(ax, N_LABEL)
     ax.set_title(dataset_label(study, downstream))
 
 
@@ -142,7 +159,7 @@ def error_vs_n(study: Study, summary: pd.DataFrame, experiment: str, downstream:
     fig, ax = plt.subplots(figsize=(6, 4.5))
     _downstream_panel(ax, study, summary, pretrain, downstream, study.experiment_sizes(experiment))
     ax.set_title(f"{experiment}: pre-trained on {pretrain}\n→ {dataset_label(study, downstream)}")
-    ax.legend(fontsize="small", ncol=2)
+    ax.legend(fontsize="small", ncol=2, title=SPREAD_NOTE, title_fontsize="x-small")
     return fig
 
 
@@ -155,7 +172,7 @@ def ood(study: Study, summary: pd.DataFrame, experiment: str) -> plt.Figure:
     for ax, downstream in zip(axes[0], series, strict=True):
         _downstream_panel(ax, study, summary, exp["pretrain"], downstream, [size])
     _keep_first_ylabel(axes)
-    axes[0][0].legend(fontsize="small")
+    axes[0][0].legend(fontsize="small", title=SPREAD_NOTE, title_fontsize="x-small")
     fig.suptitle(f"{experiment}: pre-trained on {exp['pretrain']} ({size}), downstream shifts")
     return fig
 
@@ -167,6 +184,7 @@ def mixed(study: Study, summary: pd.DataFrame, experiment: str) -> plt.Figure:
     series = exp["downstream"]
     fig, axes = _panel_row(len(series))
     greens = _shades("Greens", 3)
+    name = size_label(summary, size)
     for ax, downstream in zip(axes[0], series, strict=True):
         _draw(
             ax,
@@ -175,7 +193,7 @@ def mixed(study: Study, summary: pd.DataFrame, experiment: str) -> plt.Figure:
             ),
             color=sns.color_palette("Blues", 3)[2],
             marker="o",
-            label=f"finetune from {exp['pretrain']}",
+            label=f"fine-tune {name} from {exp['pretrain']}",
         )
         for i, other in enumerate(study.compare_pretrain(experiment, downstream)):
             _draw(
@@ -183,14 +201,14 @@ def mixed(study: Study, summary: pd.DataFrame, experiment: str) -> plt.Figure:
                 _curve(summary, mode="finetune", pretrain=other, size=size, downstream=downstream),
                 color=greens[i % len(greens)],
                 marker="^",
-                label=f"finetune from {other}",
+                label=f"fine-tune {name} from {other}",
             )
         _draw(
             ax,
             _curve(summary, mode="scratch", size=size, downstream=downstream),
             color=sns.color_palette("Oranges", 3)[2],
             marker="s",
-            label="scratch",
+            label=f"scratch {name}",
         )
         _zeroshot(
             ax,
@@ -198,11 +216,11 @@ def mixed(study: Study, summary: pd.DataFrame, experiment: str) -> plt.Figure:
                 summary, mode="zeroshot", pretrain=exp["pretrain"], size=size, downstream=downstream
             ),
             "0.4",
-            f"zero-shot {exp['pretrain']}",
+            f"zero-shot {name} from {exp['pretrain']}",
         )
-        _loglog(ax, "downstream training examples N")
+        _loglog(ax, N_LABEL)
         ax.set_title(dataset_label(study, downstream))
-        ax.legend(fontsize="x-small")
+        ax.legend(fontsize="x-small", title=SPREAD_NOTE, title_fontsize="xx-small")
     _keep_first_ylabel(axes)
     fig.suptitle(f"{experiment}: mixed-physics pre-training {exp['pretrain']} ({size})")
     return fig
@@ -227,7 +245,7 @@ def error_vs_size(study: Study, summary: pd.DataFrame, experiment: str) -> plt.F
                 x="parameters",
                 color=blues[i],
                 marker="o",
-                label=f"finetune N={n}",
+                label=f"fine-tune N={n}",
             )
             _draw(
                 ax,
@@ -248,10 +266,10 @@ def error_vs_size(study: Study, summary: pd.DataFrame, experiment: str) -> plt.F
         )
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("model parameters")
-        ax.set_ylabel("test relative L2 error")
+        ax.set_xlabel("model parameters (count)")
+        ax.set_ylabel(ERROR_LABEL)
         ax.set_title(dataset_label(study, downstream))
-        ax.legend(fontsize="x-small")
+        ax.legend(fontsize="x-small", title=SPREAD_NOTE, title_fontsize="xx-small")
     _keep_first_ylabel(axes)
     fig.suptitle(f"{experiment}: pre-trained on {exp['pretrain']}, model sizes {', '.join(sizes)}")
     return fig
