@@ -228,18 +228,32 @@ def _fake_results(root: Path, study: Study) -> None:
             h5["u_pred"] = u + err * rng.standard_normal(u.shape).astype(np.float32)
 
 
-def test_aggregate_and_every_plot_from_fake_results(tmp_path: Path) -> None:
+def _aggregated(tmp_path: Path) -> tuple[Study, Path, Path, Path]:
+    """Fake results aggregated into tables, one figure drawn: what publish reads."""
     config = load_config("test")
     study = Study(config)
     results = tmp_path / "results"
     _fake_results(results, study)
-    study_file = tmp_path / "study.json"
+    study_file = results / "study.json"
     assert main(["study", "--config-json", json.dumps(config), "--out", str(study_file)]) == 0
-    tables = {k: tmp_path / f"{k}.csv" for k in ("runs", "summary", "eff")}
+    tables = results / "tables"
     argv = ["aggregate", "--study", str(study_file), "--results", str(results)]
-    argv += ["--runs-csv", str(tables["runs"]), "--summary-csv", str(tables["summary"])]
-    argv += ["--efficiency-csv", str(tables["eff"])]
+    argv += ["--runs-csv", str(tables / "runs.csv"), "--summary-csv", str(tables / "summary.csv")]
+    argv += ["--efficiency-csv", str(tables / "data_efficiency.csv")]
     assert main(argv) == 0
+    plots = results / "plots"
+    figure = plots / "mixed" / "mixed.png"
+    argv = ["plot", "mixed", "--study", str(study_file), "--experiment", "mixed"]
+    assert main([*argv, "--summary", str(tables / "summary.csv"), "--out", str(figure)]) == 0
+    return study, study_file, tables, plots
+
+
+def test_aggregate_and_every_plot_from_fake_results(tmp_path: Path) -> None:
+    study, study_file, tables_dir, _ = _aggregated(tmp_path)
+    config = study.config
+    results = tmp_path / "results"
+    tables = {k: tables_dir / f"{k}.csv" for k in ("runs", "summary")}
+    tables["eff"] = tables_dir / "data_efficiency.csv"
     runs = read_csv(tables["runs"])
     assert len(runs) == len(study.runs())
     assert set(runs["mode"]) == {"finetune", "scratch", "zeroshot"}
@@ -289,26 +303,6 @@ def test_publish_formats_bounds_and_missing_values() -> None:
     assert format_ratio(12.34, "=") == "12.3x"
     assert format_ratio(4.0, ">=") == "≥4.0x"
     assert format_ratio(math.nan, "") == "n/a"
-
-
-def _aggregated(tmp_path: Path) -> tuple[Study, Path, Path, Path]:
-    """Fake results aggregated into tables, one figure drawn: what publish reads."""
-    config = load_config("test")
-    study = Study(config)
-    results = tmp_path / "results"
-    _fake_results(results, study)
-    study_file = results / "study.json"
-    assert main(["study", "--config-json", json.dumps(config), "--out", str(study_file)]) == 0
-    tables = results / "tables"
-    argv = ["aggregate", "--study", str(study_file), "--results", str(results)]
-    argv += ["--runs-csv", str(tables / "runs.csv"), "--summary-csv", str(tables / "summary.csv")]
-    argv += ["--efficiency-csv", str(tables / "data_efficiency.csv")]
-    assert main(argv) == 0
-    plots = results / "plots"
-    figure = plots / "mixed" / "mixed.png"
-    argv = ["plot", "mixed", "--study", str(study_file), "--experiment", "mixed"]
-    assert main([*argv, "--summary", str(tables / "summary.csv"), "--out", str(figure)]) == 0
-    return study, study_file, tables, plots
 
 
 def test_publish_copies_the_run_and_renders_its_tables(tmp_path: Path) -> None:
