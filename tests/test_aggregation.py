@@ -23,7 +23,7 @@ from pdetransfer.aggregation import (
 )
 from pdetransfer.cli import main
 from pdetransfer.errors import UserError
-from pdetransfer.publishing import format_error, format_n, format_ratio
+from pdetransfer.publishing import format_error, format_n, format_ratio, render_tables
 from pdetransfer.study import ConfigError, Study, format_lr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -349,3 +349,19 @@ def test_publish_names_what_is_missing(tmp_path: Path, capsys: pytest.CaptureFix
     assert main([*argv, "--benchmarks", "", "--out", str(tmp_path / "out")]) == 2
     assert "summary.csv does not exist" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_published_results_are_the_reproduce_study_and_its_tables() -> None:
+    """docs/results holds what config/reproduce.yaml produced, and tables.md renders its CSVs."""
+    published = ROOT / "docs" / "results"
+    record = json.loads((published / "study.json").read_text())
+    assert record["config"] == load_config("reproduce")
+    study = Study(record["config"])
+    summary = read_csv(published / "tables" / "summary.csv")
+    efficiency = read_csv(published / "tables" / "data_efficiency.csv")
+    rendered = render_tables(study, summary, efficiency, benchmarks=None)
+    committed = (published / "tables.md").read_text(encoding="utf-8")
+    assert committed.split("\n\n## Compute")[0] + "\n" == rendered
+    runs = read_csv(published / "tables" / "runs.csv")
+    assert len(runs) == len(study.runs())
+    assert runs["test_rel_l2_mean"].notna().all()

@@ -98,7 +98,7 @@ def expected_jobs(cfg: dict) -> Counter:
     return +counts  # drop zero entries, as snakemake's table does
 
 
-@pytest.mark.parametrize("name", ["config", "paper", "test"])
+@pytest.mark.parametrize("name", ["config", "reproduce", "paper", "test"])
 def test_dry_run_job_counts_match_the_config(name: str, tmp_path: Path) -> None:
     result = snakemake(
         tmp_path, "-n", "--quiet", "rules", "--configfile", str(ROOT / "config" / f"{name}.yaml")
