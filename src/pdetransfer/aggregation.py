@@ -146,6 +146,14 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def summary_rows(summary: pd.DataFrame, **match: Any) -> pd.DataFrame:
+    """Rows of the summary matching every ``column=value``, sorted by N (one curve)."""
+    mask = np.ones(len(summary), dtype=bool)
+    for column, value in match.items():
+        mask &= (summary[column] == value).to_numpy()
+    return summary[mask].sort_values("n")
+
+
 def n_to_reach(ns: Sequence[float], errors: Sequence[float], target: float) -> tuple[float, str]:
     """Smallest N at which a curve reaches ``target``: (N, qualifier).
 

@@ -23,7 +23,7 @@ import seaborn as sns
 from matplotlib.ticker import FuncFormatter
 
 from pdetransfer import __version__
-from pdetransfer.aggregation import load_study, read_csv
+from pdetransfer.aggregation import load_study, read_csv, summary_rows
 from pdetransfer.atomic import atomic_path
 from pdetransfer.errors import UserError
 from pdetransfer.study import Run, Study
@@ -58,14 +58,6 @@ def dataset_label(study: Study, name: str) -> str:
 def _shades(palette: str, count: int) -> list[Any]:
     """``count`` colours of a sequential palette, light to dark, avoiding the palest."""
     return sns.color_palette(palette, count + 1)[1:]
-
-
-def _curve(summary: pd.DataFrame, **match: Any) -> pd.DataFrame:
-    """Rows of the summary matching every ``column=value``, sorted by N."""
-    mask = np.ones(len(summary), dtype=bool)
-    for column, value in match.items():
-        mask &= (summary[column] == value).to_numpy()
-    return summary[mask].sort_values("n")
 
 
 def _draw(ax: plt.Axes, curve: pd.DataFrame, x: str = "n", **style: Any) -> None:
@@ -120,21 +112,25 @@ def _downstream_panel(
         name = size_label(summary, size)
         _draw(
             ax,
-            _curve(summary, mode="finetune", pretrain=pretrain, size=size, downstream=downstream),
+            summary_rows(
+                summary, mode="finetune", pretrain=pretrain, size=size, downstream=downstream
+            ),
             color=blues[i],
             marker="o",
             label=f"fine-tune {name}",
         )
         _draw(
             ax,
-            _curve(summary, mode="scratch", size=size, downstream=downstream),
+            summary_rows(summary, mode="scratch", size=size, downstream=downstream),
             color=oranges[i],
             marker="s",
             label=f"scratch {name}",
         )
         _zeroshot(
             ax,
-            _curve(summary, mode="zeroshot", pretrain=pretrain, size=size, downstream=downstream),
+            summary_rows(
+                summary, mode="zeroshot", pretrain=pretrain, size=size, downstream=downstream
+            ),
             greys[i],
             f"zero-shot {name}",
         )
@@ -188,7 +184,7 @@ def mixed(study: Study, summary: pd.DataFrame, experiment: str) -> plt.Figure:
     for ax, downstream in zip(axes[0], series, strict=True):
         _draw(
             ax,
-            _curve(
+            summary_rows(
                 summary, mode="finetune", pretrain=exp["pretrain"], size=size, downstream=downstream
             ),
             color=sns.color_palette("Blues", 3)[2],
@@ -198,21 +194,23 @@ def mixed(study: Study, summary: pd.DataFrame, experiment: str) -> plt.Figure:
         for i, other in enumerate(study.compare_pretrain(experiment, downstream)):
             _draw(
                 ax,
-                _curve(summary, mode="finetune", pretrain=other, size=size, downstream=downstream),
+                summary_rows(
+                    summary, mode="finetune", pretrain=other, size=size, downstream=downstream
+                ),
                 color=greens[i % len(greens)],
                 marker="^",
                 label=f"fine-tune {name} from {other}",
             )
         _draw(
             ax,
-            _curve(summary, mode="scratch", size=size, downstream=downstream),
+            summary_rows(summary, mode="scratch", size=size, downstream=downstream),
             color=sns.color_palette("Oranges", 3)[2],
             marker="s",
             label=f"scratch {name}",
         )
         _zeroshot(
             ax,
-            _curve(
+            summary_rows(
                 summary, mode="zeroshot", pretrain=exp["pretrain"], size=size, downstream=downstream
             ),
             "0.4",

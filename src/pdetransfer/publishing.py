@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from pdetransfer import __version__
-from pdetransfer.aggregation import load_study, read_csv
+from pdetransfer.aggregation import load_study, read_csv, summary_rows
 from pdetransfer.atomic import atomic_path
 from pdetransfer.errors import UserError
 from pdetransfer.plotting import dataset_label
@@ -117,22 +117,17 @@ def error_section(study: Study, summary: pd.DataFrame) -> str:
     ]
     cells = summary[summary["mode"] == "finetune"][["pretrain", "size", "downstream"]]
     for pretrain, size, downstream in cells.drop_duplicates().itertuples(index=False):
+        cell = {"size": size, "downstream": downstream}
         rows = []
-        for mode, match in (
-            ("fine-tune", (summary["mode"] == "finetune") & (summary["pretrain"] == pretrain)),
-            ("scratch", summary["mode"] == "scratch"),
+        for mode, curve in (
+            ("fine-tune", summary_rows(summary, mode="finetune", pretrain=pretrain, **cell)),
+            ("scratch", summary_rows(summary, mode="scratch", **cell)),
         ):
-            picked = summary[match & (summary["size"] == size)]
-            picked = picked[picked["downstream"] == downstream].set_index("n")
+            picked = curve.set_index("n")
             rows.append(
                 [mode, *(_cell_text(picked.loc[n]) if n in picked.index else MISSING for n in ns)]
             )
-        zs = summary[
-            (summary["mode"] == "zeroshot")
-            & (summary["pretrain"] == pretrain)
-            & (summary["size"] == size)
-            & (summary["downstream"] == downstream)
-        ]
+        zs = summary_rows(summary, mode="zeroshot", pretrain=pretrain, **cell)
         if not zs.empty:
             zero = format_error(zs["test_rel_l2_mean"].iloc[0])
             rows.append(["zero-shot", *([zero] * len(ns))])
@@ -157,14 +152,14 @@ def mixed_section(study: Study, summary: pd.DataFrame) -> str:
         exp = study.experiments[experiment]
         size = study.experiment_sizes(experiment)[-1]
         for downstream in exp["downstream"]:
-            of = summary[(summary["size"] == size) & (summary["downstream"] == downstream)]
+            cell = {"size": size, "downstream": downstream}
             rows = []
             sources = [exp["pretrain"], *study.compare_pretrain(experiment, downstream)]
             for source in [*sources, ""]:
                 label = "scratch" if source == "" else f"from {source}"
                 mode = "scratch" if source == "" else "finetune"
-                curve = of[(of["mode"] == mode) & (of["pretrain"] == source)].set_index("n")
-                zs = of[(of["mode"] == "zeroshot") & (of["pretrain"] == source)]
+                curve = summary_rows(summary, mode=mode, pretrain=source, **cell).set_index("n")
+                zs = summary_rows(summary, mode="zeroshot", pretrain=source, **cell)
                 zero = format_error(zs["test_rel_l2_mean"].iloc[0]) if not zs.empty else MISSING
                 errors = [
                     format_error(curve.loc[n, "test_rel_l2_mean"]) if n in curve.index else MISSING
