@@ -2,7 +2,7 @@
 
 All figures are samples per second on this machine, in one run:
 
-* ``ours``: :func:`pdetransfer.datasets.generate_dataset` for SYS-1 Poisson e in (1, 5), the
+* ``ours``: :func:`pdetransfer.data.datasets.generate_dataset` for SYS-1 Poisson e in (1, 5), the
   whole pipeline including float32 conversion and the HDF5 write, with 1 thread and with every
   CPU this process may use;
 * ``baseline``: the reference generator's algorithm written the same naive way: per sample a
@@ -41,7 +41,8 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from pdetransfer import __version__, datasets, solver, systems
+from pdetransfer import __version__
+from pdetransfer.data import datasets, solver, systems
 
 RESULTS = Path(__file__).resolve().parent / "results" / "datagen.json"
 RANGES = {"poisson": (1.0, 5.0), "advdiff": (0.2, 1.0), "helmholtz": (1.0, 10.0)}

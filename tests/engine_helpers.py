@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from pdetransfer.cli import build_parser
-from pdetransfer.datasets import generate_dataset
-from pdetransfer.training import train_command
+from pdetransfer.data.datasets import generate_dataset
+from pdetransfer.engine.training import train_command
 
 GRID = 16
 #: name -> (system, range, split, n_samples, grid)

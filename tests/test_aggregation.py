@@ -14,17 +14,17 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from pdetransfer.aggregation import (
+from pdetransfer.cli import main
+from pdetransfer.errors import UserError
+from pdetransfer.study.aggregation import (
     data_efficiency,
     n_to_reach,
     read_csv,
     summarize,
     write_csv,
 )
-from pdetransfer.cli import main
-from pdetransfer.errors import UserError
-from pdetransfer.publishing import format_error, format_n, format_ratio, render_tables
-from pdetransfer.study import ConfigError, Study, format_lr
+from pdetransfer.study.config import ConfigError, Study, format_lr
+from pdetransfer.study.publishing import format_error, format_n, format_ratio, render_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"

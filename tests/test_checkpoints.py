@@ -10,17 +10,17 @@ import pytest
 import torch
 from engine_helpers import load, pretrained
 
-from pdetransfer.checkpoints import (
+from pdetransfer.cli import main
+from pdetransfer.engine.checkpoints import (
     FORMAT_VERSION,
     build_operator,
     load_checkpoint,
     save_checkpoint,
     sha256_file,
 )
-from pdetransfer.cli import main
+from pdetransfer.engine.models import FNO, ModelSpec
+from pdetransfer.engine.normalization import CHANNELS
 from pdetransfer.errors import UserError
-from pdetransfer.models import FNO, ModelSpec
-from pdetransfer.normalization import CHANNELS
 
 
 def test_model_checkpoint_describes_itself() -> None:

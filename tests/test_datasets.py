@@ -9,7 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from pdetransfer import __version__, datasets, stats, systems
+from pdetransfer import __version__
+from pdetransfer.data import datasets, stats, systems
 from pdetransfer.errors import UserError
 
 RANGES = {"poisson": (1.0, 5.0), "advdiff": (0.2, 1.0), "helmholtz": (1.0, 10.0)}

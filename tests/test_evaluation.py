@@ -13,10 +13,10 @@ import pytest
 import torch
 from engine_helpers import dataset, load, pretrained
 
-from pdetransfer.checkpoints import build_operator, sha256_file
 from pdetransfer.cli import main
-from pdetransfer.datasets import read_samples
-from pdetransfer.evaluation import relative_l2, sample_errors, summarize
+from pdetransfer.data.datasets import read_samples
+from pdetransfer.engine.checkpoints import build_operator, sha256_file
+from pdetransfer.engine.evaluation import relative_l2, sample_errors, summarize
 
 METRIC_KEYS = {
     "rel_l2_mean", "rel_l2_median", "rel_l2_std", "nrmse", "max_abs_error",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pdetransfer import gpu, launching
+from pdetransfer.engine import gpu, launching
 from pdetransfer.errors import UserError
 
 PROBE = textwrap.dedent(

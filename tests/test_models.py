@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pdetransfer.errors import UserError
-from pdetransfer.models import (
+from pdetransfer.engine.models import (
     FNO,
     PRESETS,
     SpectralConv2d,
@@ -15,7 +14,13 @@ from pdetransfer.models import (
     parameter_count,
     parse_model,
 )
-from pdetransfer.normalization import CHANNELS, Normalization, NormalizedOperator, source_norm
+from pdetransfer.engine.normalization import (
+    CHANNELS,
+    Normalization,
+    NormalizedOperator,
+    source_norm,
+)
+from pdetransfer.errors import UserError
 
 # The paper's table (4 input channels): ~67K, ~1.06M, ~16.8M, ~268M.
 PAPER_SIZES = {"xs": 67e3, "s": 1.06e6, "m": 16.8e6, "l": 268e6}
@@ -132,7 +137,7 @@ def test_normalization_rejects_bad_statistics() -> None:
 
 
 def test_source_norm_is_the_stats_definition() -> None:
-    from pdetransfer import stats
+    from pdetransfer.data import stats
 
     f = np.random.default_rng(0).normal(size=(4, 16, 16)).astype(np.float32)
     assert np.allclose(source_norm(torch.from_numpy(f)).numpy(), stats.source_norm(f), rtol=1e-6)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pdetransfer import solver
+from pdetransfer.data import solver
 
 KAPPA = 0.01
 

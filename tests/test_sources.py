@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pdetransfer import sources
+from pdetransfer.data import sources
 
 
 def _uniforms(seed: int, count: int) -> np.ndarray:

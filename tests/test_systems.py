@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pdetransfer import solver, systems
+from pdetransfer.data import solver, systems
 from pdetransfer.errors import UserError
 
 GRID = 32

@@ -18,10 +18,10 @@ import torch
 from engine_helpers import dataset, load, pretrained, same_weights, train, train_args, workdir
 
 from pdetransfer.cli import build_parser, main
+from pdetransfer.data.stats import compute_stats
+from pdetransfer.engine.training import Processes, _plan
+from pdetransfer.engine.training_data import epoch_order, load_fields, read_infos, subset_indices
 from pdetransfer.errors import UserError
-from pdetransfer.stats import compute_stats
-from pdetransfer.training import Processes, _plan
-from pdetransfer.training_data import epoch_order, load_fields, read_infos, subset_indices
 
 TRAIN_JSON_KEYS = {
     "model", "modes", "width", "parameters", "n_train", "lr", "epochs", "epochs_run",

@@ -2,7 +2,7 @@
 
 Every test runs snakemake in a temporary working directory (``--directory``), so nothing is
 written into the repository's results/. Expected job counts are computed here from the
-config's lists, independently of pdetransfer.study, which the workflow uses.
+config's lists, independently of pdetransfer.study.config, which the workflow uses.
 """
 
 from __future__ import annotations

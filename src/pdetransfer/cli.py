@@ -56,14 +56,14 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output .h5 file")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    _handler(p, "pdetransfer.datasets:generate_command")
+    _handler(p, "pdetransfer.data.datasets:generate_command")
 
 
 def _add_stats(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stats", help="normalisation statistics of a training set")
     p.add_argument("train", nargs="+", help="train split file(s); several = mixed physics")
     p.add_argument("--out", required=True, help="output JSON file")
-    _handler(p, "pdetransfer.stats:stats_command")
+    _handler(p, "pdetransfer.data.stats:stats_command")
 
 
 def _add_check(sub: argparse._SubParsersAction) -> None:
@@ -76,7 +76,7 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
         help="relative residual accepted on top of twice the float32 rounding floor, which "
         "grows like n^2 (about 1e-4 at n=128)",
     )
-    _handler(p, "pdetransfer.datasets:check_command")
+    _handler(p, "pdetransfer.data.datasets:check_command")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -103,7 +103,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="also checkpoint every K steps (0: once per epoch)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    _handler(p, "pdetransfer.training:train_command")
+    _handler(p, "pdetransfer.engine.training:train_command")
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -117,14 +117,14 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--predictions", help="also write the first test samples' predictions (HDF5)")
     p.add_argument("--n-predictions", type=int, help="samples in --predictions (default 8)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    _handler(p, "pdetransfer.evaluation:evaluate_command")
+    _handler(p, "pdetransfer.engine.evaluation:evaluate_command")
 
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="print what a checkpoint describes about itself")
     p.add_argument("checkpoint")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    _handler(p, "pdetransfer.checkpoints:info_command")
+    _handler(p, "pdetransfer.engine.checkpoints:info_command")
 
 
 def _add_launch(sub: argparse._SubParsersAction) -> None:
@@ -142,7 +142,7 @@ def _add_launch(sub: argparse._SubParsersAction) -> None:
         "(default: $PDETRANSFER_GPU_LOCK_DIR or /tmp/pdetransfer-gpu-locks)",
     )
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- SUBCOMMAND ARGS")
-    _handler(p, "pdetransfer.launching:launch_command")
+    _handler(p, "pdetransfer.engine.launching:launch_command")
 
 
 def _add_study(sub: argparse._SubParsersAction) -> None:
@@ -151,7 +151,7 @@ def _add_study(sub: argparse._SubParsersAction) -> None:
         "--config-json", required=True, help="the validated config as JSON (the workflow's)"
     )
     p.add_argument("--out", required=True, help="study file (JSON) that aggregate/plot read")
-    _handler(p, "pdetransfer.study:study_command")
+    _handler(p, "pdetransfer.study.config:study_command")
 
 
 def _add_aggregate(sub: argparse._SubParsersAction) -> None:
@@ -161,7 +161,7 @@ def _add_aggregate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs-csv", required=True, help="output: one row per run")
     p.add_argument("--summary-csv", required=True, help="output: best lr by validation error")
     p.add_argument("--efficiency-csv", required=True, help="output: N to reach target errors")
-    _handler(p, "pdetransfer.aggregation:aggregate_command")
+    _handler(p, "pdetransfer.study.aggregation:aggregate_command")
 
 
 PLOT_KINDS = ("error-vs-n", "error-vs-size", "ood", "mixed", "gallery")
@@ -178,7 +178,7 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--summary", help="summary.csv (every kind but gallery)")
     p.add_argument("--results", default="results", help="results root (gallery predictions)")
     p.add_argument("--out", required=True, nargs="+", help="output .png/.svg file(s)")
-    _handler(p, "pdetransfer.plotting:plot_command")
+    _handler(p, "pdetransfer.study.plotting:plot_command")
 
 
 def _add_publish(sub: argparse._SubParsersAction) -> None:
@@ -194,7 +194,7 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
         help="Snakemake benchmark folder, for compute per stage ('' to leave it out)",
     )
     p.add_argument("--out", required=True, help="output folder, e.g. docs/results")
-    _handler(p, "pdetransfer.publishing:publish_command")
+    _handler(p, "pdetransfer.study.publishing:publish_command")
 
 
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [

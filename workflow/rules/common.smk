@@ -1,6 +1,6 @@
 # Shared by every rule: config validation, wildcard constraints and input/target functions.
 # The study logic (what runs exist, where they live, what a config may say) is in
-# pdetransfer.study so that the tables and plots enumerate exactly the runs built here.
+# pdetransfer.study.config so that the tables and plots enumerate exactly the runs built here.
 
 import copy
 import json
@@ -9,7 +9,7 @@ import re
 
 from snakemake.utils import min_version, validate
 
-from pdetransfer.study import ConfigError, Study
+from pdetransfer.study.config import ConfigError, Study
 
 min_version("8.0")
 

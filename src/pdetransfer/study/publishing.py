@@ -18,11 +18,11 @@ from pathlib import Path
 import pandas as pd
 
 from pdetransfer import __version__
-from pdetransfer.aggregation import load_study, read_csv, summary_rows
 from pdetransfer.atomic import atomic_path
 from pdetransfer.errors import UserError
-from pdetransfer.plotting import dataset_label
-from pdetransfer.study import Study
+from pdetransfer.study.aggregation import load_study, read_csv, summary_rows
+from pdetransfer.study.config import Study
+from pdetransfer.study.plotting import dataset_label
 
 MISSING = "n/a"
 TABLES = ("runs.csv", "summary.csv", "data_efficiency.csv")

@@ -9,12 +9,12 @@ A checkpoint is a ``torch.save`` dictionary of plain data and tensors only (it l
 ``pdetransfer_version``, ``torch_version``, ``created``
     Who wrote it and when (UTC, ISO 8601).
 ``model``
-    :meth:`pdetransfer.models.ModelSpec.to_dict`: name, modes, width, in_channels, layers,
+    :meth:`pdetransfer.engine.models.ModelSpec.to_dict`: name, modes, width, in_channels, layers,
     parameters.
 ``channels``, ``grid``
     The input layout the weights expect and the grid they were trained on.
 ``normalization``
-    :meth:`pdetransfer.normalization.Normalization.to_dict` -- reused by every fine-tune.
+    :meth:`pdetransfer.engine.normalization.Normalization.to_dict` -- reused by every fine-tune.
 ``trained_on``
     ``data`` and ``val`` (path, system, split, param_range, grid, n_samples, seed and, for
     ``data``, how many samples were ``used``), ``n_train``, ``seed``, and ``init`` (path and
@@ -23,7 +23,7 @@ A checkpoint is a ``torch.save`` dictionary of plain data and tensors only (it l
     The recipe and its outcome: lr, epochs, epochs_run, batch_size, min_steps, steps,
     best_epoch, best_val_rel_l2, train_seconds, world_size, device, bf16.
 ``config``
-    What determines the result (see :func:`pdetransfer.training.run_config`); a rerun of
+    What determines the result (see :func:`pdetransfer.engine.training.run_config`); a rerun of
     ``train`` compares it to decide between "resume", "already finished" and "a different
     run is in the way".
 ``weights``
@@ -47,9 +47,9 @@ from typing import Any
 import torch
 
 from pdetransfer.atomic import atomic_path
+from pdetransfer.engine.models import FNO, ModelSpec
+from pdetransfer.engine.normalization import CHANNELS, Normalization, NormalizedOperator
 from pdetransfer.errors import UserError
-from pdetransfer.models import FNO, ModelSpec
-from pdetransfer.normalization import CHANNELS, Normalization, NormalizedOperator
 
 FORMAT = "pdetransfer-checkpoint"
 FORMAT_VERSION = 1

@@ -1,7 +1,7 @@
 """Dataset files as in-memory tensors for training and evaluation, with the study's subsetting.
 
 One or several HDF5 files (several = mixed physics) are read through
-:func:`pdetransfer.datasets.read_samples` and concatenated. Only ``f``, ``u`` and the six
+:func:`pdetransfer.data.datasets.read_samples` and concatenated. Only ``f``, ``u`` and the six
 coefficients are held (the 7-channel input is built per batch by the model), so a set costs
 ``8 n^2`` bytes per sample: 32K samples at n = 128 are 4.3 GB, 4K samples 0.5 GB.
 
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pdetransfer.datasets import DatasetInfo, read_info, read_samples
+from pdetransfer.data.datasets import DatasetInfo, read_info, read_samples
 from pdetransfer.errors import UserError
 
 

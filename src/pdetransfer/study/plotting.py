@@ -23,10 +23,10 @@ import seaborn as sns
 from matplotlib.ticker import FuncFormatter
 
 from pdetransfer import __version__
-from pdetransfer.aggregation import load_study, read_csv, summary_rows
 from pdetransfer.atomic import atomic_path
 from pdetransfer.errors import UserError
-from pdetransfer.study import Run, Study
+from pdetransfer.study.aggregation import load_study, read_csv, summary_rows
+from pdetransfer.study.config import Run, Study
 
 PARAMETER_SYMBOL = {"poisson": "e", "advdiff": "Ψ", "helmholtz": "ω"}
 FORMATS = ("png", "svg")

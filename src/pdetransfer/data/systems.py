@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pdetransfer import solver, sources
+from pdetransfer.data import solver, sources
 from pdetransfer.errors import UserError
 
 KAPPA = 0.01

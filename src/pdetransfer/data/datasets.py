@@ -38,8 +38,9 @@ import h5py
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from pdetransfer import __version__, solver, sources, systems
+from pdetransfer import __version__
 from pdetransfer.atomic import atomic_path
+from pdetransfer.data import solver, sources, systems
 from pdetransfer.errors import UserError
 from pdetransfer.progress import Progress
 

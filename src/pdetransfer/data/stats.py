@@ -24,8 +24,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from pdetransfer import __version__, datasets, systems
+from pdetransfer import __version__
 from pdetransfer.atomic import write_json
+from pdetransfer.data import datasets, systems
 from pdetransfer.errors import UserError
 from pdetransfer.progress import Progress
 

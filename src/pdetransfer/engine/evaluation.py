@@ -37,11 +37,11 @@ import torch
 
 from pdetransfer import __version__
 from pdetransfer.atomic import atomic_path, write_json
-from pdetransfer.checkpoints import build_operator, check_grid, load_checkpoint, sha256_file
+from pdetransfer.engine.checkpoints import build_operator, check_grid, load_checkpoint, sha256_file
+from pdetransfer.engine.normalization import NormalizedOperator
+from pdetransfer.engine.training_data import FieldSet, file_record, load_fields, read_infos
 from pdetransfer.errors import UserError
-from pdetransfer.normalization import NormalizedOperator
 from pdetransfer.progress import Progress
-from pdetransfer.training_data import FieldSet, file_record, load_fields, read_infos
 
 #: Wavenumber bands of the band errors: name -> [lowest |k|, first |k| above the band).
 BANDS: dict[str, tuple[float, float]] = {"low": (0, 4), "mid": (4, 12), "high": (12, math.inf)}

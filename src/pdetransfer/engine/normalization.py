@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pdetransfer.engine.models import FNO
 from pdetransfer.errors import UserError
-from pdetransfer.models import FNO
 
 #: The canonical input channels, in order; datasets store the last six as ``coefficients``.
 CHANNELS: tuple[str, ...] = ("f", "D11", "D22", "D12", "v1", "v2", "omega")
@@ -32,7 +32,7 @@ COEFFICIENTS: tuple[str, ...] = CHANNELS[1:]
 
 @dataclass(frozen=True)
 class Normalization:
-    """The two statistics of the normalisation, as computed by :mod:`pdetransfer.stats`."""
+    """The two statistics of the normalisation, as computed by :mod:`pdetransfer.data.stats`."""
 
     source_norm_median: float
     coefficient_abs_median: tuple[float, ...]
@@ -76,7 +76,7 @@ class Normalization:
 
 
 def source_norm(f: torch.Tensor) -> torch.Tensor:
-    """RMS of each sample's source over the grid, the definition ``pdetransfer.stats`` uses."""
+    """RMS of each sample's source over the grid, the definition ``pdetransfer.data.stats`` uses."""
     return f.square().mean(dim=(-2, -1)).sqrt()
 
 

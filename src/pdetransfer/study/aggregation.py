@@ -29,7 +29,7 @@ import pandas as pd
 from pdetransfer import __version__
 from pdetransfer.atomic import atomic_path
 from pdetransfer.errors import UserError
-from pdetransfer.study import Run, Study
+from pdetransfer.study.config import Run, Study
 
 IDENTITY = ["mode", "pretrain", "size", "downstream", "n", "lr", "seed"]
 METRIC_KEYS = [

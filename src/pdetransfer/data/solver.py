@@ -5,7 +5,7 @@
 with Fourier symbol ``4 pi^2 k^T D k + 2 pi i v . k - omega``. SYS-1 (Poisson), SYS-2
 (advection-diffusion) and SYS-3 (Helmholtz) are parameter choices of (D, v, omega), so there is
 one solver, not three. Everything is float64 and batched: f is (B, n, n), D (B, 2, 2), v (B, 2),
-omega (B,). The last array axis is x and the one before it y (see :mod:`pdetransfer.sources`).
+omega (B,). The last array axis is x and the one before it y (see :mod:`pdetransfer.data.sources`).
 
 Discrete conventions (they make the solve and :func:`apply_operator` exact inverses on the grid):
 

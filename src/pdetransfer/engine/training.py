@@ -42,7 +42,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pdetransfer import __version__
 from pdetransfer.atomic import atomic_path, write_json
-from pdetransfer.checkpoints import (
+from pdetransfer.data.stats import compute_stats, load_stats
+from pdetransfer.engine.checkpoints import (
     FORMAT,
     FORMAT_VERSION,
     check_grid,
@@ -51,19 +52,18 @@ from pdetransfer.checkpoints import (
     sha256_file,
     unwrapped_state,
 )
-from pdetransfer.errors import UserError
-from pdetransfer.evaluation import relative_l2_sums, resolve_device
-from pdetransfer.models import FNO, ModelSpec, parse_model
-from pdetransfer.normalization import CHANNELS, Normalization, NormalizedOperator
-from pdetransfer.progress import Progress
-from pdetransfer.stats import compute_stats, load_stats
-from pdetransfer.training_data import (
+from pdetransfer.engine.evaluation import relative_l2_sums, resolve_device
+from pdetransfer.engine.models import FNO, ModelSpec, parse_model
+from pdetransfer.engine.normalization import CHANNELS, Normalization, NormalizedOperator
+from pdetransfer.engine.training_data import (
     FieldSet,
     epoch_order,
     file_identity,
     load_fields,
     read_infos,
 )
+from pdetransfer.errors import UserError
+from pdetransfer.progress import Progress
 
 LOG_COLUMNS = ("epoch", "step", "lr", "train_loss", "val_rel_l2", "seconds")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)

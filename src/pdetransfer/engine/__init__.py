@@ -1,0 +1,1 @@
+"""Engine: models, normalisation, checkpoints, training, evaluation and launching on CPUs and GPUs."""
