@@ -16,15 +16,11 @@ from snakemake.utils import validate
 
 from pdetransfer.cli import main
 from pdetransfer.errors import UserError
-from pdetransfer.study.aggregation import (
-    data_efficiency,
-    n_to_reach,
-    read_csv,
-    summarize,
-    write_csv,
-)
+from pdetransfer.study.aggregation import read_csv, summarize, write_csv
 from pdetransfer.study.config import ConfigError, Study, format_lr
+from pdetransfer.study.efficiency import data_efficiency
 from pdetransfer.study.publishing import format_error, format_n, format_ratio, render_tables
+from pdetransfer.study.statistics import n_to_reach
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -240,6 +236,7 @@ def _aggregated(tmp_path: Path) -> tuple[Study, Path, Path, Path]:
     argv = ["aggregate", "--study", str(study_file), "--results", str(results)]
     argv += ["--runs-csv", str(tables / "runs.csv"), "--summary-csv", str(tables / "summary.csv")]
     argv += ["--efficiency-csv", str(tables / "data_efficiency.csv")]
+    argv += ["--fits-csv", str(tables / "scaling_fits.csv")]
     assert main(argv) == 0
     plots = results / "plots"
     figure = plots / "mixed" / "mixed.png"
@@ -281,6 +278,7 @@ def test_aggregate_names_a_missing_run(tmp_path: Path, capsys: pytest.CaptureFix
     main(["study", "--config-json", json.dumps(config), "--out", str(study_file)])
     argv = ["aggregate", "--study", str(study_file), "--results", str(tmp_path / "none")]
     argv += ["--runs-csv", "a.csv", "--summary-csv", "b.csv", "--efficiency-csv", "c.csv"]
+    argv += ["--fits-csv", "d.csv"]
     assert main(argv) == 2
     assert "metrics.json does not exist" in capsys.readouterr().err
 
