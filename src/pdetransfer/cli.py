@@ -187,6 +187,7 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--downstream", help="downstream dataset (error-vs-n, gallery)")
     p.add_argument("--summary", help="summary.csv (every kind but gallery)")
+    p.add_argument("--fits", help="scaling_fits.csv: overlay the fitted power laws (error-vs-n)")
     p.add_argument("--results", default="results", help="results root (gallery predictions)")
     p.add_argument("--out", required=True, nargs="+", help="output .png/.svg file(s)")
     _handler(p, "pdetransfer.study.plotting:plot_command")

@@ -50,7 +50,7 @@ from pdetransfer.errors import UserError
 from pdetransfer.study.config import Run, Study
 from pdetransfer.study.efficiency import data_efficiency
 from pdetransfer.study.fits import scaling_fits
-from pdetransfer.study.statistics import RunErrors
+from pdetransfer.study.statistics import RunErrors, bootstrap_curves, percentile_interval
 
 METRIC_KEYS = [
     "rel_l2_mean",
@@ -299,8 +299,9 @@ def summary_rows(summary: pd.DataFrame, **match: Any) -> pd.DataFrame:
 def chosen_errors(
     runs: pd.DataFrame, summary: pd.DataFrame, samples: Mapping[str, np.ndarray]
 ) -> dict[Cell, list[RunErrors]]:
-    """Per trained cell, the test errors of the completed runs at the chosen learning rate."""
-    done = runs[(runs["status"] != "diverged") & (runs["mode"] != "zeroshot")]
+    """Per cell, the test errors of the completed runs at the chosen learning rate (zero-shot:
+    its one evaluation)."""
+    done = runs[runs["status"] != "diverged"]
     by_cell = {tuple(key): group for key, group in done.groupby(CELL, sort=False)}
     out: dict[Cell, list[RunErrors]] = {}
     for row in summary[summary["status"] == "ok"].itertuples():
@@ -308,7 +309,7 @@ def chosen_errors(
         cell = by_cell.get(key)
         if cell is None:
             continue
-        picked = cell[cell["lr"] == row.best_lr]
+        picked = cell if row.mode == "zeroshot" else cell[cell["lr"] == row.best_lr]
         out[key] = [
             RunErrors(float(r.test_rel_l2_mean), samples.get(r.run_dir))
             for r in picked.itertuples()
@@ -316,8 +317,28 @@ def chosen_errors(
     return out
 
 
+def point_intervals(
+    summary: pd.DataFrame, chosen: Mapping[Cell, Sequence[RunErrors]], replicates: int, seed: int
+) -> pd.DataFrame:
+    """The summary with ``test_rel_l2_lo``/``_hi``: a 95% bootstrap interval of each cell's
+    mean test error over its seeds and test samples (what the error-vs-N plots shade)."""
+    rng = np.random.default_rng(seed)
+    bounds = []
+    for row in summary.itertuples():
+        runs = chosen.get((row.mode, row.pretrain, row.size, row.downstream, int(row.n)))
+        interval = (math.nan, math.nan)
+        if runs:
+            (reps,), source = bootstrap_curves([[runs]], replicates, rng)
+            if source != "none":
+                interval = percentile_interval(reps[:, 0])
+        bounds.append(interval)
+    lo, hi = zip(*bounds, strict=True) if bounds else ((), ())
+    return summary.assign(test_rel_l2_lo=list(lo), test_rel_l2_hi=list(hi))
+
+
 def _cell_name(row: Any) -> str:
-    parts = [row.mode, row.pretrain, row.size, row.downstream, f"n{row.n}"]
+    n = "" if row.mode == "zeroshot" else f"n{row.n}"
+    parts = [row.mode, row.pretrain, row.size, row.downstream, n]
     return "/".join(str(p) for p in parts if p != "")
 
 
@@ -409,6 +430,7 @@ def aggregate_command(args: argparse.Namespace) -> int:
     runs, samples, missing = collect_runs(study, args.results, partial=args.partial)
     summary = summarize(runs)
     chosen = chosen_errors(runs, summary, samples)
+    summary = point_intervals(summary, chosen, args.bootstrap, args.bootstrap_seed)
     targets = study.config["report"]["targets"]
     efficiency = data_efficiency(summary, targets, chosen, args.bootstrap, args.bootstrap_seed)
     fits = scaling_fits(study, summary, chosen, args.bootstrap, args.bootstrap_seed)
