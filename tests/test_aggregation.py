@@ -7,12 +7,10 @@ import json
 import math
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-from snakemake.utils import validate
+from study_helpers import ROOT, aggregate_argv, fake_results, load_config, write_study
 
 from pdetransfer.cli import main
 from pdetransfer.errors import UserError
@@ -21,16 +19,6 @@ from pdetransfer.study.config import ConfigError, Study, format_lr
 from pdetransfer.study.efficiency import data_efficiency
 from pdetransfer.study.publishing import format_error, format_n, format_ratio, render_tables
 from pdetransfer.study.statistics import n_to_reach
-
-ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
-
-
-def load_config(name: str = "test") -> dict:
-    """A config file with the schema's defaults filled, as the workflow sees it."""
-    config = yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text())
-    validate(config, str(SCHEMA))
-    return config
 
 
 # ---------------------------------------------------------------------------- study
@@ -191,53 +179,15 @@ def test_csv_round_trip_keeps_empty_pretrain(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- fake results
-def _fake_results(root: Path, study: Study) -> None:
-    """Metrics, train summaries and predictions shaped like the engine's, errors decreasing
-    with N and lower for fine-tuning."""
-    rng = np.random.default_rng(0)
-    for run in study.runs():
-        d = root / run.directory
-        d.mkdir(parents=True)
-        base = {"finetune": 0.1, "scratch": 0.5, "zeroshot": 0.8}[run.mode]
-        err = base * (run.n or 1) ** -0.3
-        metrics = {
-            "rel_l2_mean": err,
-            "rel_l2_median": err,
-            "rel_l2_std": 0.1 * err,
-            "nrmse": err,
-            "max_abs_error": err,
-            "rel_l2_band_low": err,
-            "rel_l2_band_mid": err,
-            "rel_l2_band_high": err,
-            "n_samples": 8,
-            "seconds": 0.1,
-            "checkpoint": {"model": run.size, "parameters": 100 if run.size == "tiny" else 1000},
-        }
-        (d / "metrics.json").write_text(json.dumps(metrics))
-        if run.trains:
-            summary = {"best_val_rel_l2": err, "best_epoch": 1, "epochs_run": 2, "steps": 4}
-            (d / "train.json").write_text(json.dumps({**summary, "train_seconds": 0.5}))
-        with h5py.File(d / "predictions.h5", "w") as h5:
-            u = rng.standard_normal((2, 16, 16)).astype(np.float32)
-            h5["f"] = rng.standard_normal((2, 16, 16)).astype(np.float32)
-            h5["u"] = u
-            h5["u_pred"] = u + err * rng.standard_normal(u.shape).astype(np.float32)
-
-
 def _aggregated(tmp_path: Path) -> tuple[Study, Path, Path, Path]:
     """Fake results aggregated into tables, one figure drawn: what publish reads."""
     config = load_config("test")
     study = Study(config)
     results = tmp_path / "results"
-    _fake_results(results, study)
-    study_file = results / "study.json"
-    assert main(["study", "--config-json", json.dumps(config), "--out", str(study_file)]) == 0
+    fake_results(results, study)
+    study_file = write_study(config, results / "study.json")
     tables = results / "tables"
-    argv = ["aggregate", "--study", str(study_file), "--results", str(results)]
-    argv += ["--runs-csv", str(tables / "runs.csv"), "--summary-csv", str(tables / "summary.csv")]
-    argv += ["--efficiency-csv", str(tables / "data_efficiency.csv")]
-    argv += ["--fits-csv", str(tables / "scaling_fits.csv")]
-    assert main(argv) == 0
+    assert main(aggregate_argv(study_file, results, tables)) == 0
     plots = results / "plots"
     figure = plots / "mixed" / "mixed.png"
     argv = ["plot", "mixed", "--study", str(study_file), "--experiment", "mixed"]

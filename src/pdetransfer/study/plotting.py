@@ -71,20 +71,19 @@ def spread_note(summary: pd.DataFrame) -> str:
 
 
 def _draw(ax: plt.Axes, curve: pd.DataFrame, x: str = "n", **style: Any) -> None:
-    """A curve with its spread: the bootstrap band, or for an older summary std bars."""
-    curve = curve[np.isfinite(curve["test_rel_l2_mean"].astype(float))]
-    if curve.empty:
+    """A curve with its spread: the bootstrap band, or for an older summary std bars.
+
+    A cell without an error (every learning rate diverged) leaves a gap in the line.
+    """
+    if not np.isfinite(curve["test_rel_l2_mean"].astype(float)).any():
         return
     if "test_rel_l2_lo" not in curve:
         std = curve["test_rel_l2_std"].fillna(0.0).to_numpy()
         ax.errorbar(curve[x], curve["test_rel_l2_mean"], yerr=std, capsize=2, **style)
         return
     (line,) = ax.plot(curve[x], curve["test_rel_l2_mean"], **style)
-    band = curve[np.isfinite(curve["test_rel_l2_lo"].astype(float))]
-    if not band.empty:
-        ax.fill_between(
-            band[x], band["test_rel_l2_lo"], band["test_rel_l2_hi"], color=line.get_color(), alpha=0.2
-        )
+    lo, hi = curve["test_rel_l2_lo"].astype(float), curve["test_rel_l2_hi"].astype(float)
+    ax.fill_between(curve[x], lo, hi, color=line.get_color(), alpha=0.2, lw=0)
 
 
 def _draw_fit(
@@ -94,7 +93,7 @@ def _draw_fit(
     sweep's N range; nothing where the curve has no fit."""
     if fits is None:
         return
-    mask = (fits["against"] == "n").to_numpy()
+    mask = np.array(fits["against"] == "n", dtype=bool)
     for column, value in match.items():
         mask &= (fits[column] == value).to_numpy()
     rows = fits[mask]
