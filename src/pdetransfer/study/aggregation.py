@@ -32,6 +32,7 @@ must have finished. ``aggregate --partial`` builds the same tables from the runs
 far (a run counts once its ``metrics.json`` and, if it trains, ``train.json`` exist) and lists
 per cell what is missing, for looking at a study while it runs or after jobs failed for good.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -399,6 +400,7 @@ def missing_table(missing: Sequence[Run]) -> pd.DataFrame:
     ]
     return pd.DataFrame(table, columns=[*CELL, "n_missing", "missing"])
 
+
 def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
     """Write a table atomically, its last column the package version (provenance)."""
     with atomic_path(path) as tmp:
@@ -423,7 +425,9 @@ def read_csv(path: str | Path) -> pd.DataFrame:
 def aggregate_command(args: argparse.Namespace) -> int:
     """``pdetransfer aggregate``: write the run, summary, data-efficiency and fit tables."""
     if args.partial != bool(args.missing_csv):
-        raise UserError("--partial and --missing-csv go together: a partial table lists what it lacks")
+        raise UserError(
+            "--partial and --missing-csv go together: a partial table lists what it lacks"
+        )
     if args.bootstrap < 1:
         raise UserError(f"--bootstrap must be at least 1 replicate, got {args.bootstrap}")
     study = load_study(args.study)

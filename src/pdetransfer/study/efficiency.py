@@ -121,7 +121,9 @@ def _intervals(
     reps, source = bootstrap_curves(runs, replicates, rng)
     out = {}
     for target in targets:
-        ft, sc = (n_to_reach_replicates(u["n"], r, target) for u, r in zip(usable, reps, strict=True))
+        ft, sc = (
+            n_to_reach_replicates(u["n"], r, target) for u, r in zip(usable, reps, strict=True)
+        )
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = sc / ft
         out[target] = [percentile_interval(v) for v in (ft, sc, ratio)]

@@ -141,7 +141,9 @@ def fit_row(
     if source != "none":
         row["b_lo"], row["b_hi"] = percentile_interval(fit_curves(x, reps, form)["b"])
     if form == POWER:
-        row["note"] = f"3 points: floor c fixed at 0 (the saturating law needs {MIN_POINTS[SATURATING]})"
+        row["note"] = (
+            f"3 points: floor c fixed at 0 (the saturating law needs {MIN_POINTS[SATURATING]})"
+        )
     return row
 
 

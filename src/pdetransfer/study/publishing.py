@@ -291,10 +291,8 @@ def fits_section(fits: pd.DataFrame) -> str:
             exponent, floor, residual = MISSING, MISSING, MISSING
         task = f"{r.pretrain} → {r.downstream}" if r.pretrain else r.downstream
         notes = ", ".join(part for part in (r.flags.replace(";", ", "), r.note) if part)
-        rows.append(
-            [r.experiment, task, r.mode, r.against, where, str(r.n_points), exponent, floor]
-            + [residual, notes]
-        )
+        ident = [r.experiment, task, r.mode, r.against, where, str(r.n_points)]
+        rows.append([*ident, exponent, floor, residual, notes])
     header = ["experiment", "downstream", "mode", "against", "size / N", "points", "b [95%]"]
     return "\n".join(
         [
