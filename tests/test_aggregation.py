@@ -24,7 +24,13 @@ from pdetransfer.errors import UserError
 from pdetransfer.study.aggregation import read_csv, summarize, warnings, write_csv
 from pdetransfer.study.config import ConfigError, Study, format_lr
 from pdetransfer.study.efficiency import data_efficiency
-from pdetransfer.study.publishing import format_error, format_n, format_ratio, render_tables
+from pdetransfer.study.publishing import (
+    format_error,
+    format_interval,
+    format_n,
+    format_ratio,
+    render_tables,
+)
 from pdetransfer.study.statistics import n_to_reach
 
 
@@ -258,6 +264,9 @@ def test_publish_formats_bounds_and_missing_values() -> None:
     assert format_ratio(12.34, "=") == "12.3x"
     assert format_ratio(4.0, ">=") == "≥4.0x"
     assert format_ratio(math.nan, "") == "n/a"
+    assert format_interval(30.2, 45.7) == " [30, 46]"
+    assert format_interval(0.0, math.inf) == " [0, ∞]"
+    assert format_interval(0.0, 0.0) == format_interval(math.nan, math.nan) == ""
 
 
 def test_publish_copies_the_run_and_renders_its_tables(tmp_path: Path) -> None:
@@ -289,7 +298,11 @@ def test_publish_copies_the_run_and_renders_its_tables(tmp_path: Path) -> None:
     ].iloc[0]
     expected = f"{format_error(row['test_rel_l2_mean'], row['test_rel_l2_std'])} (lr 0.001)"
     assert "### poisson_1_5 → poisson e∈(5, 10), size xs" in text
-    assert expected in text
+    assert f"{expected} [one lr] |" in text  # the test config sweeps a single lr
+    # 8 scratch cells (2 sizes x 2 downstream x 2 N), one run each, none still improving.
+    assert "| scratch | 0 of 8 (0%) | 0 of 8 (0%) | 8 | 0 | 0 |" in text
+    assert "unbracketed:finetune, unbracketed:scratch |" in text
+    assert "## Scaling fits" in text and "too few points (2)" in text
     assert "### mixed (tiny) on poisson e∈(5, 10)" in text
     assert "| from mixed | 0.8 |" in text  # zero-shot of the fake results is 0.8
     assert "| pre-training | 1 | 12 | 0.00 |" in text

@@ -75,8 +75,9 @@ def format_ratio(ratio: float, bound: str) -> str:
 
 
 def format_interval(lo: float, hi: float, digits: str = ".0f") -> str:
-    """`` [30, 45]``: a 95% interval (0 and ∞: beyond the sweep's ends); empty when unknown."""
-    if math.isnan(lo) or math.isnan(hi):
+    """`` [30, 45]``: a 95% interval (0 and ∞: beyond the sweep's ends); empty when unknown,
+    or when both ends lie beyond the same end of the sweep (the bound already says so)."""
+    if math.isnan(lo) or math.isnan(hi) or (lo == hi and lo in (0, math.inf)):
         return ""
     low = "0" if lo == 0 else f"{lo:{digits}}"
     high = "∞" if math.isinf(hi) else f"{hi:{digits}}"
