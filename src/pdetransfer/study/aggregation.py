@@ -23,6 +23,9 @@
       ``train.json``: it stopped at its step cap or budget with its best validation check near
       the end, so the budget rather than the data decided its error);
       ``n_still_improving`` counts those runs.
+  ``test_rel_l2_lo`` / ``test_rel_l2_hi``
+      95% bootstrap interval of the cell's mean test error over its seeds and test samples
+      (:mod:`pdetransfer.study.statistics`), the band of the error-vs-N plots.
 - ``data_efficiency.csv``: see :mod:`pdetransfer.study.efficiency`; ``scaling_fits.csv``: see
   :mod:`pdetransfer.study.fits`.
 
