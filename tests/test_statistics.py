@@ -11,8 +11,8 @@ import pytest
 from pdetransfer.study.efficiency import data_efficiency
 from pdetransfer.study.fits import POWER, SATURATING, fit_curves, fit_row
 from pdetransfer.study.statistics import (
+    Bootstrap,
     RunErrors,
-    bootstrap_curves,
     interval_source,
     n_to_reach,
     n_to_reach_replicates,
@@ -72,7 +72,7 @@ def test_noise_free_power_law_gives_a_degenerate_interval_at_the_true_n() -> Non
         mode: [[RunErrors(e, np.full(16, e)), RunErrors(e, np.full(16, e))] for e in errs]
         for mode, errs in errors.items()
     }
-    eff = data_efficiency(_summary(errors), [0.02, 0.1], _chosen(runs), replicates=100, seed=3)
+    eff = data_efficiency(_summary(errors), [0.02, 0.1], _chosen(runs), Bootstrap(100, seed=3))
     row = eff.set_index("target_rel_l2").loc[0.1]  # scratch: N = 100; fine-tune: N = 1 (<= 8)
     assert row["n_scratch"] == pytest.approx(100)
     assert row["n_scratch_lo"] == pytest.approx(100) and row["n_scratch_hi"] == pytest.approx(100)
@@ -90,12 +90,12 @@ def test_interval_covers_the_true_n_at_its_nominal_rate() -> None:
     truth, target = 40.0, power_law(40.0)
     rng = np.random.default_rng(7)
     trials, hits = 200, 0
-    for _ in range(trials):
+    for trial in range(trials):
         point = []
         for n in NS:
             per_sample = power_law(n) * rng.gamma(4.0, 0.25, size=64)  # mean 1, sd 0.5
             point.append([RunErrors(float(per_sample.mean()), per_sample)])
-        (reps,), source = bootstrap_curves([point], 400, rng)
+        (reps,), source = Bootstrap(400, seed=trial).curves([point])
         lo, hi = percentile_interval(n_to_reach_replicates(NS, reps, target))
         hits += lo <= truth <= hi
     assert source == "samples"
@@ -139,12 +139,12 @@ def test_fit_row_interval_contains_the_true_exponent_of_noisy_data() -> None:
         for x in n
     ]
     means = [point[0].mean for point in runs]
-    row = fit_row(n, means, runs, 300, rng)
+    row = fit_row(n, means, runs, Bootstrap(300, seed=0))
     assert row["form"] == SATURATING and row["interval_from"] == "samples"
     assert row["b_lo"] <= 0.4 <= row["b_hi"]
     assert row["b_lo"] < row["b"] < row["b_hi"]
 
 
 def test_fit_row_with_too_few_points_says_why() -> None:
-    row = fit_row([8, 16], [0.3, 0.2], [[RunErrors(0.3)], [RunErrors(0.2)]], 10, None)
+    row = fit_row([8, 16], [0.3, 0.2], [[RunErrors(0.3)], [RunErrors(0.2)]], Bootstrap(10, 0))
     assert "too few points (2)" in row["note"] and "b" not in row

@@ -54,7 +54,7 @@ from pdetransfer.errors import UserError
 from pdetransfer.study.config import Run, Study
 from pdetransfer.study.efficiency import data_efficiency
 from pdetransfer.study.fits import scaling_fits
-from pdetransfer.study.statistics import RunErrors, bootstrap_curves, percentile_interval
+from pdetransfer.study.statistics import Bootstrap, RunErrors, percentile_interval
 
 METRIC_KEYS = [
     "rel_l2_mean",
@@ -322,17 +322,16 @@ def chosen_errors(
 
 
 def point_intervals(
-    summary: pd.DataFrame, chosen: Mapping[Cell, Sequence[RunErrors]], replicates: int, seed: int
+    summary: pd.DataFrame, chosen: Mapping[Cell, Sequence[RunErrors]], bootstrap: Bootstrap
 ) -> pd.DataFrame:
     """The summary with ``test_rel_l2_lo``/``_hi``: a 95% bootstrap interval of each cell's
     mean test error over its seeds and test samples (what the error-vs-N plots shade)."""
-    rng = np.random.default_rng(seed)
     bounds = []
     for row in summary.itertuples():
         runs = chosen.get((row.mode, row.pretrain, row.size, row.downstream, int(row.n)))
         interval = (math.nan, math.nan)
         if runs:
-            (reps,), source = bootstrap_curves([[runs]], replicates, rng)
+            (reps,), source = bootstrap.curves([[runs]])
             if source != "none":
                 interval = percentile_interval(reps[:, 0])
         bounds.append(interval)
@@ -437,10 +436,13 @@ def aggregate_command(args: argparse.Namespace) -> int:
     runs, samples, missing = collect_runs(study, args.results, partial=args.partial)
     summary = summarize(runs)
     chosen = chosen_errors(runs, summary, samples)
-    summary = point_intervals(summary, chosen, args.bootstrap, args.bootstrap_seed)
+    # One bootstrap per table, each from the seed: a table's numbers do not depend on which
+    # other tables were computed before it.
+    replicates, seed = args.bootstrap, args.bootstrap_seed
+    summary = point_intervals(summary, chosen, Bootstrap(replicates, seed))
     targets = study.config["report"]["targets"]
-    efficiency = data_efficiency(summary, targets, chosen, args.bootstrap, args.bootstrap_seed)
-    fits = scaling_fits(study, summary, chosen, args.bootstrap, args.bootstrap_seed)
+    efficiency = data_efficiency(summary, targets, chosen, Bootstrap(replicates, seed))
+    fits = scaling_fits(study, summary, chosen, Bootstrap(replicates, seed))
     write_csv(runs, args.runs_csv)
     write_csv(summary, args.summary_csv)
     write_csv(efficiency, args.efficiency_csv)

@@ -30,8 +30,8 @@ import pandas as pd
 
 from pdetransfer.study.statistics import (
     COARSE_SPACING,
+    Bootstrap,
     RunErrors,
-    bootstrap_curves,
     crossing_spacing,
     n_to_reach,
     n_to_reach_replicates,
@@ -107,18 +107,21 @@ def _intervals(
     curves: Sequence[pd.DataFrame],
     chosen: Mapping[Cell, Sequence[RunErrors]],
     targets: Sequence[float],
-    replicates: int,
-    rng: np.random.Generator,
+    bootstrap: Bootstrap | None,
 ) -> tuple[dict[float, list[tuple[float, float]]], str]:
-    """Per target: the (lo, hi) of N for each curve and of their ratio; what was resampled."""
+    """Per target: the (lo, hi) of N for each curve and of their ratio; what was resampled
+    (``none``, with empty intervals, when a point lacks its runs or nothing varies)."""
+    unknown = {t: [(math.nan, math.nan)] * 3 for t in targets}, "none"
     usable = [_usable(c) for c in curves]
     runs = [
         [list(chosen.get((r.mode, r.pretrain, r.size, r.downstream, int(r.n)), [])) for r in c]
         for c in (u.itertuples() for u in usable)
     ]
-    if any(not point for curve in runs for point in curve) or any(c.empty for c in usable):
-        return {t: [(math.nan, math.nan)] * 3 for t in targets}, "none"
-    reps, source = bootstrap_curves(runs, replicates, rng)
+    if bootstrap is None or any(c.empty for c in usable) or not all(map(all, runs)):
+        return unknown
+    reps, source = bootstrap.curves(runs)
+    if source == "none":
+        return unknown
     out = {}
     for target in targets:
         ft, sc = (
@@ -127,8 +130,6 @@ def _intervals(
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = sc / ft
         out[target] = [percentile_interval(v) for v in (ft, sc, ratio)]
-    if source == "none":
-        out = {t: [(math.nan, math.nan)] * 3 for t in targets}
     return out, source
 
 
@@ -136,13 +137,12 @@ def data_efficiency(
     summary: pd.DataFrame,
     targets: Sequence[float],
     chosen: Mapping[Cell, Sequence[RunErrors]] | None = None,
-    replicates: int = 1000,
-    seed: int = 0,
+    bootstrap: Bootstrap | None = None,
 ) -> pd.DataFrame:
-    """data_efficiency.csv from the summary and the chosen runs' errors (``chosen``, for the
-    intervals; without it the interval columns are empty)."""
+    """data_efficiency.csv from the summary and, for the intervals, the chosen runs' errors
+    and a bootstrap (without them the interval columns are empty)."""
     rows: list[dict[str, Any]] = []
-    rng = np.random.default_rng(seed)
+    chosen = chosen or {}
     finetune = summary[summary["mode"] == "finetune"]
     scratch = summary[summary["mode"] == "scratch"]
     for (pretrain, size, downstream), ft in finetune.groupby(
@@ -151,7 +151,8 @@ def data_efficiency(
         sc = scratch[(scratch["size"] == size) & (scratch["downstream"] == downstream)]
         if sc.empty:
             continue
-        intervals, source = _intervals([ft, sc], chosen or {}, targets, replicates, rng)
+        intervals, source = _intervals([ft, sc], chosen, targets, bootstrap)
+        unknown = source == "none"
         for target in targets:
             n_ft, q_ft = n_to_reach(ft["n"], ft["test_rel_l2_mean"], target)
             n_sc, q_sc = n_to_reach(sc["n"], sc["test_rel_l2_mean"], target)
@@ -179,8 +180,8 @@ def data_efficiency(
                     "ratio_lo": r_lo,
                     "ratio_hi": r_hi,
                     "interval_from": source,
-                    "bootstrap_replicates": replicates,
-                    "bootstrap_seed": seed,
+                    "bootstrap_replicates": math.nan if unknown else bootstrap.replicates,
+                    "bootstrap_seed": math.nan if unknown else bootstrap.seed,
                     "flags": ";".join(flags),
                 }
             )

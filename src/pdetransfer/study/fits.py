@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from pdetransfer.study.config import Study
-from pdetransfer.study.statistics import RunErrors, bootstrap_curves, percentile_interval
+from pdetransfer.study.statistics import Bootstrap, RunErrors, percentile_interval
 
 SATURATING = "a*x^-b+c"
 POWER = "a*x^-b"
@@ -121,8 +121,7 @@ def fit_row(
     x: Sequence[float],
     errors: Sequence[float],
     runs: Sequence[Sequence[RunErrors]],
-    replicates: int,
-    rng: np.random.Generator,
+    bootstrap: Bootstrap,
 ) -> dict[str, Any]:
     """The fit columns of one curve (points with a finite positive error, sorted by ``x``)."""
     n_points = len(x)
@@ -136,7 +135,7 @@ def fit_row(
     form = SATURATING if n_points >= MIN_POINTS[SATURATING] else POWER
     fit = fit_curves(x, np.asarray(errors, dtype=float)[None, :], form)
     row.update(form=form, **{k: float(v[0]) for k, v in fit.items()})
-    (reps,), source = bootstrap_curves([runs], replicates, rng)
+    (reps,), source = bootstrap.curves([runs])
     row["interval_from"] = source
     if source != "none":
         row["b_lo"], row["b_hi"] = percentile_interval(fit_curves(x, reps, form)["b"])
@@ -167,26 +166,22 @@ def scaling_fits(
     study: Study,
     summary: pd.DataFrame,
     chosen: Mapping[Cell, Sequence[RunErrors]],
-    replicates: int,
-    seed: int,
+    bootstrap: Bootstrap,
 ) -> pd.DataFrame:
     """scaling_fits.csv: per experiment, downstream, mode and size a fit against N; per
     experiment with three or more sizes, downstream, mode and N a fit against model size."""
-    rng = np.random.default_rng(seed)
     rows: list[dict[str, Any]] = []
     modes = [m for m in ("finetune", "scratch") if m in study.modes]
 
     def add(ident: dict[str, Any], curve: pd.DataFrame, x: str) -> None:
         runs = [chosen.get(_cell_key(r), []) for r in curve.itertuples()]
-        fit = fit_row(
-            curve[x].astype(float).tolist(), curve["test_rel_l2_mean"], runs, replicates, rng
-        )
+        fit = fit_row(curve[x].astype(float).tolist(), curve["test_rel_l2_mean"], runs, bootstrap)
         rows.append(
             {
                 **ident,
                 **fit,
-                "bootstrap_replicates": replicates,
-                "bootstrap_seed": seed,
+                "bootstrap_replicates": bootstrap.replicates,
+                "bootstrap_seed": bootstrap.seed,
                 "flags": _flags(curve),
             }
         )

@@ -136,35 +136,52 @@ def interval_source(curves: Sequence[Curve]) -> str:
     return "+".join(parts) or "none"
 
 
-def bootstrap_curves(
-    curves: Sequence[Curve], replicates: int, rng: np.random.Generator
-) -> tuple[list[np.ndarray], str]:
-    """Replicates of every curve (each replicates x points) and what was resampled.
+class Bootstrap:
+    """Seeded bootstrap replicates of error curves (see the module docstring).
 
-    All curves share one resampled test-sample index set per replicate (see the module
-    docstring); seeds are redrawn per point.
+    The test-sample draws are made once per test-set length and reused by every call on one
+    instance: replicate ``b`` resamples the same test samples for every curve of a table, so
+    curves compared within a table stay paired, and a study with thousands of test samples
+    and cells draws them once instead of per cell.
     """
-    source = interval_source(curves)
-    shared: np.ndarray | None = None
-    if "samples" in source:
-        length = len(curves[0][0][0].per_sample)  # type: ignore[arg-type]
-        shared = rng.integers(0, length, size=(replicates, length))
-    out = []
-    for curve in curves:
-        columns = []
-        for point in curve:
-            per_run = np.stack([_run_replicates(run, shared, replicates) for run in point])
-            if len(point) >= 2:
-                draw = rng.integers(0, len(point), size=(replicates, len(point)))
-                columns.append(per_run[draw, np.arange(replicates)[:, None]].mean(axis=1))
-            else:
-                columns.append(per_run[0])
-        out.append(np.stack(columns, axis=1) if columns else np.empty((replicates, 0)))
-    return out, source
 
+    def __init__(self, replicates: int, seed: int) -> None:
+        self.replicates = replicates
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self._weights: dict[int, np.ndarray] = {}
 
-def _run_replicates(run: RunErrors, shared: np.ndarray | None, replicates: int) -> np.ndarray:
-    """A run's mean error on each replicate's test samples (its fixed mean without them)."""
-    if shared is None or run.per_sample is None:
-        return np.full(replicates, run.mean)
-    return np.asarray(run.per_sample, dtype=float)[shared].mean(axis=1)
+    def sample_weights(self, length: int) -> np.ndarray:
+        """Per replicate, how often each of ``length`` test samples is drawn, over ``length``
+        (replicates x length): a run's replicate means are one matrix product with it."""
+        if length not in self._weights:
+            draws = self.rng.integers(0, length, size=(self.replicates, length))
+            offsets = np.arange(self.replicates)[:, None] * length
+            counts = np.bincount((draws + offsets).ravel(), minlength=self.replicates * length)
+            self._weights[length] = counts.reshape(self.replicates, length) / length
+        return self._weights[length]
+
+    def curves(self, curves: Sequence[Curve]) -> tuple[list[np.ndarray], str]:
+        """Replicates of every curve (each replicates x points) and what was resampled;
+        seeds are redrawn per point."""
+        source = interval_source(curves)
+        weights = None
+        if "samples" in source:
+            weights = self.sample_weights(len(curves[0][0][0].per_sample))  # type: ignore[arg-type]
+        out = []
+        for curve in curves:
+            columns = []
+            for point in curve:
+                if weights is None:
+                    per_run = np.repeat([[run.mean for run in point]], self.replicates, axis=0)
+                else:
+                    per_run = weights @ np.stack([run.per_sample for run in point], axis=1)
+                if len(point) >= 2:
+                    draw = self.rng.integers(0, len(point), size=(self.replicates, len(point)))
+                    rows = np.arange(self.replicates)[:, None]
+                    columns.append(per_run[rows, draw].mean(axis=1))
+                else:
+                    columns.append(per_run[:, 0])
+            empty = np.empty((self.replicates, 0))
+            out.append(np.stack(columns, axis=1) if columns else empty)
+        return out, source
