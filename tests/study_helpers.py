@@ -124,7 +124,7 @@ def fake_results(
 
 def parameters(size: str) -> int:
     """Parameter counts of the fake sizes (growing with size, as the fits need)."""
-    return {"tiny": 100, "small": 400, "xs": 1000}[size]
+    return {"tiny": 100, "small": 400, "xs": 1000, "s": 4000}[size]
 
 
 def write_study(config: dict, path: Path) -> Path:
