@@ -19,7 +19,9 @@ those residuals (natural log: 0.1 ~ 10% off).
 is; with exactly three, ``c = 0`` (a pure power law, two parameters) so that a residual still
 means something (``form`` says which); with fewer the row says why and carries no number. The
 exponent's interval is the 95% percentile interval over the same bootstrap replicates as the
-data-efficiency intervals (:mod:`pdetransfer.study.statistics`).
+data-efficiency intervals (:mod:`pdetransfer.study.statistics`). ``flags`` lists
+``lr_at_edge``, ``unbracketed`` and ``undertrained`` when any point of the curve has them
+(see :mod:`pdetransfer.study.aggregation`): the fit inherits its points' doubts.
 """
 
 from __future__ import annotations
@@ -155,8 +157,10 @@ def _curve(summary: pd.DataFrame, x: str) -> pd.DataFrame:
 def _flags(curve: pd.DataFrame) -> str:
     """Diagnostics of any point of a curve (the fit inherits them)."""
     flags = []
-    if "lr_at_edge" in curve and curve["lr_at_edge"].isin(["min", "max", "unbracketed"]).any():
+    if "lr_at_edge" in curve and curve["lr_at_edge"].isin(["min", "max"]).any():
         flags.append("lr_at_edge")
+    if "lr_at_edge" in curve and curve["lr_at_edge"].eq("unbracketed").any():
+        flags.append("unbracketed")
     if "undertrained" in curve and curve["undertrained"].fillna(False).astype(bool).any():
         flags.append("undertrained")
     return ";".join(flags)
