@@ -7,34 +7,31 @@ import json
 import math
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-from snakemake.utils import validate
+from study_helpers import (
+    ROOT,
+    aggregate_argv,
+    fake_results,
+    load_config,
+    rich_config,
+    write_study,
+)
 
 from pdetransfer.cli import main
 from pdetransfer.errors import UserError
-from pdetransfer.study.aggregation import (
-    data_efficiency,
-    n_to_reach,
-    read_csv,
-    summarize,
-    write_csv,
-)
+from pdetransfer.study.aggregation import read_csv, summarize, warnings, write_csv
 from pdetransfer.study.config import ConfigError, Study, format_lr
-from pdetransfer.study.publishing import format_error, format_n, format_ratio, render_tables
-
-ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
-
-
-def load_config(name: str = "test") -> dict:
-    """A config file with the schema's defaults filled, as the workflow sees it."""
-    config = yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text())
-    validate(config, str(SCHEMA))
-    return config
+from pdetransfer.study.efficiency import data_efficiency
+from pdetransfer.study.publishing import (
+    format_error,
+    format_interval,
+    format_n,
+    format_ratio,
+    render_tables,
+)
+from pdetransfer.study.statistics import n_to_reach
 
 
 # ---------------------------------------------------------------------------- study
@@ -195,52 +192,15 @@ def test_csv_round_trip_keeps_empty_pretrain(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- fake results
-def _fake_results(root: Path, study: Study) -> None:
-    """Metrics, train summaries and predictions shaped like the engine's, errors decreasing
-    with N and lower for fine-tuning."""
-    rng = np.random.default_rng(0)
-    for run in study.runs():
-        d = root / run.directory
-        d.mkdir(parents=True)
-        base = {"finetune": 0.1, "scratch": 0.5, "zeroshot": 0.8}[run.mode]
-        err = base * (run.n or 1) ** -0.3
-        metrics = {
-            "rel_l2_mean": err,
-            "rel_l2_median": err,
-            "rel_l2_std": 0.1 * err,
-            "nrmse": err,
-            "max_abs_error": err,
-            "rel_l2_band_low": err,
-            "rel_l2_band_mid": err,
-            "rel_l2_band_high": err,
-            "n_samples": 8,
-            "seconds": 0.1,
-            "checkpoint": {"model": run.size, "parameters": 100 if run.size == "tiny" else 1000},
-        }
-        (d / "metrics.json").write_text(json.dumps(metrics))
-        if run.trains:
-            summary = {"best_val_rel_l2": err, "best_epoch": 1, "epochs_run": 2, "steps": 4}
-            (d / "train.json").write_text(json.dumps({**summary, "train_seconds": 0.5}))
-        with h5py.File(d / "predictions.h5", "w") as h5:
-            u = rng.standard_normal((2, 16, 16)).astype(np.float32)
-            h5["f"] = rng.standard_normal((2, 16, 16)).astype(np.float32)
-            h5["u"] = u
-            h5["u_pred"] = u + err * rng.standard_normal(u.shape).astype(np.float32)
-
-
 def _aggregated(tmp_path: Path) -> tuple[Study, Path, Path, Path]:
     """Fake results aggregated into tables, one figure drawn: what publish reads."""
     config = load_config("test")
     study = Study(config)
     results = tmp_path / "results"
-    _fake_results(results, study)
-    study_file = results / "study.json"
-    assert main(["study", "--config-json", json.dumps(config), "--out", str(study_file)]) == 0
+    fake_results(results, study)
+    study_file = write_study(config, results / "study.json")
     tables = results / "tables"
-    argv = ["aggregate", "--study", str(study_file), "--results", str(results)]
-    argv += ["--runs-csv", str(tables / "runs.csv"), "--summary-csv", str(tables / "summary.csv")]
-    argv += ["--efficiency-csv", str(tables / "data_efficiency.csv")]
-    assert main(argv) == 0
+    assert main(aggregate_argv(study_file, results, tables)) == 0
     plots = results / "plots"
     figure = plots / "mixed" / "mixed.png"
     argv = ["plot", "mixed", "--study", str(study_file), "--experiment", "mixed"]
@@ -281,6 +241,7 @@ def test_aggregate_names_a_missing_run(tmp_path: Path, capsys: pytest.CaptureFix
     main(["study", "--config-json", json.dumps(config), "--out", str(study_file)])
     argv = ["aggregate", "--study", str(study_file), "--results", str(tmp_path / "none")]
     argv += ["--runs-csv", "a.csv", "--summary-csv", "b.csv", "--efficiency-csv", "c.csv"]
+    argv += ["--fits-csv", "d.csv"]
     assert main(argv) == 2
     assert "metrics.json does not exist" in capsys.readouterr().err
 
@@ -303,6 +264,9 @@ def test_publish_formats_bounds_and_missing_values() -> None:
     assert format_ratio(12.34, "=") == "12.3x"
     assert format_ratio(4.0, ">=") == "≥4.0x"
     assert format_ratio(math.nan, "") == "n/a"
+    assert format_interval(30.2, 45.7) == " [30, 46]"
+    assert format_interval(0.0, math.inf) == " [0, ∞]"
+    assert format_interval(0.0, 0.0) == format_interval(math.nan, math.nan) == ""
 
 
 def test_publish_copies_the_run_and_renders_its_tables(tmp_path: Path) -> None:
@@ -334,7 +298,11 @@ def test_publish_copies_the_run_and_renders_its_tables(tmp_path: Path) -> None:
     ].iloc[0]
     expected = f"{format_error(row['test_rel_l2_mean'], row['test_rel_l2_std'])} (lr 0.001)"
     assert "### poisson_1_5 → poisson e∈(5, 10), size xs" in text
-    assert expected in text
+    assert f"{expected} [one lr] |" in text  # the test config sweeps a single lr
+    # 8 scratch cells (2 sizes x 2 downstream x 2 N), one run each, none still improving.
+    assert "| scratch | 0 of 8 (0%) | 0 of 8 (0%) | 8 | 0 | 0 |" in text
+    assert "unbracketed:finetune, unbracketed:scratch |" in text
+    assert "## Scaling fits" in text and "too few points (2)" in text
     assert "### mixed (tiny) on poisson e∈(5, 10)" in text
     assert "| from mixed | 0.8 |" in text  # zero-shot of the fake results is 0.8
     assert "| pre-training | 1 | 12 | 0.00 |" in text
@@ -365,3 +333,175 @@ def test_published_results_are_the_reproduce_study_and_its_tables() -> None:
     runs = read_csv(published / "tables" / "runs.csv")
     assert len(runs) == len(study.runs())
     assert runs["test_rel_l2_mean"].notna().all()
+
+
+# ---------------------------------------------------------------------------- diagnostics
+def _run(n: int, lr: float, seed: int, val: float, **extra) -> dict:
+    """One scratch run of runs.csv (cell by N), completed unless ``status`` says otherwise."""
+    row = {"mode": "scratch", "pretrain": "", "size": "xs", "downstream": "d", "n": n}
+    row.update(lr=lr, seed=seed, parameters=1000, val_rel_l2=val, test_rel_l2_mean=val)
+    row.update(train_seconds=1.0, status="completed", still_improving=False)
+    return {**row, **extra}
+
+
+def test_summary_diagnoses_edge_lr_undertrained_and_diverged_cells() -> None:
+    lrs = (0.001, 0.003, 0.01)
+    rows = []
+    # N=8: the largest lr is best, and one of its seeds stopped still improving.
+    for lr, val in zip(lrs, (0.5, 0.4, 0.3), strict=True):
+        rows += [_run(8, lr, s, val, still_improving=(lr == 0.01 and s == 1)) for s in (0, 1)]
+    # N=16: the largest lr has the smallest validation error but one seed diverged (with a
+    # tiny validation error before it did): it must not be chosen; 0.003 is, bracketed.
+    for lr, val in zip(lrs, (0.5, 0.3, 0.1), strict=True):
+        rows += [_run(16, lr, 0, val), _run(16, lr, 1, val / 100 if lr == 0.01 else val)]
+    rows[-1].update(status="diverged", test_rel_l2_mean=math.nan)
+    # N=32: every run diverged.
+    rows += [_run(32, lr, s, 0.01, status="diverged") for lr in lrs for s in (0, 1)]
+    # N=64: the smallest lr is best; N=128: a single lr.
+    rows += [_run(64, lr, 0, val) for lr, val in zip(lrs, (0.1, 0.2, 0.3), strict=True)]
+    rows += [_run(128, 0.003, 0, 0.1)]
+    runs = pd.DataFrame(rows)
+    summary = summarize(runs).set_index("n")
+
+    assert summary.loc[8, "best_lr"] == 0.01 and summary.loc[8, "lr_at_edge"] == "max"
+    assert summary.loc[8, "undertrained"] and summary.loc[8, "n_still_improving"] == 1
+    assert summary.loc[16, "best_lr"] == 0.003 and summary.loc[16, "lr_at_edge"] == "no"
+    assert summary.loc[16, "n_diverged"] == 1 and not summary.loc[16, "undertrained"]
+    assert summary.loc[32, "status"] == "diverged" and summary.loc[32, "n_diverged"] == 6
+    assert math.isnan(summary.loc[32, "best_lr"]) and math.isnan(
+        summary.loc[32, "test_rel_l2_mean"]
+    )
+    assert summary.loc[64, "lr_at_edge"] == "min"
+    assert summary.loc[128, "lr_at_edge"] == "unbracketed"
+    assert (summary.drop(index=32)["status"] == "ok").all()
+
+    lines = warnings(runs, summary.reset_index())
+    assert "7 of 22 trained runs diverged" in lines[0]
+    assert "1 of 5 trained cells diverged at every learning rate (scratch/xs/d/n32)" in lines[1]
+    assert (
+        "2 of 5 trained cells chose a learning rate at the grid's edge (1 largest, 1 smallest"
+        in lines[2]
+    )
+    assert "1 of 5 trained cells have a single learning rate" in lines[3]
+    assert lines[4].startswith("1 of 5 trained cells undertrained (scratch/xs/d/n8;")
+
+
+def test_learning_rate_partly_diverged_is_chosen_only_when_every_rate_is() -> None:
+    rows = [_run(8, 0.001, 0, 0.2), _run(8, 0.001, 1, 0.3, status="diverged")]
+    rows += [_run(8, 0.01, 0, 0.1), _run(8, 0.01, 1, 0.4, status="diverged")]
+    row = summarize(pd.DataFrame(rows)).iloc[0]
+    assert row["best_lr"] == 0.01 and row["n_seeds"] == 1 and row["n_diverged"] == 2
+
+
+def test_data_efficiency_flags_what_it_was_read_from(tmp_path: Path) -> None:
+    """Flags name the mode and the problem of the cells an N was read from, never others."""
+    summary = summarize(_runs_frame())
+    assert (summary.loc[summary["mode"] != "zeroshot", "lr_at_edge"] == "min").all()
+    summary["lr_at_edge"] = "no"
+    summary.loc[(summary["mode"] == "scratch") & (summary["n"] == 8), "lr_at_edge"] = "max"
+    summary.loc[(summary["mode"] == "finetune") & (summary["n"] == 128), "undertrained"] = True
+    eff = data_efficiency(summary, targets=[0.05, 0.02]).set_index("target_rel_l2")
+    # 0.05: fine-tune read at N=8 only (<=), scratch never reached (all points).
+    assert eff.loc[0.05, "flags"] == "lr_at_edge:scratch"
+    # 0.02: fine-tune crosses between 8 and 32 (4x apart: coarse), scratch all points.
+    assert eff.loc[0.02, "flags"] == "coarse:finetune;lr_at_edge:scratch"
+    assert eff["interval_from"].eq("none").all() and eff["ratio_lo"].isna().all()
+
+
+# ---------------------------------------------------------------------------- partial results
+def test_partial_aggregate_lists_what_is_missing_and_strict_still_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config = rich_config()
+    study = Study(config)
+    results = tmp_path / "results"
+    unfinished = {"scratch": 16, "finetune": 32}  # the N not finished per mode (tiny size)
+
+    def skip(run) -> bool:
+        return run.size == "tiny" and unfinished.get(run.mode) == run.n and run.seed == 1
+
+    fake_results(results, study, noise=0.2, skip=skip)
+    # A run that trained but is not evaluated yet is missing too.
+    evaluating = next(r for r in study.runs() if r.mode == "scratch" and r.size == "xs")
+    (results / evaluating.directory / "metrics.json").unlink()
+    study_file = write_study(config, tmp_path / "study.json")
+    partial = tmp_path / "partial"
+    argv = aggregate_argv(study_file, results, partial, "--partial")
+    assert main([*argv, "--missing-csv", str(partial / "missing.csv")]) == 0
+    out = capsys.readouterr().out
+    missing = read_csv(partial / "missing.csv")
+    # 3 lrs x (scratch tiny: 2 downstream; fine-tune tiny: 2 from poisson_1_5, 1 from mixed)
+    expected_runs = 3 * 2 + 3 * 3 + 1
+    assert missing["n_missing"].sum() == expected_runs
+    assert len(missing) == 2 + 3 + 1
+    row = missing[(missing["mode"] == "finetune") & (missing["pretrain"] == "mixed")].iloc[0]
+    assert row["n"] == 32 and row["missing"] == "lr0.001/s1 lr0.003/s1 lr0.01/s1"
+    assert f"{len(study.runs()) - expected_runs} of {len(study.runs())} runs finished" in out
+    assert "missing finetune/mixed/tiny/poisson_5_10/n32: lr0.001/s1 lr0.003/s1 lr0.01/s1" in out
+
+    summary = read_csv(partial / "summary.csv")
+    cell = summary[
+        (summary["mode"] == "scratch") & (summary["size"] == "tiny") & (summary["n"] == 16)
+    ]
+    assert (cell["n_seeds"] == 1).all() and cell["test_rel_l2_mean"].notna().all()
+    for name in ("runs", "data_efficiency", "scaling_fits"):
+        assert (partial / f"{name}.csv").stat().st_size > 0
+
+    argv = aggregate_argv(study_file, results, tmp_path / "strict")
+    assert main(argv) == 2
+    assert "does not exist: run the workflow before aggregating" in capsys.readouterr().err
+    assert main([*argv, "--partial"]) == 2  # a partial table must say what it lacks
+    assert "--missing-csv" in capsys.readouterr().err
+
+
+def test_aggregate_reports_diverged_runs_and_bootstraps_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config = rich_config()
+    study = Study(config)
+    results = tmp_path / "results"
+
+    def diverged(run) -> bool:  # the largest lr of scratch tiny diverges; one cell entirely
+        dead_cell = run.mode == "finetune" and run.size == "xs" and run.n == 16
+        return (run.mode == "scratch" and run.lr == "0.01") or (
+            dead_cell and run.downstream == "helmholtz_1_10"
+        )
+
+    fake_results(
+        results,
+        study,
+        noise=0.3,
+        diverged=diverged,
+        still_improving=lambda run: run.mode == "scratch" and run.n == 4 and run.seed == 0,
+    )
+    study_file = write_study(config, tmp_path / "study.json")
+    tables = tmp_path / "tables"
+    assert main(aggregate_argv(study_file, results, tables)) == 0
+    out = capsys.readouterr().out
+    assert "aggregate: 1 of 52 trained cells diverged at every learning rate" in out
+    assert "aggregate: 6 of 52 trained cells undertrained" in out
+    runs = read_csv(tables / "runs.csv")
+    dead = runs[runs["status"] == "diverged"]
+    assert len(dead) == 3 * 4 * 2 * 2 + 3 * 2 and dead["test_rel_l2_mean"].isna().all()
+    assert set(runs["stop_reason"]) == {"", "plateau", "cap", "diverged"}
+    summary = read_csv(tables / "summary.csv")
+    scratch = summary[summary["mode"] == "scratch"]
+    assert (scratch["best_lr"] < 0.01).all() and (scratch["lr_at_edge"] == "min").all()
+    ok = summary[summary["status"] == "ok"]
+    assert (ok["test_rel_l2_lo"] <= ok["test_rel_l2_mean"]).all()
+    assert (ok["test_rel_l2_mean"] <= ok["test_rel_l2_hi"]).all()
+    eff = read_csv(tables / "data_efficiency.csv")
+    assert set(eff["interval_from"]) == {"seeds+samples"}
+    assert eff["flags"].str.contains("lr_at_edge:scratch").all()
+    fits = read_csv(tables / "scaling_fits.csv")
+    by_n = fits[fits["against"] == "n"]
+    assert len(by_n) == 2 * 2 * 3 + 2  # shifts: 2 downstream x 2 modes x 3 sizes; mixed: 2
+    assert len(fits[fits["against"] == "parameters"]) == 2 * 2 * 4  # shifts: 4 N
+    assert (by_n["form"] == "a*x^-b+c").sum() == len(by_n) - 1  # the dead cell leaves 3 N
+    assert (fits["bootstrap_replicates"] == 200).all()
+
+    figure = tmp_path / "error_vs_n.png"
+    argv = ["plot", "error-vs-n", "--study", str(study_file), "--experiment", "shifts"]
+    argv += ["--downstream", "helmholtz_1_10", "--summary", str(tables / "summary.csv")]
+    assert main([*argv, "--fits", str(tables / "scaling_fits.csv"), "--out", str(figure)]) == 0
+    assert figure.stat().st_size > 1000

@@ -71,6 +71,10 @@ def test_zero_shot_evaluation_with_predictions(tmp_path: Path) -> None:
     assert set(metrics) >= METRIC_KEYS
     assert metrics["n_samples"] == 12 and metrics["data"] == [str(test_file)]
     assert metrics["rel_l2_median"] > 0 and metrics["rel_l2_std"] >= 0
+    per_sample = metrics["rel_l2_per_sample"]
+    assert len(per_sample) == 12
+    assert np.mean(per_sample) == pytest.approx(metrics["rel_l2_mean"], rel=1e-12)
+    assert np.median(per_sample) == pytest.approx(metrics["rel_l2_median"], rel=1e-12)
     identity = metrics["checkpoint"]
     assert identity["sha256"] == sha256_file(pretrained())
     assert (identity["model"], identity["modes"], identity["width"]) == ("xs", 4, 16)

@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from study_helpers import fake_results, load_config
 from workflow_helpers import ROOT, job_counts, snakemake
+
+from pdetransfer.study.aggregation import read_csv
+from pdetransfer.study.config import Study
 
 MODES = ["finetune", "scratch", "zeroshot"]
 
@@ -154,3 +158,36 @@ def test_configfile_replaces_the_default_study(tmp_path: Path) -> None:
     result = snakemake(tmp_path, "-n", "--configfile", str(ROOT / "config" / "test.yaml"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "advdiff" not in result.stdout
+
+
+def test_partial_target_is_one_job_that_depends_on_no_run(tmp_path: Path) -> None:
+    """`snakemake partial` schedules itself only, in a fresh directory and every time after."""
+    result = snakemake(
+        tmp_path, "-n", "partial", "--configfile", str(ROOT / "config" / "test.yaml")
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert job_counts(result.stdout + result.stderr) == Counter(partial=1)
+
+
+@pytest.mark.slow
+def test_partial_target_tables_a_half_finished_study(tmp_path: Path) -> None:
+    """With every scratch run missing, `snakemake partial` writes the tables of the rest and
+    lists the scratch runs, trains nothing and leaves the full study's files alone."""
+    configfile = ROOT / "config" / "test.yaml"
+    study = Study(load_config("test"))
+    fake_results(tmp_path / "results", study, skip=lambda run: run.mode == "scratch")
+    for _ in range(2):  # the rule has no output, so asking again runs it again
+        result = snakemake(tmp_path, "--cores", "1", "partial", "--configfile", str(configfile))
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert job_counts(result.stdout + result.stderr) == Counter(partial=1)
+    tables = tmp_path / "results" / "partial" / "tables"
+    missing = read_csv(tables / "missing.csv")
+    scratch_runs = [r for r in study.runs() if r.mode == "scratch"]
+    assert set(missing["mode"]) == {"scratch"} and missing["n_missing"].sum() == len(scratch_runs)
+    summary = read_csv(tables / "summary.csv")
+    assert set(summary["mode"]) == {"finetune", "zeroshot"}
+    assert not (tmp_path / "results" / "study.json").exists()
+    assert not (tmp_path / "results" / "tables").exists()
+    log = (tmp_path / "results" / "logs" / "partial.log").read_text()
+    finished = len(study.runs()) - len(scratch_runs)
+    assert f"{finished} of {len(study.runs())} runs finished" in log

@@ -44,6 +44,10 @@ def test_tables_and_plots_exist(study_dir: Path) -> None:
     assert len(summary) == 23  # one lr and one seed: every run is its own cell
     efficiency = pd.read_csv(results / "tables" / "data_efficiency.csv")
     assert len(efficiency) == 5 * 2
+    assert set(efficiency["interval_from"]) == {"samples"}  # one seed: test samples alone
+    assert (runs["status"] == "completed").all()
+    fits = pd.read_csv(results / "tables" / "scaling_fits.csv")
+    assert len(fits) == 5 * 2 and fits["note"].str.startswith("too few points (2)").all()
     plots = sorted(
         p.relative_to(results / "plots").as_posix() for p in results.glob("plots/**/*.png")
     )

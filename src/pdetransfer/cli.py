@@ -161,6 +161,17 @@ def _add_aggregate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs-csv", required=True, help="output: one row per run")
     p.add_argument("--summary-csv", required=True, help="output: best lr by validation error")
     p.add_argument("--efficiency-csv", required=True, help="output: N to reach target errors")
+    p.add_argument("--fits-csv", required=True, help="output: power-law fits of error vs N, size")
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="use the runs finished so far instead of failing on the first missing one",
+    )
+    p.add_argument("--missing-csv", help="output with --partial: per cell, the runs not finished")
+    p.add_argument(
+        "--bootstrap", type=int, default=1000, help="bootstrap replicates of every interval"
+    )
+    p.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap")
     _handler(p, "pdetransfer.study.aggregation:aggregate_command")
 
 
@@ -176,6 +187,7 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--downstream", help="downstream dataset (error-vs-n, gallery)")
     p.add_argument("--summary", help="summary.csv (every kind but gallery)")
+    p.add_argument("--fits", help="scaling_fits.csv: overlay the fitted power laws (error-vs-n)")
     p.add_argument("--results", default="results", help="results root (gallery predictions)")
     p.add_argument("--out", required=True, nargs="+", help="output .png/.svg file(s)")
     _handler(p, "pdetransfer.study.plotting:plot_command")

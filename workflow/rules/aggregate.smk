@@ -5,6 +5,7 @@
 localrules:
     study,
     aggregate,
+    partial,
     plot_error_vs_n,
     plot_error_vs_size,
     plot_ood,
@@ -46,6 +47,11 @@ rule aggregate:
             caption="../report/data_efficiency.rst",
             category="Tables",
         ),
+        fits=report(
+            "results/tables/scaling_fits.csv",
+            caption="../report/scaling_fits.rst",
+            category="Tables",
+        ),
     log:
         "results/logs/aggregate.log",
     benchmark:
@@ -55,13 +61,35 @@ rule aggregate:
     shell:
         "pdetransfer aggregate --study {input.study} --results results"
         " --runs-csv {output.runs} --summary-csv {output.summary}"
-        " --efficiency-csv {output.efficiency} > {log} 2>&1"
+        " --efficiency-csv {output.efficiency} --fits-csv {output.fits} > {log} 2>&1"
+
+
+# `snakemake partial`: the tables of the runs finished so far, under results/partial/tables,
+# with missing.csv listing per cell what is not. The rule has neither input nor output, so
+# Snakemake always runs it when asked and never schedules anything for it (no run, no study
+# file: it records its own, so results/study.json and the full tables stay untouched).
+rule partial:
+    log:
+        "results/logs/partial.log",
+    conda:
+        ENV
+    params:
+        config=json.dumps(config),
+        out="results/partial",
+    shell:
+        "(pdetransfer study --config-json {params.config:q} --out {params.out}/study.json"
+        " && pdetransfer aggregate --partial --study {params.out}/study.json --results results"
+        " --runs-csv {params.out}/tables/runs.csv --summary-csv {params.out}/tables/summary.csv"
+        " --efficiency-csv {params.out}/tables/data_efficiency.csv"
+        " --fits-csv {params.out}/tables/scaling_fits.csv"
+        " --missing-csv {params.out}/tables/missing.csv) > {log} 2>&1"
 
 
 rule plot_error_vs_n:
     input:
         study="results/study.json",
         summary="results/tables/summary.csv",
+        fits="results/tables/scaling_fits.csv",
     output:
         png=report(
             "results/plots/error_vs_n/{experiment}/{downstream}.png",
@@ -77,6 +105,7 @@ rule plot_error_vs_n:
         ENV
     shell:
         "pdetransfer plot error-vs-n --study {input.study} --summary {input.summary}"
+        " --fits {input.fits}"
         " --experiment {wildcards.experiment} --downstream {wildcards.downstream}"
         " --out {output.png} {output.svg} > {log} 2>&1"
 

@@ -147,4 +147,5 @@ TABLES = [
     "results/tables/runs.csv",
     "results/tables/summary.csv",
     "results/tables/data_efficiency.csv",
+    "results/tables/scaling_fits.csv",
 ]

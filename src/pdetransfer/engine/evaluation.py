@@ -17,6 +17,9 @@ downstream test set. Per sample, with ``e = u_pred - u`` on the grid:
     ``4 <= |k| < 12``, high ``|k| >= 12`` (the PDEBench split), each divided by the full
     ``||u||_2`` so that per sample the squares of the three add up to ``rel_l2^2``; averaged
     over samples. They show whether a model misses the large scales or the fine detail.
+``rel_l2_per_sample``
+    Every test sample's ``rel_l2`` in test-set order (files in the order given): what the
+    study's intervals resample (:mod:`pdetransfer.study.statistics`).
 """
 
 from __future__ import annotations
@@ -194,6 +197,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
     everything = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     metrics = {
         **summarize(everything),
+        # Per sample in test-set order, so the tables can bootstrap over test samples.
+        "rel_l2_per_sample": [float(e) for e in everything["rel_l2"]],
         "data": [os.fspath(path) for path in args.data],
         "files": per_file,
         "bands": {name: [lo, None if math.isinf(hi) else hi] for name, (lo, hi) in BANDS.items()},

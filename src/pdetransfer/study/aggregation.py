@@ -1,17 +1,39 @@
-"""The study's tables: every run, the best learning rate per cell, and data efficiency.
+"""The study's tables: every run, the best learning rate per cell, data efficiency, fits.
 
-- ``runs.csv``: one row per run of the study (identity, test metrics, validation error,
-  parameters, times), read from each run directory's ``metrics.json`` and ``train.json``.
-- ``summary.csv``: per (mode, pre-training, size, downstream dataset, N) the learning rate
+- ``runs.csv``: one row per run of the study (identity, status, test metrics, validation error,
+  parameters, how training stopped, times), read from each run directory's ``metrics.json`` and
+  ``train.json``. A run whose training diverged is a result, not a failure: its ``status`` is
+  ``diverged`` and its test errors are empty (NaN). Runs written before ``train.json`` recorded
+  a status count as ``completed``, and as not ``still_improving``.
+- ``summary.csv``: per cell (mode, pre-training, size, downstream dataset, N) the learning rate
   with the lowest **validation** error averaged over seeds (never the test error: choosing on
   test would flatter every curve), with mean and standard deviation over seeds at that rate.
-- ``data_efficiency.csv``: for each target test error, the N at which fine-tuning and scratch
-  first reach it, interpolated linearly in log N - log error between the sweep's N values,
-  and their ratio (the paper's "~128x fewer examples"). When a curve is already below the
-  target at the smallest N, or never reaches it, the N is a bound, and the ratio says so.
+  Diverged runs take no part in the choice; a learning rate whose seeds partly diverged is
+  chosen only if every learning rate had a diverged seed (it is unreliable, and its surviving
+  seeds would flatter it). A cell whose every run diverged has ``status = diverged`` and no
+  error. Diagnostics per cell:
+
+  ``lr_at_edge``
+      ``min`` or ``max`` when the chosen rate is the smallest or largest of the cell's grid
+      (the optimum may lie outside it), ``no`` when it is bracketed, ``unbracketed`` when the
+      grid has a single rate (nothing is known about the optimum). A rate that diverged
+      brackets from above: the grid counts every rate tried, diverged ones included.
+  ``undertrained``
+      True when any run of the chosen rate stopped still improving (``still_improving`` in its
+      ``train.json``: it stopped at its step cap or budget with its best validation check near
+      the end, so the budget rather than the data decided its error);
+      ``n_still_improving`` counts those runs.
+  ``test_rel_l2_lo`` / ``test_rel_l2_hi``
+      95% bootstrap interval of the cell's mean test error over its seeds and test samples
+      (:mod:`pdetransfer.study.statistics`), the band of the error-vs-N plots.
+- ``data_efficiency.csv``: see :mod:`pdetransfer.study.efficiency`; ``scaling_fits.csv``: see
+  :mod:`pdetransfer.study.fits`.
 
 Runs are enumerated from the study (the resolved config), not by scanning directories, so
-stale runs of an earlier config never leak into the tables.
+stale runs of an earlier config never leak into the tables. ``aggregate`` is strict: every run
+must have finished. ``aggregate --partial`` builds the same tables from the runs finished so
+far (a run counts once its ``metrics.json`` and, if it trains, ``train.json`` exist) and lists
+per cell what is missing, for looking at a study while it runs or after jobs failed for good.
 """
 
 from __future__ import annotations
@@ -19,7 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +52,10 @@ from pdetransfer import __version__
 from pdetransfer.atomic import atomic_path
 from pdetransfer.errors import UserError
 from pdetransfer.study.config import Run, Study
+from pdetransfer.study.efficiency import data_efficiency
+from pdetransfer.study.fits import scaling_fits
+from pdetransfer.study.statistics import Bootstrap, RunErrors, percentile_interval
 
-IDENTITY = ["mode", "pretrain", "size", "downstream", "n", "lr", "seed"]
 METRIC_KEYS = [
     "rel_l2_mean",
     "rel_l2_median",
@@ -43,6 +67,52 @@ METRIC_KEYS = [
     "rel_l2_band_high",
 ]
 CELL = ["mode", "pretrain", "size", "downstream", "n"]
+Cell = tuple[str, str, str, str, int]
+RUN_COLUMNS = [
+    *CELL,
+    "lr",
+    "seed",
+    "status",
+    "system",
+    "model",
+    "parameters",
+    *(f"test_{k}" for k in METRIC_KEYS),
+    "n_test",
+    "eval_seconds",
+    "val_rel_l2",
+    "stop_reason",
+    "still_improving",
+    "best_step",
+    "best_epoch",
+    "epochs_run",
+    "steps",
+    "max_steps",
+    "loss",
+    "train_seconds",
+    "device",
+    "run_dir",
+]
+SUMMARY_COLUMNS = [
+    *CELL,
+    "parameters",
+    "status",
+    "best_lr",
+    "n_lrs",
+    "n_seeds",
+    "n_diverged",
+    "lr_at_edge",
+    "undertrained",
+    "n_still_improving",
+    "val_rel_l2_mean",
+    "val_rel_l2_std",
+    "test_rel_l2_mean",
+    "test_rel_l2_std",
+    "train_seconds_mean",
+]
+#: Text columns of the tables whose empty cells must stay empty strings when read back.
+#: Incomplete cells ``aggregate --partial`` prints (all of them are in missing.csv).
+MISSING_LINES = 40
+TEXT_COLUMNS = ("pretrain", "size", "lr_at_edge", "flags", "interval_from", "note", "stop_reason")
 
 
 def load_study(path: str | Path) -> Study:
@@ -68,14 +138,21 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise UserError(f"{path} is not valid JSON ({err.msg})") from None
 
 
-def run_row(study: Study, run: Run, results: Path) -> dict[str, Any]:
-    """One row of runs.csv: a run's identity, its test metrics and its training summary."""
+def _metric(value: Any) -> float:
+    """A metric of metrics.json as a float (null, as diverged runs write it, is NaN)."""
+    return math.nan if value is None else float(value)
+
+
+def read_run(study: Study, run: Run, results: Path) -> tuple[dict[str, Any], np.ndarray | None]:
+    """One row of runs.csv, and the run's per-sample test errors where metrics.json has them."""
     directory = results / run.directory
     metrics = _read_json(directory / "metrics.json")
+    summary = _read_json(directory / "train.json") if run.trains else {}
+    diverged = "diverged" in (metrics.get("status"), summary.get("status"))
     missing = [k for k in METRIC_KEYS if k not in metrics]
-    if missing:
+    if missing and not diverged:
         raise UserError(f"{directory / 'metrics.json'} lacks {', '.join(missing)}")
-    checkpoint = metrics.get("checkpoint", {})
+    checkpoint = metrics.get("checkpoint") or {}
     row: dict[str, Any] = {
         "mode": run.mode,
         "pretrain": run.pretrain or "",
@@ -84,58 +161,127 @@ def run_row(study: Study, run: Run, results: Path) -> dict[str, Any]:
         "n": run.n if run.n is not None else 0,
         "lr": float(run.lr) if run.lr is not None else math.nan,
         "seed": run.seed if run.seed is not None else study.config["training"]["pretrain"]["seed"],
+        "status": "diverged" if diverged else "completed",
         "system": study.datasets[run.downstream]["system"],
         "model": checkpoint.get("model", study.sizes[run.size]),
-        "parameters": checkpoint.get("parameters"),
-        **{f"test_{k}": metrics[k] for k in METRIC_KEYS},
+        "parameters": checkpoint.get("parameters", summary.get("parameters")),
+        **{f"test_{k}": math.nan if diverged else _metric(metrics[k]) for k in METRIC_KEYS},
         "n_test": metrics.get("n_samples"),
         "eval_seconds": metrics.get("seconds"),
     }
     if run.trains:
-        summary = _read_json(directory / "train.json")
         row.update(
-            val_rel_l2=summary.get("best_val_rel_l2"),
+            val_rel_l2=_metric(summary.get("best_val_rel_l2")),
+            stop_reason=summary.get("stop_reason") or ("diverged" if diverged else ""),
+            still_improving=bool(summary.get("still_improving") or False),
+            best_step=summary.get("best_step"),
             best_epoch=summary.get("best_epoch"),
             epochs_run=summary.get("epochs_run"),
             steps=summary.get("steps"),
+            max_steps=summary.get("max_steps"),
+            loss=summary.get("loss") or "",
             train_seconds=summary.get("train_seconds"),
         )
     else:
         row.update(
             val_rel_l2=math.nan,
+            stop_reason="",
+            still_improving=False,
+            best_step=math.nan,
             best_epoch=math.nan,
             epochs_run=0,
             steps=0,
+            max_steps=0,
+            loss="",
             train_seconds=0.0,
         )
+    row["device"] = summary.get("device") or metrics.get("device") or ""
     row["run_dir"] = run.directory
-    return row
+    per_sample = metrics.get("rel_l2_per_sample")
+    errors = None if diverged or per_sample is None else np.asarray(per_sample, dtype=float)
+    return row, errors
 
 
-def collect_runs(study: Study, results: str | Path) -> pd.DataFrame:
-    """runs.csv as a frame: every run of the study, in the study's order."""
+def finished(run: Run, results: Path) -> bool:
+    """Whether a run has written everything the tables read (its metrics, and training summary)."""
+    directory = results / run.directory
+    needed = ["metrics.json", "train.json"] if run.trains else ["metrics.json"]
+    return all((directory / name).is_file() for name in needed)
+
+
+def collect_runs(
+    study: Study, results: str | Path, partial: bool = False
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], list[Run]]:
+    """runs.csv as a frame (the study's order), per-sample errors by run directory, and the
+    runs not finished yet (always empty unless ``partial``: a strict collection stops at the
+    first missing file)."""
     results = Path(results)
-    return pd.DataFrame([run_row(study, run, results) for run in study.runs()])
+    rows, samples, missing = [], {}, []
+    for run in study.runs():
+        if partial and not finished(run, results):
+            missing.append(run)
+            continue
+        row, errors = read_run(study, run, results)
+        rows.append(row)
+        if errors is not None:
+            samples[run.directory] = errors
+    return pd.DataFrame(rows, columns=RUN_COLUMNS), samples, missing
+
+
+def _lr_edge(grid: Sequence[float], best: float) -> str:
+    """Where the chosen rate sits in the grid tried (see the module docstring)."""
+    if len(grid) < 2:
+        return "unbracketed"
+    if best == min(grid):
+        return "min"
+    return "max" if best == max(grid) else "no"
+
+
+def _choose_lr(cell: pd.DataFrame) -> float:
+    """The rate with the lowest mean validation error over completed seeds, preferring rates
+    with no diverged seed (NaN when every run of the cell diverged)."""
+    done = cell[cell["status"] != "diverged"]
+    if done.empty:
+        return math.nan
+    partly = set(cell.loc[cell["status"] == "diverged", "lr"])
+    ranking = done.groupby("lr", sort=False)["val_rel_l2"].mean().reset_index()
+    ranking["partly_diverged"] = ranking["lr"].isin(partly)
+    ranking = ranking.sort_values(["partly_diverged", "val_rel_l2"], na_position="last")
+    return float(ranking["lr"].iloc[0])
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """summary.csv: best learning rate per cell by mean validation error over seeds."""
+    """summary.csv: best learning rate per cell by mean validation error, with diagnostics."""
+    runs = runs.copy()
+    if "status" not in runs:
+        runs["status"] = "completed"
+    if "still_improving" not in runs:
+        runs["still_improving"] = False
     rows: list[dict[str, Any]] = []
     for key, cell in runs.groupby(CELL, sort=False, dropna=False):
         base = dict(zip(CELL, key, strict=True))
         base["parameters"] = cell["parameters"].iloc[0]
+        n_diverged = int((cell["status"] == "diverged").sum())
         if base["mode"] == "zeroshot":
-            chosen, best_lr, n_lrs = cell, math.nan, 0
+            chosen, best_lr, n_lrs, edge = cell, math.nan, 0, ""
         else:
-            val_by_lr = cell.groupby("lr", sort=False)["val_rel_l2"].mean()
-            best_lr = float(val_by_lr.idxmin())
-            chosen, n_lrs = cell[cell["lr"] == best_lr], len(val_by_lr)
+            grid = sorted(set(cell["lr"]))
+            best_lr, n_lrs = _choose_lr(cell), len(grid)
+            done = cell[cell["status"] != "diverged"]
+            chosen = done[done["lr"] == best_lr]
+            edge = "" if math.isnan(best_lr) else _lr_edge(grid, best_lr)
+        still = chosen["still_improving"].fillna(False).astype(bool)
         rows.append(
             {
                 **base,
+                "status": "diverged" if chosen.empty else "ok",
                 "best_lr": best_lr,
                 "n_lrs": n_lrs,
                 "n_seeds": len(chosen),
+                "n_diverged": n_diverged,
+                "lr_at_edge": edge,
+                "undertrained": bool(still.any()),
+                "n_still_improving": int(still.sum()),
                 "val_rel_l2_mean": chosen["val_rel_l2"].mean(),
                 "val_rel_l2_std": chosen["val_rel_l2"].std(ddof=1),
                 "test_rel_l2_mean": chosen["test_rel_l2_mean"].mean(),
@@ -143,7 +289,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
                 "train_seconds_mean": chosen["train_seconds"].mean(),
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
 def summary_rows(summary: pd.DataFrame, **match: Any) -> pd.DataFrame:
@@ -154,81 +300,107 @@ def summary_rows(summary: pd.DataFrame, **match: Any) -> pd.DataFrame:
     return summary[mask].sort_values("n")
 
 
-def n_to_reach(ns: Sequence[float], errors: Sequence[float], target: float) -> tuple[float, str]:
-    """Smallest N at which a curve reaches ``target``: (N, qualifier).
-
-    Qualifier ``"="``: interpolated (linear in log N - log error between the two sweep points
-    around the first crossing); ``"<="``: already reached at the smallest N; ``">"``: never
-    reached, N is the largest evaluated. Points are sorted by N; NaN errors are skipped.
-    """
-    points = sorted((n, e) for n, e in zip(ns, errors, strict=True) if np.isfinite(e) and e > 0)
-    if not points:
-        return math.nan, ""
-    for i, (n, e) in enumerate(points):
-        if e <= target:
-            if i == 0:
-                return float(n), "<="
-            n0, e0 = points[i - 1]
-            frac = (math.log(target) - math.log(e0)) / (math.log(e) - math.log(e0))
-            return float(math.exp(math.log(n0) + frac * (math.log(n) - math.log(n0)))), "="
-    return float(points[-1][0]), ">"
-
-
-# What N_scratch / N_finetune is known to be, given what each N is known to be.
-_RATIO_BOUND = {
-    ("=", "="): "=",
-    ("=", "<="): ">=",
-    ("=", ">"): "<",
-    ("<=", "="): "<=",
-    ("<=", ">"): "<",
-    (">", "="): ">",
-    (">", "<="): ">",
-}
-
-
-def data_efficiency(summary: pd.DataFrame, targets: Sequence[float]) -> pd.DataFrame:
-    """data_efficiency.csv: N needed by fine-tuning and scratch per target error, and ratio."""
-    rows: list[dict[str, Any]] = []
-    finetune = summary[summary["mode"] == "finetune"]
-    scratch = summary[summary["mode"] == "scratch"]
-    for (pretrain, size, downstream), ft in finetune.groupby(
-        ["pretrain", "size", "downstream"], sort=False
-    ):
-        sc = scratch[(scratch["size"] == size) & (scratch["downstream"] == downstream)]
-        if sc.empty:
+def chosen_errors(
+    runs: pd.DataFrame, summary: pd.DataFrame, samples: Mapping[str, np.ndarray]
+) -> dict[Cell, list[RunErrors]]:
+    """Per cell, the test errors of the completed runs at the chosen learning rate (zero-shot:
+    its one evaluation)."""
+    done = runs[runs["status"] != "diverged"]
+    by_cell = {tuple(key): group for key, group in done.groupby(CELL, sort=False)}
+    out: dict[Cell, list[RunErrors]] = {}
+    for row in summary[summary["status"] == "ok"].itertuples():
+        key = (row.mode, row.pretrain, row.size, row.downstream, int(row.n))
+        cell = by_cell.get(key)
+        if cell is None:
             continue
-        for target in targets:
-            n_ft, q_ft = n_to_reach(ft["n"], ft["test_rel_l2_mean"], target)
-            n_sc, q_sc = n_to_reach(sc["n"], sc["test_rel_l2_mean"], target)
-            bound = _RATIO_BOUND.get((q_sc, q_ft), "")
-            ratio = n_sc / n_ft if bound else math.nan
-            rows.append(
-                {
-                    "pretrain": pretrain,
-                    "size": size,
-                    "downstream": downstream,
-                    "target_rel_l2": target,
-                    "n_finetune": n_ft,
-                    "finetune_bound": q_ft,
-                    "n_scratch": n_sc,
-                    "scratch_bound": q_sc,
-                    "ratio": ratio,
-                    "ratio_bound": bound,
-                }
-            )
-    columns = [
-        "pretrain",
-        "size",
-        "downstream",
-        "target_rel_l2",
-        "n_finetune",
-        "finetune_bound",
-        "n_scratch",
-        "scratch_bound",
-        "ratio",
-        "ratio_bound",
+        picked = cell if row.mode == "zeroshot" else cell[cell["lr"] == row.best_lr]
+        out[key] = [
+            RunErrors(float(r.test_rel_l2_mean), samples.get(r.run_dir))
+            for r in picked.itertuples()
+        ]
+    return out
+
+
+def point_intervals(
+    summary: pd.DataFrame, chosen: Mapping[Cell, Sequence[RunErrors]], bootstrap: Bootstrap
+) -> pd.DataFrame:
+    """The summary with ``test_rel_l2_lo``/``_hi``: a 95% bootstrap interval of each cell's
+    mean test error over its seeds and test samples (what the error-vs-N plots shade)."""
+    bounds = []
+    for row in summary.itertuples():
+        runs = chosen.get((row.mode, row.pretrain, row.size, row.downstream, int(row.n)))
+        interval = (math.nan, math.nan)
+        if runs:
+            (reps,), source = bootstrap.curves([[runs]])
+            if source != "none":
+                interval = percentile_interval(reps[:, 0])
+        bounds.append(interval)
+    lo, hi = zip(*bounds, strict=True) if bounds else ((), ())
+    return summary.assign(test_rel_l2_lo=list(lo), test_rel_l2_hi=list(hi))
+
+
+def _cell_name(row: Any) -> str:
+    n = "" if row.mode == "zeroshot" else f"n{row.n}"
+    parts = [row.mode, row.pretrain, row.size, row.downstream, n]
+    return "/".join(str(p) for p in parts if p != "")
+
+
+def _some(frame: pd.DataFrame, limit: int = 3) -> str:
+    names = [_cell_name(r) for r in frame.head(limit).itertuples()]
+    return ", ".join(names) + (", ..." if len(frame) > limit else "")
+
+
+def warnings(runs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
+    """One line per kind of problem the tables flag, with counts (empty when there is none)."""
+    lines = []
+    trained_runs = runs[runs["mode"] != "zeroshot"]
+    cells = summary[summary["mode"] != "zeroshot"]
+    total = f"of {len(cells)} trained cells"
+    diverged = trained_runs[trained_runs["status"] == "diverged"]
+    if len(diverged):
+        lines.append(
+            f"{len(diverged)} of {len(trained_runs)} trained runs diverged (status in runs.csv);"
+            " the learning-rate choice skipped them"
+        )
+    dead = cells[cells["status"] == "diverged"]
+    if len(dead):
+        lines.append(
+            f"{len(dead)} {total} diverged at every learning rate ({_some(dead)}): no error"
+            " reported, plots and fits skip them"
+        )
+    edge = cells[cells["lr_at_edge"].isin(["min", "max"])]
+    if len(edge):
+        counts = edge["lr_at_edge"].value_counts()
+        lines.append(
+            f"{len(edge)} {total} chose a learning rate at the grid's edge "
+            f"({counts.get('max', 0)} largest, {counts.get('min', 0)} smallest: {_some(edge)});"
+            " the optimum may lie outside the grid"
+        )
+    single = cells[cells["lr_at_edge"] == "unbracketed"]
+    if len(single):
+        lines.append(f"{len(single)} {total} have a single learning rate: unbracketed")
+    under = cells[cells["undertrained"]]
+    if len(under):
+        runs_still = int(cells["n_still_improving"].sum())
+        lines.append(
+            f"{len(under)} {total} undertrained ({_some(under)}; {runs_still} of "
+            f"{int(cells['n_seeds'].sum())} chosen runs stopped still improving)"
+        )
+    return lines
+
+
+def missing_table(missing: Sequence[Run]) -> pd.DataFrame:
+    """missing.csv: per cell, the runs that have not finished (learning rate and seed)."""
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for run in missing:
+        key = (run.mode, run.pretrain or "", run.size, run.downstream, run.n or 0)
+        entry = rows.setdefault(key, {**dict(zip(CELL, key, strict=True)), "missing": []})
+        entry["missing"].append("zero-shot" if not run.trains else f"lr{run.lr}/s{run.seed}")
+    table = [
+        {**entry, "n_missing": len(entry["missing"]), "missing": " ".join(entry["missing"])}
+        for entry in rows.values()
     ]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(table, columns=[*CELL, "n_missing", "missing"])
 
 
 def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
@@ -238,26 +410,58 @@ def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
 
 
 def read_csv(path: str | Path) -> pd.DataFrame:
-    """Read a table written by :func:`write_csv` (scratch rows keep an empty ``pretrain``)."""
+    """Read a table written by :func:`write_csv` (empty text cells stay empty strings)."""
     try:
         frame = pd.read_csv(path)
     except FileNotFoundError:
         raise UserError(f"table {path} does not exist") from None
     except pd.errors.ParserError as err:
         raise UserError(f"table {path} is not a readable CSV ({err})") from None
-    if "pretrain" in frame:
-        frame["pretrain"] = frame["pretrain"].fillna("").astype(str)
+    for column in TEXT_COLUMNS:
+        if column in frame:
+            values = frame[column].astype(object)
+            frame[column] = values.where(values.notna(), "").astype(str)
     return frame
 
 
 def aggregate_command(args: argparse.Namespace) -> int:
-    """``pdetransfer aggregate``: write runs.csv, summary.csv and data_efficiency.csv."""
+    """``pdetransfer aggregate``: write the run, summary, data-efficiency and fit tables."""
+    if args.partial != bool(args.missing_csv):
+        raise UserError(
+            "--partial and --missing-csv go together: a partial table lists what it lacks"
+        )
+    if args.bootstrap < 1:
+        raise UserError(f"--bootstrap must be at least 1 replicate, got {args.bootstrap}")
     study = load_study(args.study)
-    runs = collect_runs(study, args.results)
+    runs, samples, missing = collect_runs(study, args.results, partial=args.partial)
     summary = summarize(runs)
-    efficiency = data_efficiency(summary, study.config["report"]["targets"])
+    chosen = chosen_errors(runs, summary, samples)
+    # One bootstrap per table, each from the seed: a table's numbers do not depend on which
+    # other tables were computed before it.
+    replicates, seed = args.bootstrap, args.bootstrap_seed
+    summary = point_intervals(summary, chosen, Bootstrap(replicates, seed))
+    targets = study.config["report"]["targets"]
+    efficiency = data_efficiency(summary, targets, chosen, Bootstrap(replicates, seed))
+    fits = scaling_fits(study, summary, chosen, Bootstrap(replicates, seed))
     write_csv(runs, args.runs_csv)
     write_csv(summary, args.summary_csv)
     write_csv(efficiency, args.efficiency_csv)
-    print(f"{len(runs)} runs, {len(summary)} summary cells, {len(efficiency)} efficiency rows")
+    write_csv(fits, args.fits_csv)
+    print(
+        f"{len(runs)} runs, {len(summary)} summary cells, {len(efficiency)} efficiency rows, "
+        f"{len(fits)} fits"
+    )
+    for line in warnings(runs, summary):
+        print(f"aggregate: {line}")
+    if args.partial:
+        table = missing_table(missing)
+        write_csv(table, args.missing_csv)
+        print(
+            f"aggregate --partial: {len(runs)} of {len(runs) + len(missing)} runs finished; "
+            f"{len(table)} cells incomplete (listed in {args.missing_csv})"
+        )
+        for row in table.head(MISSING_LINES).itertuples():
+            print(f"  missing {_cell_name(row)}: {row.missing}")
+        if len(table) > MISSING_LINES:
+            print(f"  ... {len(table) - MISSING_LINES} more cells in {args.missing_csv}")
     return 0

@@ -1,9 +1,13 @@
 """The study's figures (seaborn styling, PNG and SVG), drawn from the summary table.
 
-Every curve is the test error at the learning rate chosen by validation error (summary.csv),
-with error bars of one standard deviation over seeds where there are several seeds.
-Fine-tuning is drawn in blues, scratch in oranges (darker = larger model), zero-shot as grey
-horizontal dashed lines: zero-shot does not depend on N.
+Every curve is the test error at the learning rate chosen by validation error (summary.csv).
+Its spread is the shaded 95% bootstrap interval over seeds and test samples
+(``test_rel_l2_lo``/``_hi``); a summary written before it had those columns gets error bars of
+one standard deviation over seeds instead. Cells whose every learning rate diverged have no
+error and are left out of the curves. Fine-tuning is drawn in blues, scratch in oranges
+(darker = larger model), zero-shot as grey horizontal dashed lines: zero-shot does not depend
+on N. With ``--fits`` (scaling_fits.csv) the error-vs-N plot overlays each fitted power law as
+a thin dotted line over the N range it was fitted on.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ PARAMETER_SYMBOL = {"poisson": "e", "advdiff": "Ψ", "helmholtz": "ω"}
 FORMATS = ("png", "svg")
 ERROR_LABEL = r"test error $\Vert\hat{u}-u\Vert_2\,/\,\Vert u\Vert_2$ (dimensionless)"
 N_LABEL = "downstream training examples N (samples)"
-SPREAD_NOTE = "bars: ±1 std over seeds"
+SPREAD_NOTE = "bands: 95% bootstrap interval"
+STD_NOTE = "bars: ±1 std over seeds"
 
 
 def size_label(summary: pd.DataFrame, size: str) -> str:
@@ -60,12 +65,44 @@ def _shades(palette: str, count: int) -> list[Any]:
     return sns.color_palette(palette, count + 1)[1:]
 
 
+def spread_note(summary: pd.DataFrame) -> str:
+    """What the spread drawn around the curves of a summary is (legend title)."""
+    return SPREAD_NOTE if "test_rel_l2_lo" in summary else STD_NOTE
+
+
 def _draw(ax: plt.Axes, curve: pd.DataFrame, x: str = "n", **style: Any) -> None:
-    """A curve with one-standard-deviation error bars over seeds (none for a single seed)."""
-    if curve.empty:
+    """A curve with its spread: the bootstrap band, or for an older summary std bars.
+
+    A cell without an error (every learning rate diverged) leaves a gap in the line.
+    """
+    if not np.isfinite(curve["test_rel_l2_mean"].astype(float)).any():
         return
-    std = curve["test_rel_l2_std"].fillna(0.0).to_numpy()
-    ax.errorbar(curve[x], curve["test_rel_l2_mean"], yerr=std, capsize=2, **style)
+    if "test_rel_l2_lo" not in curve:
+        std = curve["test_rel_l2_std"].fillna(0.0).to_numpy()
+        ax.errorbar(curve[x], curve["test_rel_l2_mean"], yerr=std, capsize=2, **style)
+        return
+    (line,) = ax.plot(curve[x], curve["test_rel_l2_mean"], **style)
+    lo, hi = curve["test_rel_l2_lo"].astype(float), curve["test_rel_l2_hi"].astype(float)
+    ax.fill_between(curve[x], lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+
+
+def _draw_fit(
+    ax: plt.Axes, fits: pd.DataFrame | None, ns: Sequence[int], color: Any, **match: Any
+) -> None:
+    """The fitted power law of one error-vs-N curve (a row of scaling_fits.csv), over the
+    sweep's N range; nothing where the curve has no fit."""
+    if fits is None:
+        return
+    mask = np.array(fits["against"] == "n", dtype=bool)
+    for column, value in match.items():
+        mask &= (fits[column] == value).to_numpy()
+    rows = fits[mask]
+    rows = rows[np.isfinite(rows["b"].astype(float))]
+    if rows.empty:
+        return
+    fit = rows.iloc[0]
+    n = np.geomspace(min(ns), max(ns), 100)
+    ax.plot(n, fit["a"] * n ** -fit["b"] + fit["c"], color=color, ls=":", lw=1)
 
 
 def _zeroshot(ax: plt.Axes, rows: pd.DataFrame, color: Any, label: str) -> None:
@@ -105,11 +142,17 @@ def _downstream_panel(
     pretrain: str,
     downstream: str,
     sizes: Sequence[str],
+    fits: pd.DataFrame | None = None,
+    experiment: str | None = None,
 ) -> None:
-    """Error vs N on one downstream dataset: finetune and scratch per size, zero-shot lines."""
+    """Error vs N on one downstream dataset: finetune and scratch per size, zero-shot lines,
+    and with ``fits`` the fitted power laws of ``experiment``."""
     blues, oranges, greys = (_shades(p, len(sizes)) for p in ("Blues", "Oranges", "Greys"))
     for i, size in enumerate(sizes):
         name = size_label(summary, size)
+        for mode, colors in (("finetune", blues), ("scratch", oranges)):
+            where = {"experiment": experiment, "downstream": downstream, "size": size}
+            _draw_fit(ax, fits, study.n_values, colors[i], mode=mode, **where)
         _draw(
             ax,
             summary_rows(
@@ -149,13 +192,21 @@ def _keep_first_ylabel(axes: np.ndarray) -> None:
         ax.set_ylabel("")
 
 
-def error_vs_n(study: Study, summary: pd.DataFrame, experiment: str, downstream: str) -> plt.Figure:
-    """Error vs N on one downstream dataset of an experiment, every model size."""
+def error_vs_n(
+    study: Study,
+    summary: pd.DataFrame,
+    experiment: str,
+    downstream: str,
+    fits: pd.DataFrame | None = None,
+) -> plt.Figure:
+    """Error vs N on one downstream dataset of an experiment, every model size (and fits)."""
     pretrain = study.experiments[experiment]["pretrain"]
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    _downstream_panel(ax, study, summary, pretrain, downstream, study.experiment_sizes(experiment))
+    sizes = study.experiment_sizes(experiment)
+    _downstream_panel(ax, study, summary, pretrain, downstream, sizes, fits, experiment)
     ax.set_title(f"{experiment}: pre-trained on {pretrain}\n→ {dataset_label(study, downstream)}")
-    ax.legend(fontsize="small", ncol=2, title=SPREAD_NOTE, title_fontsize="x-small")
+    note = spread_note(summary) + ("; dotted: fitted a·N^-b + c" if fits is not None else "")
+    ax.legend(fontsize="small", ncol=2, title=note, title_fontsize="x-small")
     return fig
 
 
@@ -168,7 +219,7 @@ def ood(study: Study, summary: pd.DataFrame, experiment: str) -> plt.Figure:
     for ax, downstream in zip(axes[0], series, strict=True):
         _downstream_panel(ax, study, summary, exp["pretrain"], downstream, [size])
     _keep_first_ylabel(axes)
-    axes[0][0].legend(fontsize="small", title=SPREAD_NOTE, title_fontsize="x-small")
+    axes[0][0].legend(fontsize="small", title=spread_note(summary), title_fontsize="x-small")
     fig.suptitle(f"{experiment}: pre-trained on {exp['pretrain']} ({size}), downstream shifts")
     return fig
 
@@ -218,7 +269,7 @@ def mixed(study: Study, summary: pd.DataFrame, experiment: str) -> plt.Figure:
         )
         _loglog(ax, N_LABEL)
         ax.set_title(dataset_label(study, downstream))
-        ax.legend(fontsize="x-small", title=SPREAD_NOTE, title_fontsize="xx-small")
+        ax.legend(fontsize="x-small", title=spread_note(summary), title_fontsize="xx-small")
     _keep_first_ylabel(axes)
     fig.suptitle(f"{experiment}: mixed-physics pre-training {exp['pretrain']} ({size})")
     return fig
@@ -267,7 +318,7 @@ def error_vs_size(study: Study, summary: pd.DataFrame, experiment: str) -> plt.F
         ax.set_xlabel("model parameters (count)")
         ax.set_ylabel(ERROR_LABEL)
         ax.set_title(dataset_label(study, downstream))
-        ax.legend(fontsize="x-small", title=SPREAD_NOTE, title_fontsize="xx-small")
+        ax.legend(fontsize="x-small", title=spread_note(summary), title_fontsize="xx-small")
     _keep_first_ylabel(axes)
     fig.suptitle(f"{experiment}: pre-trained on {exp['pretrain']}, model sizes {', '.join(sizes)}")
     return fig
@@ -357,7 +408,8 @@ def plot_command(args: argparse.Namespace) -> int:
         summary = read_csv(args.summary)
         if args.kind == "error-vs-n":
             _need_downstream(study, args.experiment, args.downstream)
-            fig = error_vs_n(study, summary, args.experiment, args.downstream)
+            fits = read_csv(args.fits) if args.fits else None
+            fig = error_vs_n(study, summary, args.experiment, args.downstream, fits)
         elif args.kind == "error-vs-size":
             fig = error_vs_size(study, summary, args.experiment)
         elif args.kind == "ood":

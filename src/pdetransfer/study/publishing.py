@@ -1,10 +1,16 @@
 """Publish a finished study: its tables and figures copied out of results/, rendered as Markdown.
 
 ``results/`` is git-ignored and regenerated, so a study worth reading (docs/results) is a copy
-of what the workflow produced: the three CSV tables, the PNG figures, the study file and the
+of what the workflow produced: the CSV tables, the PNG figures, the study file and the
 Snakemake benchmark totals. ``tables.md`` renders the tables the study's questions are answered
 from, so every number quoted in a write-up can be traced to a file the run wrote; nothing here
 trains, evaluates or edits a number.
+
+The diagnostics travel with the numbers: every N and ratio with its 95% interval and its
+``flags`` (a number with a flag is not a headline), every test error with its cell's learning
+rate at the grid's edge or undertrained marked, a diagnostics section with the share of
+chosen runs that stopped still improving and of cells whose learning rate is at the edge, and
+the scaling fits. Tables written before those columns existed render as they always did.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from pdetransfer.study.config import Study
 from pdetransfer.study.plotting import dataset_label
 
 MISSING = "n/a"
-TABLES = ("runs.csv", "summary.csv", "data_efficiency.csv")
+TABLES = ("runs.csv", "summary.csv", "data_efficiency.csv", "scaling_fits.csv")
 BOUND_SYMBOL = {"=": "", "<=": "≤", ">=": "≥", ">": ">", "<": "<"}
 # Snakemake benchmark files by stage: (label, globs under results/benchmarks). A file counts
 # for the first stage that matches it (the mixed-physics statistics sit under pretrain/).
@@ -68,14 +74,27 @@ def format_ratio(ratio: float, bound: str) -> str:
     return f"{BOUND_SYMBOL[bound]}{ratio:.1f}x"
 
 
+def format_interval(lo: float, hi: float, digits: str = ".0f") -> str:
+    """`` [30, 45]``: a 95% interval (0 and ∞: beyond the sweep's ends); empty when unknown,
+    or when both ends lie beyond the same end of the sweep (the bound already says so)."""
+    if math.isnan(lo) or math.isnan(hi) or (lo == hi and lo in (0, math.inf)):
+        return ""
+    low = "0" if lo == 0 else f"{lo:{digits}}"
+    high = "∞" if math.isinf(hi) else f"{hi:{digits}}"
+    return f" [{low}, {high}]"
+
+
 def _task(study: Study, pretrain: str, downstream: str) -> str:
     return f"{pretrain} → {dataset_label(study, downstream)}"
 
 
 def efficiency_section(study: Study, efficiency: pd.DataFrame) -> str:
-    """N that fine-tuning and scratch need per target error, and their ratio (the paper's "x")."""
-    rows = [
-        [
+    """N that fine-tuning and scratch need per target error, and their ratio (the paper's "x"),
+    with intervals and flags where the table has them."""
+    intervals = "ratio_lo" in efficiency
+    rows = []
+    for r in efficiency.itertuples():
+        row = [
             _task(study, r.pretrain, r.downstream),
             r.size,
             f"{r.target_rel_l2:g}",
@@ -83,27 +102,48 @@ def efficiency_section(study: Study, efficiency: pd.DataFrame) -> str:
             format_n(r.n_scratch, r.scratch_bound),
             format_ratio(r.ratio, r.ratio_bound),
         ]
-        for r in efficiency.itertuples()
-    ]
+        if intervals:
+            row[3] += format_interval(r.n_finetune_lo, r.n_finetune_hi)
+            row[4] += format_interval(r.n_scratch_lo, r.n_scratch_hi)
+            if row[5] != MISSING:
+                row[5] += format_interval(r.ratio_lo, r.ratio_hi, ".1f")
+            row += [r.interval_from, r.flags.replace(";", ", ") or "none"]
+        rows.append(row)
     header = ["pre-training → downstream", "size", "target error", "N fine-tune", "N scratch"]
-    return "\n".join(
-        [
-            "## Data efficiency",
-            "",
-            "Smallest N at which the best-lr mean test error reaches the target (interpolated in",
-            "log N - log error between sweep points; ≤ = already at the smallest N, > = not",
-            "reached by the largest N), and N scratch / N fine-tune.",
-            "",
-            markdown_table([*header, "ratio"], rows),
+    header.append("ratio")
+    text = [
+        "## Data efficiency",
+        "",
+        "Smallest N at which the best-lr mean test error reaches the target (interpolated in",
+        "log N - log error between sweep points; ≤ = already at the smallest N, > = not",
+        "reached by the largest N), and N scratch / N fine-tune.",
+    ]
+    if intervals:
+        header += ["interval from", "flags"]
+        text += [
+            "In brackets: 95% bootstrap interval (0 = below the smallest N, ∞ = beyond the",
+            "largest). A row with flags is not a headline: lr_at_edge = chosen learning rate at",
+            "the grid's edge, unbracketed = one learning rate, undertrained = a chosen run",
+            "stopped still improving, diverged = a cell diverged at every learning rate,",
+            "coarse = crossing between sweep points more than 2x apart.",
         ]
-    )
+    return "\n".join([*text, "", markdown_table(header, rows)])
+
+
+EDGE_TEXT = {"min": "lr at grid min", "max": "lr at grid max", "unbracketed": "one lr"}
 
 
 def _cell_text(row: pd.Series) -> str:
+    """A cell's error, its chosen lr and, where the summary has them, its diagnostics."""
+    if row.get("status") == "diverged":
+        return "diverged at every lr"
     text = format_error(row["test_rel_l2_mean"], row["test_rel_l2_std"])
     if math.isfinite(row["best_lr"]):
         text += f" (lr {row['best_lr']:g})"
-    return text
+    notes = [EDGE_TEXT[row["lr_at_edge"]]] if row.get("lr_at_edge") in EDGE_TEXT else []
+    if row.get("undertrained"):
+        notes.append(f"undertrained {row['n_still_improving']}/{row['n_seeds']}")
+    return text + (f" [{'; '.join(notes)}]" if notes else "")
 
 
 def error_section(study: Study, summary: pd.DataFrame) -> str:
@@ -115,6 +155,11 @@ def error_section(study: Study, summary: pd.DataFrame) -> str:
         "Mean relative L2 test error ± standard deviation over seeds, at the learning rate",
         "chosen by mean validation error (in brackets). Zero-shot does not depend on N.",
     ]
+    if "lr_at_edge" in summary:
+        parts += [
+            "In square brackets: the chosen lr is an end of the grid (or the only one), or",
+            "k of the chosen runs stopped still improving (undertrained k/seeds).",
+        ]
     cells = summary[summary["mode"] == "finetune"][["pretrain", "size", "downstream"]]
     for pretrain, size, downstream in cells.drop_duplicates().itertuples(index=False):
         cell = {"size": size, "downstream": downstream}
@@ -192,6 +237,76 @@ def learning_rate_section(study: Study, summary: pd.DataFrame) -> str:
     )
 
 
+def _share(part: float, whole: float) -> str:
+    return f"{part:.0f} of {whole:.0f} ({100 * part / whole:.0f}%)" if whole else MISSING
+
+
+def diagnostics_section(summary: pd.DataFrame) -> str:
+    """How far the study's numbers can be trusted: runs still improving, lrs at the edge,
+    divergence (empty for a summary written before these columns)."""
+    if "lr_at_edge" not in summary:
+        return ""
+    rows = []
+    for mode, cells in summary[summary["mode"] != "zeroshot"].groupby("mode", sort=False):
+        ok = cells[cells["status"] == "ok"]
+        rows.append(
+            [
+                mode,
+                _share(ok["n_still_improving"].sum(), ok["n_seeds"].sum()),
+                _share(ok["lr_at_edge"].isin(["min", "max"]).sum(), len(ok)),
+                str(int((ok["lr_at_edge"] == "unbracketed").sum())),
+                str(int(cells["n_diverged"].sum())),
+                str(int((cells["status"] == "diverged").sum())),
+            ]
+        )
+    header = [
+        "mode",
+        "chosen runs stopped still improving",
+        "cells with lr at grid edge",
+        "cells with one lr",
+        "diverged runs",
+        "cells diverged at every lr",
+    ]
+    return "\n".join(
+        [
+            "## Diagnostics",
+            "",
+            "Chosen runs: the runs of each cell's chosen learning rate. A run stopped still",
+            "improving hit its step cap or budget with its best validation near the end; an lr",
+            "at the grid's edge may have its optimum outside the grid.",
+            "",
+            markdown_table(header, rows),
+        ]
+    )
+
+
+def fits_section(fits: pd.DataFrame) -> str:
+    """The scaling fits: exponent with its interval, floor, residual, or why there is none."""
+    rows = []
+    for r in fits.itertuples():
+        where = r.size if r.against == "n" else f"N={r.n:.0f}"
+        if math.isfinite(r.b):
+            exponent = f"{r.b:.2f}" + format_interval(r.b_lo, r.b_hi, ".2f")
+            floor, residual = f"{r.c:.3g}", f"{r.rms_log_residual:.2g}"
+        else:
+            exponent, floor, residual = MISSING, MISSING, MISSING
+        task = f"{r.pretrain} → {r.downstream}" if r.pretrain else r.downstream
+        notes = ", ".join(part for part in (r.flags.replace(";", ", "), r.note) if part)
+        ident = [r.experiment, task, r.mode, r.against, where, str(r.n_points)]
+        rows.append([*ident, exponent, floor, residual, notes])
+    header = ["experiment", "downstream", "mode", "against", "size / N", "points", "b [95%]"]
+    return "\n".join(
+        [
+            "## Scaling fits",
+            "",
+            "err = a·x^(-b) + c against N (per size) or parameter count (per N); rms = root",
+            "mean square residual in natural-log error.",
+            "",
+            markdown_table([*header, "c", "rms", "flags / note"], rows),
+        ]
+    )
+
+
 def compute_section(benchmarks: Path) -> str:
     """Job wall-clock seconds summed per stage, from Snakemake's benchmark files."""
     rows = []
@@ -222,17 +337,23 @@ def compute_section(benchmarks: Path) -> str:
 
 
 def render_tables(
-    study: Study, summary: pd.DataFrame, efficiency: pd.DataFrame, benchmarks: Path | None
+    study: Study,
+    summary: pd.DataFrame,
+    efficiency: pd.DataFrame,
+    benchmarks: Path | None,
+    fits: pd.DataFrame | None = None,
 ) -> str:
     """tables.md: every section, in the order the study's questions are asked."""
     sections = [
         "# Tables of the study",
         f"Written by `pdetransfer publish` (pdetransfer {__version__}) from the workflow's\n"
         "tables; the CSV files next to this one hold every digit.",
+        diagnostics_section(summary),
         efficiency_section(study, efficiency),
         error_section(study, summary),
         mixed_section(study, summary),
         learning_rate_section(study, summary),
+        fits_section(fits) if fits is not None else "",
     ]
     if benchmarks is not None:
         sections.append(compute_section(benchmarks))
@@ -259,7 +380,8 @@ def publish_command(args: argparse.Namespace) -> int:
         raise UserError(f"--benchmarks {benchmarks} is not a directory")
     summary = read_csv(tables / "summary.csv")
     efficiency = read_csv(tables / "data_efficiency.csv")
-    text = render_tables(study, summary, efficiency, benchmarks)
+    fits = read_csv(tables / "scaling_fits.csv")
+    text = render_tables(study, summary, efficiency, benchmarks, fits)
     for name in TABLES:
         _copy(tables / name, out / "tables" / name)
     for figure in figures:

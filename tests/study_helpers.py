@@ -1,0 +1,141 @@
+"""Fake studies for the table, statistics and publishing tests: run directories shaped like the
+engine's (metrics.json, train.json, predictions.h5) with known errors, and no training."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+import yaml
+from snakemake.utils import validate
+
+from pdetransfer.cli import main
+from pdetransfer.study.config import Run, Study
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+BASE_ERROR = {"finetune": 0.1, "scratch": 0.5, "zeroshot": 0.8}
+TABLE_FLAGS = {
+    "runs": "--runs-csv",
+    "summary": "--summary-csv",
+    "data_efficiency": "--efficiency-csv",
+    "scaling_fits": "--fits-csv",
+}
+
+
+def load_config(name: str = "test") -> dict:
+    """A config file with the schema's defaults filled, as the workflow sees it."""
+    config = yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text())
+    validate(config, str(SCHEMA))
+    return config
+
+
+def rich_config() -> dict:
+    """The test config with a sweep worth aggregating: 4 N, 3 learning rates, 2 seeds and a
+    third model size in the ``shifts`` experiment (fits against model size)."""
+    config = copy.deepcopy(load_config("test"))
+    config["sizes"]["small"] = "2,6"
+    config["sweep"].update(n=[4, 8, 16, 32], lr=[0.001, 0.003, 0.01], seeds=[0, 1])
+    return config
+
+
+def never(run: Run) -> bool:
+    return False
+
+
+def true_error(run: Run) -> float:
+    """The fake runs' error without noise: a power law in N, lower when fine-tuning."""
+    return BASE_ERROR[run.mode] * (run.n or 1) ** -0.3
+
+
+def fake_results(
+    root: Path,
+    study: Study,
+    *,
+    samples: int = 8,
+    noise: float = 0.0,
+    lr_factor: Callable[[Run], float] = lambda run: 1.0,
+    diverged: Callable[[Run], bool] = never,
+    still_improving: Callable[[Run], bool] = never,
+    skip: Callable[[Run], bool] = never,
+) -> None:
+    """Write every run of ``study`` under ``root`` (except ``skip``-ped ones).
+
+    A run's per-sample errors are ``true_error * lr_factor`` times (1 + ``noise`` x a standard
+    normal, clipped positive); its validation error is the noise-free value, so the learning
+    rate with the smallest ``lr_factor`` is chosen. A ``diverged`` run writes what the engine
+    writes for one: status ``diverged``, null test metrics and a deceptively small validation
+    error (the last one before the divergence), which the selection must ignore.
+    """
+    rng = np.random.default_rng(0)
+    for run in study.runs():
+        if skip(run):
+            continue
+        d = root / run.directory
+        d.mkdir(parents=True)
+        err = true_error(run) * (lr_factor(run) if run.trains else 1.0)
+        per_sample = np.clip(err * (1 + noise * rng.standard_normal(samples)), err / 100, None)
+        bad = run.trains and diverged(run)
+        mean = None if bad else float(per_sample.mean())
+        metrics = {
+            "status": "diverged" if bad else "ok",
+            "rel_l2_mean": mean,
+            "rel_l2_median": mean,
+            "rel_l2_std": None if bad else 0.1 * err,
+            "nrmse": mean,
+            "max_abs_error": mean,
+            "rel_l2_band_low": mean,
+            "rel_l2_band_mid": mean,
+            "rel_l2_band_high": mean,
+            "n_samples": samples,
+            "seconds": 0.1,
+            "checkpoint": {"model": run.size, "parameters": parameters(run.size)},
+        }
+        if not bad:
+            metrics["rel_l2_per_sample"] = per_sample.tolist()
+        (d / "metrics.json").write_text(json.dumps(metrics))
+        if run.trains:
+            still = still_improving(run)
+            summary = {
+                "status": "diverged" if bad else "completed",
+                "stop_reason": "diverged" if bad else ("cap" if still else "plateau"),
+                "still_improving": still,
+                "best_val_rel_l2": err / 1000 if bad else err,
+                "best_step": 4 if still else 2,
+                "best_epoch": 1,
+                "epochs_run": 2,
+                "steps": 4,
+                "max_steps": 4,
+                "loss": "sse",
+                "device": "cpu",
+                "train_seconds": 0.5,
+            }
+            (d / "train.json").write_text(json.dumps(summary))
+        with h5py.File(d / "predictions.h5", "w") as h5:
+            u = rng.standard_normal((2, 16, 16)).astype(np.float32)
+            h5["f"] = rng.standard_normal((2, 16, 16)).astype(np.float32)
+            h5["u"] = u
+            h5["u_pred"] = u + err * rng.standard_normal(u.shape).astype(np.float32)
+
+
+def parameters(size: str) -> int:
+    """Parameter counts of the fake sizes (growing with size, as the fits need)."""
+    return {"tiny": 100, "small": 400, "xs": 1000, "s": 4000}[size]
+
+
+def write_study(config: dict, path: Path) -> Path:
+    """The study file ``pdetransfer study`` writes for ``config``."""
+    assert main(["study", "--config-json", json.dumps(config), "--out", str(path)]) == 0
+    return path
+
+
+def aggregate_argv(study_file: Path, results: Path, tables: Path, *extra: str) -> list[str]:
+    """``pdetransfer aggregate`` writing every table under ``tables``."""
+    argv = ["aggregate", "--study", str(study_file), "--results", str(results)]
+    for name, flag in TABLE_FLAGS.items():
+        argv += [flag, str(tables / f"{name}.csv")]
+    return [*argv, "--bootstrap", "200", *extra]
