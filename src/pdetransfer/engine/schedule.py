@@ -119,3 +119,27 @@ class Budget:
         if window is None:
             window = max(self.val_every, math.ceil(0.1 * steps))
         return steps - best_step < window
+
+
+#: Keys of a ``training`` config section that become ``pdetransfer train`` flags.
+RECIPE_FLAGS = {
+    "epochs": "--epochs",
+    "min_steps": "--min-steps",
+    "max_steps": "--max-steps",
+    "patience": "--patience",
+    "batch_size": "--batch-size",
+    "loss": "--loss",
+}
+
+
+def recipe_flags(recipe: dict[str, object]) -> str:
+    """The ``pdetransfer train`` flags of a config's training section (unset keys left out).
+
+    The fine-tune and scratch rules both call this on ``training.downstream``, so the two
+    modes of a cell get the same budget, plateau rule and loss by construction.
+    """
+    return " ".join(
+        f"{flag} {recipe[key]}"
+        for key, flag in RECIPE_FLAGS.items()
+        if recipe.get(key) is not None
+    )
