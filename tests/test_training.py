@@ -58,7 +58,9 @@ def test_short_run_lowers_the_error_and_writes_its_outputs(tmp_path: Path) -> No
     assert summary["best_epoch"] == -(-summary["best_step"] // 8)
     assert (summary["steps"], summary["n_train"], summary["init"]) == (96, 64, None)
     assert (summary["status"], summary["stop_reason"], summary["patience"]) == (
-        "completed", "budget", None
+        "completed",
+        "budget",
+        None,
     )
     assert (summary["max_steps"], summary["val_checks"], summary["loss"]) == (96, 16, "sse")
     assert (run / "model.pt").exists() and not (run / "state.pt").exists()
@@ -229,7 +231,7 @@ def test_non_finite_training_data_is_an_error_not_a_divergence(tmp_path: Path) -
         h5["fields"][...] = fields
     argv = train_args(tmp_path / "run", "--stats", str(_stats_file(tmp_path)))
     argv[argv.index("--data") + 1] = str(broken)
-    with pytest.raises(UserError, match="nan_train.h5 holds non-finite values"):
+    with pytest.raises(UserError, match=r"nan_train\.h5 holds non-finite values"):
         train(argv)
 
 

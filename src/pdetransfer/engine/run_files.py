@@ -93,6 +93,7 @@ def write_outputs(
     training: dict[str, Any],
     weights: dict[str, Any],
     history: list[dict[str, float]],
+    divergence: dict[str, Any] | None,
 ) -> None:
     """Write log.csv, train.json and finally model.pt (the "finished" marker); drop state.pt."""
     write_log(out / "log.csv", history)
@@ -102,7 +103,7 @@ def write_outputs(
         "kind": "model",
         "created": now(),
         "status": summary["status"],
-        "divergence": summary["divergence"],
+        "divergence": divergence,
         "training": training,
         "weights": weights,
     }

@@ -139,7 +139,5 @@ def recipe_flags(recipe: dict[str, object]) -> str:
     modes of a cell get the same budget, plateau rule and loss by construction.
     """
     return " ".join(
-        f"{flag} {recipe[key]}"
-        for key, flag in RECIPE_FLAGS.items()
-        if recipe.get(key) is not None
+        f"{flag} {recipe[key]}" for key, flag in RECIPE_FLAGS.items() if recipe.get(key) is not None
     )

@@ -285,7 +285,7 @@ def _finish(
         "pdetransfer_version": __version__,
         "torch_version": str(torch.__version__),
     }
-    write_outputs(out, header, summary, training, weights, member.history)
+    write_outputs(out, header, summary, training, weights, member.history, member.divergence)
     if member.diverged:
         kept = f"the best check's weights (step {best_step})" if best_step else "its last weights"
         say(
