@@ -24,9 +24,10 @@ def _rows(run: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_two_process_run_matches_one_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loss", ["sse", "rel_l2"])
+def test_two_process_run_matches_one_process(tmp_path: Path, loss: str) -> None:
     # 19 samples in batches of 8: the last global batch (3) splits unevenly, 2 + 1.
-    extra = ("--n-train", "19", "--batch-size", "8", "--epochs", "2")
+    extra = ("--n-train", "19", "--batch-size", "8", "--epochs", "2", "--loss", loss)
     single, double = tmp_path / "one", tmp_path / "two"
     assert train(train_args(single, *extra)) == 0
 

@@ -30,7 +30,8 @@ def _batch(n: int) -> int:
 @pytest.mark.parametrize("horizon", [120, 480, 2000, 10_000])
 def test_share_bound_minimum_checks_and_last_step(n: int, horizon: int) -> None:
     batch = _batch(n)
-    every = choose_val_every(horizon, batch, VAL)
+    per_epoch = -(-n // batch)
+    every = choose_val_every(horizon, batch, VAL, steps_per_epoch=per_epoch)
     budget = Budget(horizon, every, None, 0)
     steps = [s for s in range(1, horizon + 1) if budget.is_check(s)]
     assert steps[-1] == horizon and len(steps) == checks(horizon, every)
@@ -38,10 +39,13 @@ def test_share_bound_minimum_checks_and_last_step(n: int, horizon: int) -> None:
     share = validation_share(horizon, batch, VAL, every)
     fewest = horizon // 10  # the interval of exactly ten checks
     if validation_share(horizon, batch, VAL, fewest) <= 0.1:
-        assert share <= 0.1  # within the bound, and the finest schedule that is
-        assert every == 1 or validation_share(horizon, batch, VAL, every - 1) > 0.1
+        assert share <= 0.1  # within the bound, and the finest such schedule ...
+        finer = validation_share(horizon, batch, VAL, every - 1) if every > 1 else 1.0
+        assert finer > 0.1 or every == per_epoch  # ... that validates at most once an epoch
     else:
         assert every == fewest  # too short for both: the minimum number of checks wins
+    every_epoch = validation_share(horizon, batch, VAL, min(per_epoch, fewest or 1))
+    assert share <= every_epoch + 1e-12  # never dearer than validating every epoch
 
 
 def test_share_counts_forward_and_backward_work() -> None:

@@ -74,7 +74,7 @@ def resolve_plan(
     horizon = args.max_steps or steps_per_epoch * epochs
     val_samples = sum(int(info.n_samples) for info in val_infos)
     val_every = args.val_every or choose_val_every(
-        horizon, batch, val_samples, args.val_share, args.min_val_checks
+        horizon, batch, val_samples, args.val_share, args.min_val_checks, steps_per_epoch
     )
     budget = Budget(horizon, val_every, args.patience, args.min_steps)
     normalization_source: object = "data"
