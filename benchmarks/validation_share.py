@@ -134,9 +134,8 @@ def main() -> int:
         per_epoch = math.ceil(n / batch)
         for horizon_name, steps in (("fixed_budget", fixed_budget(n)), ("cap_2000", CAP)):
             before = schedule_row(steps, batch, per_epoch, t_step[batch], t_val[batch])
-            after = schedule_row(
-                steps, batch, choose_val_every(steps, batch, VAL, steps_per_epoch=per_epoch), t_step[batch], t_val[batch]
-            )
+            every = choose_val_every(steps, batch, VAL, steps_per_epoch=per_epoch)
+            after = schedule_row(steps, batch, every, t_step[batch], t_val[batch])
             rows.append(
                 {
                     "n": n,

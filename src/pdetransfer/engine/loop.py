@@ -1,8 +1,10 @@
 """The optimisation loop shared by the members of a run: batches, steps, checks, state saves.
 
-The loop owns what every member shares (the model and optimiser, the data order, the step
-counter, the validation schedule, the stop signals); each member's own bookkeeping is a
-:class:`pdetransfer.engine.member.MemberState`. One process trains one member today.
+The loop owns what the members of a cell share (the position in the epoch, the step counter,
+the budget and validation schedule, the stop signals) and, for now, the one member's model and
+optimiser; each member's own bookkeeping, its seed (which fixes its data order) and learning
+rate included, is a :class:`pdetransfer.engine.member.MemberState`. One process trains one
+member today.
 """
 
 from __future__ import annotations

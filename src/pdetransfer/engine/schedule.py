@@ -50,8 +50,14 @@ def checks(horizon: int, val_every: int) -> int:
 
 def validation_share(horizon: int, batch: int, val_samples: int, val_every: int) -> float:
     """Validation's share of a run's forward+backward work, counted in forward-pass units."""
-    val = checks(horizon, val_every) * val_samples
-    return val / (TRAIN_UNITS * batch * horizon + val)
+    return work_share(horizon, batch, val_samples, checks(horizon, val_every))
+
+
+def work_share(steps: int, batch: int, val_samples: int, n_checks: int) -> float:
+    """Validation's share of the work of ``steps`` training steps and ``n_checks`` checks."""
+    val = n_checks * val_samples
+    total = TRAIN_UNITS * batch * steps + val
+    return val / total if total else 0.0
 
 
 def choose_val_every(

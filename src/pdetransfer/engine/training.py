@@ -54,7 +54,7 @@ from pdetransfer.engine.plan import (
 )
 from pdetransfer.engine.processes import Processes, StopSignals, start_processes
 from pdetransfer.engine.run_files import finite_or_none, read_state, say, write_outputs
-from pdetransfer.engine.schedule import cosine_factor, validation_share
+from pdetransfer.engine.schedule import cosine_factor, work_share
 from pdetransfer.engine.training_data import FieldSet, load_fields, read_infos
 from pdetransfer.errors import UserError
 
@@ -238,9 +238,7 @@ def _finish(
         "best_val_rel_l2": finite_or_none(member.best_val) if best_step is not None else None,
         "val_every": budget.val_every,
         "val_checks": len(member.history),
-        "val_share": validation_share(
-            max(steps, 1), plan.batch_size, plan.val_samples, budget.val_every
-        ),
+        "val_share": work_share(steps, plan.batch_size, plan.val_samples, len(member.history)),
         "patience": budget.patience,
         "still_improving": budget.still_improving(steps, best_step, str(member.stop_reason)),
         "diverged_at_step": member.divergence["step"] if member.divergence else None,
