@@ -65,7 +65,7 @@ def recipe(stage):
 
 
 def train_flags(stage):
-    """The budget, plateau-rule and loss flags of a stage: one string for every rule of it."""
+    """The budget, plateau and loss flags of a stage (one string, the same for all its jobs)."""
     return recipe_flags(recipe(stage))
 
 
