@@ -54,6 +54,21 @@ def test_plateau_stops_early_on_the_schedule_of_the_cap(tmp_path: Path) -> None:
     assert load(plateau / "model.pt")["training"]["stop_reason"] == "plateau"
 
 
+def test_fine_tuning_follows_the_same_plateau_rule(tmp_path: Path) -> None:
+    run = tmp_path / "ft"
+    argv = train_args(
+        run, *PLATEAU, "--patience", "10", "--init", str(pretrained()), "--model", "xs",
+        data="down_train", val="down_val",
+    )  # fmt: skip
+    assert train(argv) == 0
+    summary = _summary(run)
+    assert (summary["stop_reason"], summary["patience"], summary["max_steps"]) == (
+        "plateau", 10, 300
+    )  # fmt: skip
+    assert summary["steps"] - summary["best_step"] >= 10 and summary["steps"] < 300
+    assert summary["init"] == str(pretrained())
+
+
 def test_no_plateau_stop_before_min_steps(tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert train(train_args(run, *PLATEAU, "--patience", "1", "--min-steps", "40")) == 0

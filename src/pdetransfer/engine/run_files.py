@@ -19,7 +19,10 @@ epochs, min_steps, seed, init, data, val, versions) it records the outcome:
 ``patience``
     The plateau rule's patience in steps (null: fixed budget).
 ``still_improving``
-    Whether the run ran out of budget while still improving
+    Whether the run ran out of budget while still improving: with a plateau rule, it stopped
+    at the cap with its best check fewer than ``patience`` steps before its last step (the rule
+    had not fired); without one, its best check lies within the last ``max(val_every,
+    ceil(10% of steps))`` steps. False for plateau stops and diverged runs
     (:meth:`pdetransfer.engine.schedule.Budget.still_improving`).
 ``diverged_at_step``, ``divergence``
     The step and one-line reason of a divergence (null otherwise).
