@@ -284,5 +284,7 @@ def test_usr1_before_the_time_limit_checkpoints_and_a_rerun_resumes(runs) -> Non
     assert _end_state(_sbatch_train(workdir, "preempted", epochs=100)) == "COMPLETED"
     summary = json.loads((run / "train.json").read_text())
     assert summary["epochs_run"] == 100
-    epochs = pd.read_csv(run / "log.csv")["epoch"].tolist()
-    assert epochs == list(range(epochs[0], epochs[0] + 100))  # every epoch once: resumed
+    every, steps = summary["val_every"], summary["steps"]
+    checks = pd.read_csv(run / "log.csv")["step"].tolist()
+    tail = [steps] if steps % every else []
+    assert checks == [*range(every, steps + 1, every), *tail]  # every check once: resumed

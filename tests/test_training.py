@@ -19,7 +19,8 @@ from engine_helpers import dataset, load, pretrained, same_weights, train, train
 
 from pdetransfer.cli import build_parser, main
 from pdetransfer.data.stats import compute_stats
-from pdetransfer.engine.training import Processes, _plan
+from pdetransfer.engine.plan import resolve_plan
+from pdetransfer.engine.processes import Processes
 from pdetransfer.engine.training_data import epoch_order, load_fields, read_infos, subset_indices
 from pdetransfer.errors import UserError
 
@@ -27,6 +28,8 @@ TRAIN_JSON_KEYS = {
     "model", "modes", "width", "parameters", "n_train", "lr", "epochs", "epochs_run",
     "batch_size", "min_steps", "steps", "seed", "best_epoch", "best_val_rel_l2",
     "train_seconds", "init", "data", "val", "pdetransfer_version", "torch_version",
+    "status", "stop_reason", "max_steps", "best_step", "val_every", "val_checks", "patience",
+    "still_improving", "diverged_at_step", "divergence", "loss",
 }  # fmt: skip
 
 
@@ -39,32 +42,44 @@ def test_short_run_lowers_the_error_and_writes_its_outputs(tmp_path: Path) -> No
     run = tmp_path / "run"
     assert train(train_args(run, "--epochs", "12", "--batch-size", "8", "--model", "xs")) == 0
     rows = _log(run)
-    assert list(rows[0]) == ["epoch", "step", "lr", "train_loss", "val_rel_l2", "seconds"]
-    assert [int(r["epoch"]) for r in rows] == list(range(1, 13))
-    assert [int(r["step"]) for r in rows] == [8 * e for e in range(1, 13)]
+    summary = json.loads((run / "train.json").read_text())
+    assert list(rows[0]) == ["step", "epoch", "lr", "train_loss", "val_rel_l2", "seconds"]
+    # 8 steps of 8 samples per epoch against 16 validation samples: validating once per
+    # epoch costs 16 / (192 + 16) = 7.7% < 10%, and the schedule never validates more often.
+    every = summary["val_every"]
+    assert every == 8 and [int(r["step"]) for r in rows] == list(range(every, 97, every))
+    assert [float(r["epoch"]) for r in rows] == [int(r["step"]) / 8 for r in rows]
     val = [float(r["val_rel_l2"]) for r in rows]
     assert min(val) < 0.5 * val[0]
     assert float(rows[-1]["train_loss"]) < 0.2 * float(rows[0]["train_loss"])
     lrs = [float(r["lr"]) for r in rows]
     assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 1e-4  # cosine decay to ~0
-    summary = json.loads((run / "train.json").read_text())
     assert set(summary) >= TRAIN_JSON_KEYS
     assert summary["best_val_rel_l2"] == pytest.approx(min(val), rel=1e-6)
-    assert summary["best_epoch"] == 1 + val.index(min(val))
+    assert summary["best_step"] == every * (1 + val.index(min(val)))
+    assert summary["best_epoch"] == -(-summary["best_step"] // 8)
     assert (summary["steps"], summary["n_train"], summary["init"]) == (96, 64, None)
+    assert (summary["status"], summary["stop_reason"], summary["patience"]) == (
+        "completed",
+        "budget",
+        None,
+    )
+    assert (summary["max_steps"], summary["val_checks"], summary["loss"]) == (96, 12, "sse")
+    assert summary["val_share"] == pytest.approx(16 / (3 * 8 * 8 + 16))
     assert (run / "model.pt").exists() and not (run / "state.pt").exists()
     assert load(run / "model.pt")["training"]["best_val_rel_l2"] == summary["best_val_rel_l2"]
 
 
 def test_resume_after_signals_gives_bit_identical_weights(tmp_path: Path) -> None:
-    extra = ("--batch-size", "12", "--checkpoint-every", "4")  # 6 steps per epoch
+    # 6 steps per epoch, checks at 5, 10, 15 and 18, extra state saves every 4 steps.
+    extra = ("--batch-size", "12", "--checkpoint-every", "4", "--val-every", "5")
     assert train(train_args(tmp_path / "straight", *extra)) == 0
 
     seen: list[list[int]] = []
 
     def stop_at(step: int) -> None:
         seen[-1].append(step)
-        if step in (5, 12):  # mid-epoch, then exactly at an epoch's end
+        if step in (5, 12):  # at a check, then at an epoch's end between checks
             signal.raise_signal(signal.SIGUSR1)
 
     codes = []
@@ -210,7 +225,7 @@ def test_mixed_physics_training_set_and_run(tmp_path: Path) -> None:
     assert checkpoint["normalization"]["coefficient_abs_median"][5] != 1.0  # omega seen
 
 
-def test_non_finite_loss_stops_with_a_clear_message(tmp_path: Path) -> None:
+def test_non_finite_training_data_is_an_error_not_a_divergence(tmp_path: Path) -> None:
     broken = tmp_path / "nan_train.h5"
     broken.write_bytes(dataset("pre_train").read_bytes())
     with h5py.File(broken, "r+") as h5:
@@ -219,7 +234,7 @@ def test_non_finite_loss_stops_with_a_clear_message(tmp_path: Path) -> None:
         h5["fields"][...] = fields
     argv = train_args(tmp_path / "run", "--stats", str(_stats_file(tmp_path)))
     argv[argv.index("--data") + 1] = str(broken)
-    with pytest.raises(UserError, match="training loss became non-finite at epoch 1, step 1"):
+    with pytest.raises(UserError, match=r"nan_train\.h5 holds non-finite values"):
         train(argv)
 
 
@@ -245,7 +260,7 @@ def test_processes_must_not_outnumber_the_batch() -> None:
     infos = read_infos([dataset("pre_train")], "train")
     vals = read_infos([dataset("pre_val")], "val")
     with pytest.raises(UserError, match="batch of 2 samples cannot be split over 4 processes"):
-        _plan(args, Processes(0, 4, torch.device("cpu")), infos, vals, 16, None)
+        resolve_plan(args, Processes(0, 4, torch.device("cpu")), infos, vals, 16, None)
 
 
 def _corrupt(tmp_path: Path) -> Path:

@@ -186,3 +186,4 @@ def test_killed_training_resumes_with_rerun_incomplete(study_dir: Path) -> None:
     log = (study_dir / "results/logs" / run.relative_to(study_dir / "results")) / "train.log"
     remaining = [int(m) for m in re.findall(r"train: \d+/(\d+)", log.read_text())]
     assert steps == 4 * 200 and remaining and max(remaining) < steps, log.read_text()[-2000:]
+    assert re.search(r"resumed from step \d+ of 800, saved at ", log.read_text())

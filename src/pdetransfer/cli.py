@@ -90,7 +90,48 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-train", type=int, help="use the first N of a seeded permutation")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--epochs", type=int, default=500)
-    p.add_argument("--min-steps", type=int, default=0, help="train at least this many steps")
+    p.add_argument(
+        "--min-steps",
+        type=int,
+        default=0,
+        help="train at least this many steps (fixed budget); no plateau stop before it",
+    )
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        help="horizon in steps: the cap under --patience, else the fixed budget (default: "
+        "--epochs raised by --min-steps); the cosine schedule decays over it",
+    )
+    p.add_argument(
+        "--patience",
+        type=int,
+        help="stop after this many steps without a validation improvement (default: none, "
+        "train the whole budget)",
+    )
+    p.add_argument(
+        "--val-every",
+        type=int,
+        help="validate every K steps and at the last (default: chosen from --val-share)",
+    )
+    p.add_argument(
+        "--val-share",
+        type=float,
+        default=0.1,
+        help="largest share of the run's forward+backward work spent on validation",
+    )
+    p.add_argument(
+        "--min-val-checks",
+        type=int,
+        default=10,
+        help="fewest validation checks per run (wins over --val-share for short runs)",
+    )
+    p.add_argument(
+        "--loss",
+        choices=("sse", "rel_l2"),  # pdetransfer.engine.losses.LOSSES, kept torch-free here
+        default="sse",
+        help="sse: per-sample sum of squared errors; rel_l2: per-sample relative L2; "
+        "both averaged over the batch",
+    )
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch intra-op threads")
@@ -100,7 +141,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--checkpoint-every",
         type=int,
         default=0,
-        help="also checkpoint every K steps (0: once per epoch)",
+        help="also checkpoint every K steps (0: at validation checks only)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     _handler(p, "pdetransfer.engine.training:train_command")

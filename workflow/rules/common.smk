@@ -9,6 +9,7 @@ import re
 
 from snakemake.utils import min_version, validate
 
+from pdetransfer.engine.schedule import recipe_flags
 from pdetransfer.study.config import ConfigError, Study
 
 min_version("8.0")
@@ -61,6 +62,11 @@ def res(stage, key):
 def recipe(stage):
     """Training hyper-parameters of a stage (pretrain, downstream) from the config."""
     return config["training"][stage]
+
+
+def train_flags(stage):
+    """The budget, plateau and loss flags of a stage (one string, the same for all its jobs)."""
+    return recipe_flags(recipe(stage))
 
 
 # ---------------------------------------------------------------- input functions

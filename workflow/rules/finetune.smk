@@ -26,16 +26,13 @@ rule finetune:
     params:
         model=lambda wc: config["sizes"][wc.size],
         dir=lambda wc, output: os.path.dirname(output.model),
-        epochs=recipe("downstream")["epochs"],
-        min_steps=recipe("downstream")["min_steps"],
-        batch_size=recipe("downstream")["batch_size"],
+        recipe=train_flags("downstream"),
         every=config["training"]["checkpoint_every"],
     shell:
         "pdetransfer launch --gpus {resources.gpu} -- train"
         " --init {input.init} --data {input.data} --val {input.val}"
         " --model {params.model} --n-train {wildcards.n} --lr {wildcards.lr}"
-        " --seed {wildcards.seed} --epochs {params.epochs} --min-steps {params.min_steps}"
-        " --batch-size {params.batch_size} --checkpoint-every {params.every}"
+        " --seed {wildcards.seed} {params.recipe} --checkpoint-every {params.every}"
         " --threads {threads} --out {params.dir} > {log} 2>&1"
 
 
@@ -61,14 +58,11 @@ rule scratch:
     params:
         model=lambda wc: config["sizes"][wc.size],
         dir=lambda wc, output: os.path.dirname(output.model),
-        epochs=recipe("downstream")["epochs"],
-        min_steps=recipe("downstream")["min_steps"],
-        batch_size=recipe("downstream")["batch_size"],
+        recipe=train_flags("downstream"),
         every=config["training"]["checkpoint_every"],
     shell:
         "pdetransfer launch --gpus {resources.gpu} -- train"
         " --data {input.data} --val {input.val} --stats {input.stats}"
         " --model {params.model} --n-train {wildcards.n} --lr {wildcards.lr}"
-        " --seed {wildcards.seed} --epochs {params.epochs} --min-steps {params.min_steps}"
-        " --batch-size {params.batch_size} --checkpoint-every {params.every}"
+        " --seed {wildcards.seed} {params.recipe} --checkpoint-every {params.every}"
         " --threads {threads} --out {params.dir} > {log} 2>&1"

@@ -28,14 +28,11 @@ rule pretrain:
         dir=lambda wc, output: os.path.dirname(output.model),
         lr=recipe("pretrain")["lr"],
         seed=recipe("pretrain")["seed"],
-        epochs=recipe("pretrain")["epochs"],
-        min_steps=recipe("pretrain")["min_steps"],
-        batch_size=recipe("pretrain")["batch_size"],
+        recipe=train_flags("pretrain"),
         every=config["training"]["checkpoint_every"],
     shell:
         "pdetransfer launch --gpus {resources.gpu} -- train"
         " --data {input.data} --val {input.val} --stats {input.stats}"
         " --model {params.model} --lr {params.lr} --seed {params.seed}"
-        " --epochs {params.epochs} --min-steps {params.min_steps}"
-        " --batch-size {params.batch_size} --checkpoint-every {params.every}"
+        " {params.recipe} --checkpoint-every {params.every}"
         " --threads {threads} --out {params.dir} > {log} 2>&1"

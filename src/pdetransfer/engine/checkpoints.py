@@ -19,19 +19,21 @@ A checkpoint is a ``torch.save`` dictionary of plain data and tensors only (it l
     ``data`` and ``val`` (path, system, split, param_range, grid, n_samples, seed and, for
     ``data``, how many samples were ``used``), ``n_train``, ``seed``, and ``init`` (path and
     sha256 of the pre-trained checkpoint, or None).
-``training``
-    The recipe and its outcome: lr, epochs, epochs_run, batch_size, min_steps, steps,
-    best_epoch, best_val_rel_l2, train_seconds, world_size, device, bf16.
+``status``, ``divergence``, ``training``
+    ``"completed"`` or ``"diverged"`` (with the step and reason), and the recipe and its
+    outcome: the keys of ``train.json`` described in :mod:`pdetransfer.engine.run_files`
+    (lr, epochs, batch_size, min_steps, steps, max_steps, stop_reason, best_step,
+    best_val_rel_l2, val_every, ...), ``weights_from``, train_seconds, world_size, device, bf16.
 ``config``
-    What determines the result (see :func:`pdetransfer.engine.training.run_config`); a rerun of
+    What determines the result (see :func:`pdetransfer.engine.plan.resolve_plan`); a rerun of
     ``train`` compares it to decide between "resume", "already finished" and "a different
     run is in the way".
 ``weights``
     The FNO's ``state_dict``, never wrapped (no DDP ``module.`` prefix).
 
 A ``state`` checkpoint adds ``best_weights``, ``optimizer``, ``scheduler``, ``progress``
-(epoch, batch, step, epoch_sse, seconds), ``history`` (the log rows so far), ``best`` and
-``rng``.
+(epoch, batch, step, seconds), ``member`` (the run's own state:
+:meth:`pdetransfer.engine.member.MemberState.to_state`, with the log rows so far) and ``rng``.
 """
 
 from __future__ import annotations
@@ -191,13 +193,16 @@ def _text(s: dict[str, Any]) -> str:
     if training:
         lines.append(
             f"training     lr {training['lr']:g}, {training['epochs_run']} epochs, "
-            f"batch {training['batch_size']}, {training['steps']} steps, seed {trained['seed']}"
+            f"batch {training['batch_size']}, {training['steps']} steps, seed {trained['seed']}, "
+            f"stopped by {training.get('stop_reason')}"
         )
-        if training.get("best_epoch") is not None:
+        if training.get("best_step") is not None:
             lines.append(
-                f"best val     rel-L2 {training['best_val_rel_l2']:.4g} at epoch "
-                f"{training['best_epoch']} ({training['train_seconds']:.1f} s of training)"
+                f"best val     rel-L2 {training['best_val_rel_l2']:.4g} at step "
+                f"{training['best_step']} ({training['train_seconds']:.1f} s of training)"
             )
+    if s.get("status") == "diverged":
+        lines.append(f"DIVERGED     {s['divergence']['reason']}")
     lines.append(
         f"written by   pdetransfer {s['pdetransfer_version']}, torch {s['torch_version']}, "
         f"{s['created']}"

@@ -1,7 +1,8 @@
 """``pdetransfer evaluate``: test-set metrics of a checkpoint (zero-shot included).
 
 Zero-shot evaluation is simply this command applied to a pre-trained checkpoint on the
-downstream test set. Per sample, with ``e = u_pred - u`` on the grid:
+downstream test set. ``metrics.json`` has ``"status": "ok"``, or ``"diverged"`` for a run that
+diverged in training (every metric null, the model not run). Per sample, with ``e = u_pred - u`` on the grid:
 
 ``rel_l2``
     ``||e||_2 / ||u||_2``, the study's metric; summarised as mean (the headline number),
@@ -49,6 +50,15 @@ from pdetransfer.progress import Progress
 #: Wavenumber bands of the band errors: name -> [lowest |k|, first |k| above the band).
 BANDS: dict[str, tuple[float, float]] = {"low": (0, 4), "mid": (4, 12), "high": (12, math.inf)}
 DEFAULT_PREDICTIONS = 8
+#: The metrics of :func:`summarize` (besides ``n_samples``), in its order.
+METRICS = (
+    "rel_l2_mean",
+    "rel_l2_median",
+    "rel_l2_std",
+    "nrmse",
+    "max_abs_error",
+    *(f"rel_l2_band_{name}" for name in BANDS),
+)
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -162,6 +172,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
     infos = read_infos(args.data, None)
     for info in infos:
         check_grid(checkpoint, args.checkpoint, int(info.grid))
+    if checkpoint.get("status") == "diverged":
+        _write_diverged(args, checkpoint, infos, started)
+        return 0
     device = resolve_device(args.device)
     operator = build_operator(checkpoint, args.checkpoint).to(device).eval()
     n_predictions = DEFAULT_PREDICTIONS if args.n_predictions is None else args.n_predictions
@@ -196,6 +209,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
     everything = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     metrics = {
+        "status": "ok",
         **summarize(everything),
         # Per sample in test-set order, so the tables can bootstrap over test samples.
         "rel_l2_per_sample": [float(e) for e in everything["rel_l2"]],
@@ -212,6 +226,42 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if args.predictions:
         _write_predictions(Path(args.predictions), kept, metrics)
     return 0
+
+
+def _write_diverged(
+    args: argparse.Namespace, checkpoint: dict[str, Any], infos: list[Any], started: float
+) -> None:
+    """Metrics of a diverged run: status and reason, every metric null; the model is not run.
+
+    A diverged run is a result of its learning rate (see :mod:`pdetransfer.engine.training`),
+    so its metrics file exists and says so; aggregation skips it when choosing a learning rate.
+    ``--predictions`` gets the first test samples with NaN predictions, for the same reason.
+    """
+    nulls: dict[str, Any] = {key: None for key in METRICS}
+    total = sum(int(info.n_samples) for info in infos)
+    metrics = {
+        "status": "diverged",
+        "divergence": checkpoint["divergence"]["reason"],
+        **nulls,
+        "n_samples": total,
+        "data": [os.fspath(path) for path in args.data],
+        "files": [
+            {**file_record(info), **nulls, "n_samples": int(info.n_samples)} for info in infos
+        ],
+        "bands": {name: [lo, None if math.isinf(hi) else hi] for name, (lo, hi) in BANDS.items()},
+        "checkpoint": _identity(checkpoint, args.checkpoint),
+        "device": None,
+        "seconds": time.perf_counter() - started,
+        "pdetransfer_version": __version__,
+        "torch_version": str(torch.__version__),
+    }
+    write_json(args.out, metrics)
+    if args.predictions:
+        fields = load_fields(infos[:1])
+        take = torch.arange(min(len(fields), args.n_predictions or DEFAULT_PREDICTIONS))
+        nan = torch.full_like(fields.u[take], math.nan)
+        kept = [(fields.f[take], fields.u[take], nan, fields.coefficients[take], nan[:, 0, 0])]
+        _write_predictions(Path(args.predictions), kept, metrics)
 
 
 def _identity(checkpoint: dict[str, Any], path: str) -> dict[str, Any]:

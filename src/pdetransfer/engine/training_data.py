@@ -118,6 +118,8 @@ def load_fields(infos: Sequence[DatasetInfo], n: int | None = None, seed: int = 
         if len(local) == 0:
             continue
         f, u, c = read_samples(info.path, None if len(local) == hi - lo else local)
+        if not (np.isfinite(f).all() and np.isfinite(u).all() and np.isfinite(c).all()):
+            raise UserError(f"{info.path} holds non-finite values (NaN or infinity); regenerate it")
         fs.append(torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)))
         us.append(torch.from_numpy(np.ascontiguousarray(u, dtype=np.float32)))
         cs.append(torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32)))

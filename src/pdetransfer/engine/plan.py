@@ -1,0 +1,143 @@
+"""A training run's resolved recipe: model, sizes, budget and schedule, and its identity.
+
+The ``config`` of a plan is what determines a run's result; a rerun of ``train`` compares it
+with the one stored in ``model.pt``/``state.pt`` to decide between "already finished",
+"resume" and "a different run is in the way". It holds the *resolved* validation interval, so
+``--val-every K`` given explicitly and the same ``K`` chosen automatically are the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from pdetransfer import __version__
+from pdetransfer.data.stats import compute_stats, load_stats
+from pdetransfer.engine.checkpoints import FORMAT, FORMAT_VERSION, sha256_file
+from pdetransfer.engine.models import ModelSpec, parse_model
+from pdetransfer.engine.normalization import CHANNELS, Normalization
+from pdetransfer.engine.processes import Processes
+from pdetransfer.engine.schedule import Budget, choose_val_every
+from pdetransfer.engine.training_data import FieldSet, file_identity
+from pdetransfer.errors import UserError
+
+
+@dataclass
+class Plan:
+    """The resolved recipe of one run: sizes, budget, schedule and what identifies it."""
+
+    spec: ModelSpec
+    n_train: int
+    batch_size: int
+    steps_per_epoch: int
+    val_samples: int
+    budget: Budget
+    config: dict[str, Any]
+
+
+def resolve_plan(
+    args: argparse.Namespace,
+    procs: Processes,
+    data_infos: list[Any],
+    val_infos: list[Any],
+    grid: int,
+    init: dict[str, Any] | None,
+) -> Plan:
+    """Resolve the model, sizes, budget and schedule, and the configuration that names the run."""
+    spec = parse_model(args.model, len(CHANNELS))
+    if init is not None:
+        pre = ModelSpec.from_dict(init["model"])
+        if (pre.modes, pre.width, pre.layers) != (spec.modes, spec.width, spec.layers):
+            raise UserError(
+                f"--model {args.model} is (modes {spec.modes}, width {spec.width}) but "
+                f"{args.init} holds (modes {pre.modes}, width {pre.width})"
+            )
+    if 2 * spec.modes > grid:
+        raise UserError(
+            f"--model {args.model} keeps {spec.modes} modes per direction but a {grid}x{grid} "
+            f"grid resolves at most {grid // 2}; use a smaller model or a finer grid"
+        )
+    n_total = sum(int(info.n_samples) for info in data_infos)
+    n_train = n_total if args.n_train is None else args.n_train
+    if n_train > n_total:
+        raise UserError(f"--n-train {n_train} exceeds the {n_total} samples in --data")
+    batch = min(args.batch_size, n_train)
+    if procs.world > batch:
+        raise UserError(f"a batch of {batch} samples cannot be split over {procs.world} processes")
+    steps_per_epoch = math.ceil(n_train / batch)
+    epochs = max(args.epochs, math.ceil(args.min_steps / steps_per_epoch))
+    horizon = args.max_steps or steps_per_epoch * epochs
+    val_samples = sum(int(info.n_samples) for info in val_infos)
+    val_every = args.val_every or choose_val_every(
+        horizon, batch, val_samples, args.val_share, args.min_val_checks, steps_per_epoch
+    )
+    budget = Budget(horizon, val_every, args.patience, args.min_steps)
+    normalization_source: object = "data"
+    if args.init:
+        normalization_source = "init"
+    elif args.stats:
+        normalization_source = normalization_from_data(args).to_dict()
+    config = {
+        "model": {"modes": spec.modes, "width": spec.width, "layers": spec.layers},
+        "channels": list(CHANNELS),
+        "data": [file_identity(info) for info in data_infos],
+        "val": [file_identity(info) for info in val_infos],
+        "n_train": n_train,
+        "lr": args.lr,
+        "epochs": args.epochs,
+        "min_steps": args.min_steps,
+        "max_steps": args.max_steps,
+        "patience": args.patience,
+        "val_every": val_every,
+        "loss": args.loss,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "init": sha256_file(args.init) if args.init else None,
+        "normalization": normalization_source,
+    }
+    return Plan(spec, n_train, batch, steps_per_epoch, val_samples, budget, config)
+
+
+def normalization_from_data(args: argparse.Namespace) -> Normalization:
+    """Statistics of a from-scratch run: ``--stats``, or computed from the whole train files
+    (not just the N-subset: a median over 8 samples would make tiny-N runs noisier)."""
+    if args.stats:
+        return Normalization.from_stats(load_stats(args.stats), f"--stats {args.stats}")
+    return Normalization.from_stats(compute_stats(list(args.data)), "statistics of --data")
+
+
+def checkpoint_header(
+    args: argparse.Namespace,
+    plan: Plan,
+    grid: int,
+    normalization: Normalization,
+    train_set: FieldSet,
+    val_set: FieldSet,
+) -> dict[str, Any]:
+    """The self-description shared by ``state.pt`` and ``model.pt``."""
+    init = None
+    if args.init:
+        init = {"path": os.fspath(args.init), "sha256": plan.config["init"]}
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "pdetransfer_version": __version__,
+        "torch_version": str(torch.__version__),
+        "model": plan.spec.to_dict(),
+        "channels": list(CHANNELS),
+        "grid": grid,
+        "normalization": normalization.to_dict(),
+        "trained_on": {
+            "data": train_set.files,
+            "val": [{k: v for k, v in f.items() if k != "used"} for f in val_set.files],
+            "n_train": plan.n_train,
+            "seed": args.seed,
+            "init": init,
+        },
+        "config": plan.config,
+    }
