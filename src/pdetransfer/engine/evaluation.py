@@ -243,6 +243,7 @@ def _write_diverged(
         "status": "diverged",
         "divergence": checkpoint["divergence"]["reason"],
         **nulls,
+        "rel_l2_per_sample": None,
         "n_samples": total,
         "data": [os.fspath(path) for path in args.data],
         "files": [
