@@ -312,21 +312,28 @@ def _advdiff_parts(
     return src, diffusion, direction, parts.real, parts.imag, w
 
 
-def advdiff_reachable(seed: int, grid: int, n_samples: int) -> np.ndarray:
-    """:func:`reachable_psi` of the first ``n_samples`` samples of a dataset's stream (its
-    derived seed), exactly as the sampler will compute it: lets a config be checked before any
-    data are generated."""
+def advdiff_target(uniforms: np.ndarray, psi_range: tuple[float, float]) -> np.ndarray:
+    """Each sample's target Psi ~ U(psi_range), from its draws."""
+    return _uniform(uniforms[:, sources.N_SOURCE_DRAWS + 3], *psi_range)
+
+
+def advdiff_reach(
+    seed: int, grid: int, n_samples: int, psi_range: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Target Psi and :func:`reachable_psi` of a dataset's first ``n_samples`` samples (its
+    derived seed), exactly as the sampler computes them: lets a config be checked before any
+    data are generated (a target above its reachable Psi makes generation fail)."""
     uniforms = draw_uniforms(seed, 0, np.arange(n_samples))
     _, _, _, a, b, w = _advdiff_parts(uniforms, grid)
     flat = _root_modes(grid)
-    return reachable_psi(a[:, flat], b[:, flat], w[:, flat])
+    return advdiff_target(uniforms, psi_range), reachable_psi(a[:, flat], b[:, flat], w[:, flat])
 
 
 def sample_advdiff(uniforms: np.ndarray, grid: int, psi_range: tuple[float, float]) -> Batch:
     """SYS-2: -div((1-l) kappa K grad u) + l v_hat . grad u = f, l chosen per sample so that the
     realised Psi equals a target drawn from U(psi_range)."""
     src, diffusion, direction, a, b, w = _advdiff_parts(uniforms, grid)
-    target = _uniform(uniforms[:, sources.N_SOURCE_DRAWS + 3], *psi_range)
+    target = advdiff_target(uniforms, psi_range)
     size = target.size
     flat = _root_modes(grid)
     a_root, b_root, w_root = a[:, flat], b[:, flat], w[:, flat]
