@@ -93,7 +93,7 @@ def test_sizes_are_checked_only_against_grids_they_run_on() -> None:
     scratch = copy.deepcopy(config)
     scratch["sweep"]["modes"] = ["scratch"]
     checked(scratch)
-    with pytest.raises(ConfigError, match="config key 'experiments.shifts.downstream'"):
+    with pytest.raises(ConfigError, match=r"config key 'experiments\.shifts\.downstream'"):
         checked(config)
 
 
@@ -115,7 +115,7 @@ def test_unreachable_psi_is_refused_by_the_config_check_and_by_generation(tmp_pa
     """The check computes the reachable Psi of the very samples generate draws: on a 32x32 grid
     (whose Nyquist modes coincide with the sources' bump lattice) Psi above ~46 is out of reach
     for every source; up to 40 every source reaches it."""
-    with pytest.raises(ConfigError, match="config key 'datasets.poisson_5_10.range': Psi "):
+    with pytest.raises(ConfigError, match=r"config key 'datasets\.poisson_5_10\.range': Psi "):
         checked(_advdiff_study([1, 100]))
     with pytest.raises(UserError, match="cannot be reached on a 32x32 grid"):
         generate_dataset("advdiff", (1, 100), "test", 4, 32, 0, tmp_path / "a.h5", progress=False)

@@ -137,7 +137,10 @@ BROKEN = {
         "experiments.shifts.downstream",
     ),
     "unknown pre-training": ({"experiments.mixed.pretrain": "nope"}, "experiments.mixed.pretrain"),
-    "unknown size in experiment": ({"experiments.mixed.sizes": ["huge"]}, "experiments.mixed.sizes"),
+    "unknown size in experiment": (
+        {"experiments.mixed.sizes": ["huge"]},
+        "experiments.mixed.sizes",
+    ),
     "unknown preset": ({"sizes.tiny": "huge"}, "sizes.tiny"),
     "zero modes": ({"sizes.tiny": "0,4"}, "sizes.tiny"),
     "modes beyond the grid": ({"sizes.tiny": "12,4"}, "sizes.tiny"),
