@@ -65,6 +65,18 @@ def test_a_non_integer_string_stays_a_schema_error_naming_its_key() -> None:
         check_schema(config, SCHEMA)
 
 
+def test_a_missing_key_is_named() -> None:
+    config = raw_config()
+    del config["datasets"]["poisson_1_5"]["train"]
+    with pytest.raises(
+        ConfigError, match=r"^config key 'datasets\.poisson_1_5\.train': is required"
+    ):
+        check_schema(config, SCHEMA)
+    del config["datasets"]
+    with pytest.raises(ConfigError, match=r"^config key 'datasets': is required"):
+        check_schema(config, SCHEMA)
+
+
 def test_key_names() -> None:
     assert key_name(["datasets", "a", "range", 0]) == "datasets.a.range[0]"
     assert key_name(["sweep"]) == "sweep"

@@ -93,8 +93,14 @@ def check_schema(config: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
 
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
-    if error is not None:
-        raise ConfigError(f"config key '{key_name(error.absolute_path) or '.'}': {error.message}")
+    if error is None:
+        return
+    path = list(error.absolute_path)
+    message = error.message
+    if error.validator == "required":  # name the missing key itself, not its parent
+        path.append(next(k for k in error.validator_value if k not in error.instance))
+        message = "is required but missing"
+    raise ConfigError(f"config key '{key_name(path)}': {message}")
 
 
 def key_name(path: Sequence[Any]) -> str:
