@@ -97,8 +97,8 @@ def test_check_exits_1_on_a_physics_failure(capsys, train_file, tmp_path):
     [
         ({"--system": "heat"}, ["--system", "invalid choice"]),
         ({"--split": "dev"}, ["--split", "invalid choice"]),
-        ({"--range": ("5", "1")}, ["LO must be smaller than HI"]),
-        ({"--range": ("3", "3")}, ["LO must be smaller than HI"]),
+        ({"--range": ("5", "1")}, ["needs LO smaller than HI"]),
+        ({"--range": ("3", "3")}, ["needs LO smaller than HI"]),
         ({"--range": ("0", "5")}, ["not allowed for poisson", "0 < LO"]),
         ({"--range": ("1", "nan")}, ["finite"]),
         ({"--grid": "33"}, ["--grid must be an even number >= 16"]),

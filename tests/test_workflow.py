@@ -121,36 +121,98 @@ def _break(cfg: dict, path: str, value) -> dict:
     *parents, last = path.split(".")
     node = cfg
     for key in parents:
-        node = node[key]
+        node = node.setdefault(key, {})
     node[last] = value
     return cfg
 
 
-@pytest.mark.parametrize(
-    ("path", "value", "message"),
-    [
-        ("sweep.bogus", 1, "'bogus' was unexpected"),
-        ("sweep.n", [4, "8"], "'8' is not of type 'integer'"),
-        ("training.downstream.epochs", 0, "0 is less than the minimum of 1"),
-        (
-            "experiments.shifts.downstream",
-            ["poisson_5_10", "nope"],
-            "'experiments.shifts.downstream': dataset 'nope' is not defined",
-        ),
-        ("pretrain.mixed", [], "should be non-empty"),
-        ("sweep.lr", [], "should be non-empty"),
-        ("sweep.n", [4, 64], "'sweep.n': N=64 exceeds the train set of dataset"),
-    ],
-)
-def test_broken_config_stops_before_any_job(path: str, value, message: str, tmp_path: Path) -> None:
-    cfg = _break(load("test"), path, value)
+ADVDIFF_32 = {"system": "advdiff", "grid": 32, "train": 32, "val": 8, "test": 8}
+
+# (edits to config/test.yaml, the key the message must name); one kind of mistake each.
+BROKEN = {
+    "unknown key": ({"sweep.bogus": 1}, "sweep"),
+    "not an integer": ({"sweep.n": [4, "8x"]}, "sweep.n[1]"),
+    "below a minimum": ({"training.downstream.epochs": 0}, "training.downstream.epochs"),
+    "batch size 0": ({"training.pretrain.batch_size": 0}, "training.pretrain.batch_size"),
+    "negative lr": ({"sweep.lr": [-1e-3]}, "sweep.lr[0]"),
+    "empty lr list": ({"sweep.lr": []}, "sweep.lr"),
+    "unknown dataset": (
+        {"experiments.shifts.downstream": ["poisson_5_10", "nope"]},
+        "experiments.shifts.downstream",
+    ),
+    "unknown pre-training": ({"experiments.mixed.pretrain": "nope"}, "experiments.mixed.pretrain"),
+    "unknown size in experiment": (
+        {"experiments.mixed.sizes": ["huge"]},
+        "experiments.mixed.sizes",
+    ),
+    "unknown preset": ({"sizes.tiny": "huge"}, "sizes.tiny"),
+    "zero modes": ({"sizes.tiny": "0,4"}, "sizes.tiny"),
+    "modes beyond the grid": ({"sizes.tiny": "12,4"}, "sizes.tiny"),
+    "empty pre-training entry": ({"pretrain.mixed": []}, "pretrain.mixed"),
+    "N above the train set": ({"sweep.n": [4, 64]}, "sweep.n"),
+    "decreasing range": ({"datasets.poisson_5_10.range": [10, 5]}, "datasets.poisson_5_10.range"),
+    "negative eigenvalue": ({"datasets.poisson_1_5.range": [-5, 10]}, "datasets.poisson_1_5.range"),
+    "fractional omega": (
+        {"datasets.helmholtz_1_10.range": [1.5, 10]},
+        "datasets.helmholtz_1_10.range",
+    ),
+    "omega 0": ({"datasets.helmholtz_1_10.range": [0, 10]}, "datasets.helmholtz_1_10.range"),
+    "Psi above the maximum": (
+        {"datasets.poisson_5_10": {**ADVDIFF_32, "range": [1, 2000]}, "sweep.modes": ["scratch"]},
+        "datasets.poisson_5_10.range",
+    ),
+    "Psi out of reach on the grid": (
+        {"datasets.poisson_5_10": {**ADVDIFF_32, "range": [1, 100]}, "sweep.modes": ["scratch"]},
+        "datasets.poisson_5_10.range",
+    ),
+    "mixed physics on two grids": ({"datasets.helmholtz_1_10.grid": 32}, "pretrain.mixed"),
+    "downstream off the pre-training grid": (
+        {"datasets.poisson_5_10.grid": 32},
+        "experiments.mixed.downstream",
+    ),
+    "batch smaller than the GPUs": ({"resources.train.gpu": 8}, "resources.train.gpu"),
+    "report N not swept": ({"report.size_n": [16]}, "report.size_n"),
+}
+
+
+@pytest.mark.parametrize(("edits", "key"), BROKEN.values(), ids=BROKEN.keys())
+def test_broken_config_stops_before_any_job(edits: dict, key: str, tmp_path: Path) -> None:
+    cfg = load("test")
+    for path, value in edits.items():
+        _break(cfg, path, value)
     configfile = tmp_path / "broken.yaml"
     configfile.write_text(yaml.safe_dump(cfg))
-    result = snakemake(tmp_path / "wd", "-n", "--configfile", str(configfile))
+    workdir = tmp_path / "wd"
+    result = snakemake(workdir, "-n", "--configfile", str(configfile))
     assert result.returncode != 0
     output = result.stdout + result.stderr
-    assert message in output
+    assert f"invalid config: config key '{key}': " in output, output[-2000:]
     assert "Building DAG" not in output
+    assert not (workdir / "results").exists()
+
+
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path: Path) -> None:
+    """``1e-3`` (a string to YAML 1.1) in a configfile, and any number in a nested --config
+    value (which Snakemake leaves a string), reach the jobs as numbers."""
+    text = (ROOT / "config" / "test.yaml").read_text().replace("lr: [0.001]", "lr: [1e-3, 5E-4]")
+    assert "lr: [1e-3, 5E-4]" in text
+    configfile = tmp_path / "exponent.yaml"
+    configfile.write_text(text)
+    result = snakemake(tmp_path / "wd", "-n", "--configfile", str(configfile))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "/n4/lr0.001/s0/model.pt" in result.stdout
+    assert "/n4/lr0.0005/s0/model.pt" in result.stdout
+    result = snakemake(
+        tmp_path / "wd",
+        "-n",
+        "--configfile",
+        str(configfile),
+        "--config",
+        "sweep={n: [4], lr: [2e-3]}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "/n4/lr0.002/s0/model.pt" in result.stdout
+    assert "lr0.001/" not in result.stdout
 
 
 def test_configfile_replaces_the_default_study(tmp_path: Path) -> None:

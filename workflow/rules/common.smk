@@ -7,10 +7,12 @@ import json
 import os
 import re
 
+import yaml
 from snakemake.utils import min_version, validate
 
 from pdetransfer.engine.schedule import recipe_flags
 from pdetransfer.study.config import ConfigError, Study
+from pdetransfer.study.validation import check_schema, coerce_numbers
 
 min_version("8.0")
 
@@ -22,8 +24,16 @@ if workflow.config_settings.configfiles:
     config.update(copy.deepcopy(dict(workflow.config_settings.overwrite_config)))
 
 
-validate(config, "../schemas/config.schema.yaml")
+# Every config error is raised here, before the DAG is built, naming its key: numbers YAML 1.1
+# or --config left as strings (1e-3) are converted first, then the schema is checked (by
+# key), its defaults filled, and the study checked against every rule its jobs apply.
+SCHEMA = "../schemas/config.schema.yaml"
 try:
+    with open(workflow.source_path(SCHEMA)) as schema_file:
+        schema = yaml.safe_load(schema_file)
+    coerce_numbers(config, schema)
+    check_schema(config, schema)
+    validate(config, SCHEMA)
     STUDY = Study(config)
 except ConfigError as err:
     raise WorkflowError(f"invalid config: {err}") from None

@@ -28,7 +28,9 @@ rule generate:
 
 
 # The solver's own verification (layout, PDE residual, parameter range) of every file; the
-# tables depend on these reports, so a study's results only exist for data that passed.
+# tables depend on these reports, so a study's results only exist for data that passed. A
+# failed check shows its report and error (which say how to regenerate the file) on the
+# console, since Snakemake deletes the report of a failed job.
 rule check:
     input:
         "results/data/{dataset}/{split}.h5",
@@ -43,7 +45,7 @@ rule check:
         mem_mb=res("data", "mem_mb"),
         runtime=res("data", "runtime"),
     shell:
-        "pdetransfer check {input} > {output} 2> {log}"
+        "pdetransfer check {input} > {output} 2> {log} || {{ cat {output} {log} >&2; exit 1; }}"
 
 
 rule dataset_stats:

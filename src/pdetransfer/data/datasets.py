@@ -378,8 +378,15 @@ def _open(path: Path) -> h5py.File:
         return h5py.File(path, "r")
     except OSError as err:
         raise UserError(
-            f"dataset {path} is not a readable HDF5 file (truncated or corrupt?): {_short(err)}"
+            f"dataset {path} is not a readable HDF5 file (truncated or corrupt?): {_short(err)}; "
+            f"{regenerate_hint(path)}"
         ) from None
+
+
+def regenerate_hint(path: Path) -> str:
+    """How to replace a damaged dataset file; generation is deterministic, so the regenerated
+    file is the one that was damaged, and the workflow's path is the file's own."""
+    return f"regenerate it (in the workflow: snakemake --forcerun {path})"
 
 
 def _short(err: BaseException) -> str:
@@ -458,7 +465,7 @@ def read_rows(dataset: h5py.Dataset, start: int, stop: int, path: Path) -> np.nd
     except (OSError, RuntimeError) as err:
         raise UserError(
             f"{path}: cannot read {dataset.name.lstrip('/')} rows {start}..{stop - 1} "
-            f"(truncated or corrupt?): {_short(err)}"
+            f"(truncated or corrupt?): {_short(err)}; {regenerate_hint(path)}"
         ) from None
 
 
@@ -716,5 +723,9 @@ def check_command(args: argparse.Namespace) -> int:
         print(f"  rejected draws (max|u| > 2): {info.attrs['n_rejected']}")
     for failure in report.failures:
         print(f"  FAIL {failure}")
-    print("  OK" if report.ok else f"  FAILED ({len(report.failures)} problems)")
+    if report.ok:
+        print("  OK")
+    else:
+        print(f"  FAILED ({len(report.failures)} problems); if the file was damaged after it was")
+        print(f"  written, {regenerate_hint(info.path)}")
     return 0 if report.ok else 1

@@ -89,24 +89,32 @@ def get_system(name: str) -> SystemSpec:
         raise UserError(f"unknown system {name!r}; choose one of {known}") from None
 
 
-def validate_range(system: str, lo: float, hi: float) -> tuple[float, float]:
-    """Check a parameter range against what the system allows; return it as floats."""
+def range_problem(system: str, lo: float, hi: float) -> str | None:
+    """What is wrong with a parameter range for a system, as the end of a sentence, or None.
+
+    The one rule behind both ``pdetransfer generate --range`` and the workflow's config check,
+    so a config that passes the check never fails in the generate job.
+    """
     spec = get_system(system)
     lo, hi = float(lo), float(hi)
     if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise UserError(f"--range {lo:g} {hi:g} must be finite numbers")
+        return "must be finite numbers"
     if lo >= hi:
-        raise UserError(f"--range LO must be smaller than HI, got {lo:g} >= {hi:g}")
+        return f"needs LO smaller than HI, got {lo:g} >= {hi:g}"
     ok = {
         "poisson": lo > 0,
         "advdiff": lo > 0 and hi <= ADVDIFF_PSI_MAX,
         "helmholtz": lo >= 1 and lo.is_integer() and hi.is_integer(),
     }[system]
-    if not ok:
-        raise UserError(
-            f"--range {lo:g} {hi:g} is not allowed for {system}; it needs {spec.allowed}"
-        )
-    return lo, hi
+    return None if ok else f"is not allowed for {system}; it needs {spec.allowed}"
+
+
+def validate_range(system: str, lo: float, hi: float) -> tuple[float, float]:
+    """Check a parameter range against what the system allows; return it as floats."""
+    problem = range_problem(system, lo, hi)
+    if problem is not None:
+        raise UserError(f"--range {float(lo):g} {float(hi):g} {problem}")
+    return float(lo), float(hi)
 
 
 def block_size(grid: int) -> int:
@@ -259,12 +267,20 @@ def _log_ratio_and_slope(
     return g, dg
 
 
+def reachable_psi(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The largest Psi the root finder can realise for each sample, (B,), from its root modes.
+
+    Psi is bounded when a source mode has no advection (b = 0, e.g. the grid's Nyquist modes,
+    where odd derivatives vanish), so on a coarse grid large targets can be out of reach.
+    """
+    return advection_ratio(np.full(a.shape[0], ADVDIFF_T_BRACKET[1]), a, b, w)
+
+
 def _check_reachable(
     a: np.ndarray, b: np.ndarray, w: np.ndarray, target: np.ndarray, grid: int
 ) -> None:
-    """Psi is bounded when a source mode has no advection (b = 0, e.g. the grid's Nyquist
-    modes, where odd derivatives vanish): on a coarse grid large targets can be out of reach."""
-    reachable = advection_ratio(np.full(target.size, ADVDIFF_T_BRACKET[1]), a, b, w)
+    """Refuse targets beyond :func:`reachable_psi` (the root finder would not converge)."""
+    reachable = reachable_psi(a, b, w)
     short = np.flatnonzero(target > reachable)
     if short.size:
         i = short[0]
@@ -275,23 +291,50 @@ def _check_reachable(
         )
 
 
-def sample_advdiff(uniforms: np.ndarray, grid: int, psi_range: tuple[float, float]) -> Batch:
-    """SYS-2: -div((1-l) kappa K grad u) + l v_hat . grad u = f, l chosen per sample so that the
-    realised Psi equals a target drawn from U(psi_range)."""
+def _advdiff_parts(
+    uniforms: np.ndarray, grid: int
+) -> tuple[sources.SourceBatch, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """SYS-2's source, diffusion tensor, direction and per-mode symbols a, b and weights w.
+
+    Per mode: a = symbol of -div(kappa K grad), b = symbol of v_hat . grad / i, w = |f_hat|^2
+    with its Parseval multiplicity; flat index 0 is the zero mode (a = b = 0), left out.
+    """
     src = sources.make_sources(uniforms[:, : sources.N_SOURCE_DRAWS], grid, mean_free=True)
     physics = uniforms[:, sources.N_SOURCE_DRAWS :]
     theta = 2.0 * np.pi * physics[:, 0]
     e = _uniform(physics[:, 1], *ADVDIFF_E_RANGE)
     phi = 2.0 * np.pi * physics[:, 2]
-    target = _uniform(physics[:, 3], *psi_range)
     size = e.size
     diffusion = KAPPA * diffusion_tensor(theta, e)
     direction = np.column_stack([np.cos(phi), np.sin(phi)])
-    # Per mode: a = symbol of -div(kappa K grad), b = symbol of v_hat . grad / i, w = |f_hat|^2
-    # with its Parseval multiplicity; flat index 0 is the zero mode (a = b = 0), left out.
     parts = solver.symbol(grid, diffusion, direction, np.zeros(size)).reshape(size, -1)[:, 1:]
-    a, b = parts.real, parts.imag
     w = (np.abs(src.spectrum) ** 2 * solver.parseval_weights(grid)).reshape(size, -1)[:, 1:]
+    return src, diffusion, direction, parts.real, parts.imag, w
+
+
+def advdiff_target(uniforms: np.ndarray, psi_range: tuple[float, float]) -> np.ndarray:
+    """Each sample's target Psi ~ U(psi_range), from its draws."""
+    return _uniform(uniforms[:, sources.N_SOURCE_DRAWS + 3], *psi_range)
+
+
+def advdiff_reach(
+    seed: int, grid: int, n_samples: int, psi_range: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Target Psi and :func:`reachable_psi` of a dataset's first ``n_samples`` samples (its
+    derived seed), exactly as the sampler computes them: lets a config be checked before any
+    data are generated (a target above its reachable Psi makes generation fail)."""
+    uniforms = draw_uniforms(seed, 0, np.arange(n_samples))
+    _, _, _, a, b, w = _advdiff_parts(uniforms, grid)
+    flat = _root_modes(grid)
+    return advdiff_target(uniforms, psi_range), reachable_psi(a[:, flat], b[:, flat], w[:, flat])
+
+
+def sample_advdiff(uniforms: np.ndarray, grid: int, psi_range: tuple[float, float]) -> Batch:
+    """SYS-2: -div((1-l) kappa K grad u) + l v_hat . grad u = f, l chosen per sample so that the
+    realised Psi equals a target drawn from U(psi_range)."""
+    src, diffusion, direction, a, b, w = _advdiff_parts(uniforms, grid)
+    target = advdiff_target(uniforms, psi_range)
+    size = target.size
     flat = _root_modes(grid)
     a_root, b_root, w_root = a[:, flat], b[:, flat], w[:, flat]
     _check_reachable(a_root, b_root, w_root, target, grid)

@@ -4,7 +4,8 @@ The Snakemake workflow (``workflow/rules/common.smk``) and the aggregation/plott
 both enumerate runs from the same validated config through this module, so the files the
 workflow builds and the files the tables read can never disagree. The config's *shape* (types,
 unknown keys, defaults) is checked by the JSON schema in ``workflow/schemas``; this module
-checks what a schema cannot: names that refer to other entries, N versus the train set, ...
+checks what a schema cannot: names that refer to other entries, N versus the train set, and
+(through :mod:`pdetransfer.study.validation`) every rule a job would apply to its arguments.
 Every problem is reported as a :class:`ConfigError` naming the offending key.
 
 Paths are relative to the results root (``results/`` in the workflow). One run directory per
@@ -25,6 +26,7 @@ from typing import Any
 from pdetransfer import __version__
 from pdetransfer.atomic import write_json
 from pdetransfer.errors import UserError
+from pdetransfer.study.validation import ConfigError, check_ranges, check_runnable
 
 MODES = ("finetune", "scratch", "zeroshot")
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
@@ -33,10 +35,6 @@ NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 FINETUNE_DIR = "runs/finetune/{pretrain}/{size}/{downstream}/n{n}/lr{lr}/s{seed}"
 SCRATCH_DIR = "runs/scratch/{size}/{downstream}/n{n}/lr{lr}/s{seed}"
 ZEROSHOT_DIR = "runs/zeroshot/{pretrain}/{size}/{downstream}"
-
-
-class ConfigError(UserError):
-    """A config that the schema accepts but that does not describe a runnable study."""
 
 
 def format_lr(lr: float) -> str:
@@ -109,12 +107,7 @@ class Study:
                 raise ConfigError(
                     f"name {name!r} must match {NAME_PATTERN} (it becomes a path component)"
                 )
-        for name, ds in self.datasets.items():
-            lo, hi = ds["range"]
-            if not lo < hi:
-                raise ConfigError(
-                    f"config key 'datasets.{name}.range': need LO < HI, got {lo}, {hi}"
-                )
+        check_ranges(self)
         for name, members in self.pretrain.items():
             if not members:
                 raise ConfigError(f"config key 'pretrain.{name}' is an empty list of datasets")
@@ -177,6 +170,7 @@ class Study:
         gallery_n = report["gallery"].get("n")
         if gallery_n is not None and gallery_n not in self.n_values:
             raise ConfigError(f"config key 'report.gallery.n': {gallery_n} is not one of sweep.n")
+        check_runnable(self)
 
     def _need_dataset(self, name: str, key: str) -> None:
         if name not in self.datasets:
