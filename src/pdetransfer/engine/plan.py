@@ -19,7 +19,7 @@ import torch
 from pdetransfer import __version__
 from pdetransfer.data.stats import compute_stats, load_stats
 from pdetransfer.engine.checkpoints import FORMAT, FORMAT_VERSION, sha256_file
-from pdetransfer.engine.models import ModelSpec, parse_model
+from pdetransfer.engine.model_specs import ModelSpec, parse_model, resolution_problem
 from pdetransfer.engine.normalization import CHANNELS, Normalization
 from pdetransfer.engine.processes import Processes
 from pdetransfer.engine.schedule import Budget, choose_val_every
@@ -57,11 +57,9 @@ def resolve_plan(
                 f"--model {args.model} is (modes {spec.modes}, width {spec.width}) but "
                 f"{args.init} holds (modes {pre.modes}, width {pre.width})"
             )
-    if 2 * spec.modes > grid:
-        raise UserError(
-            f"--model {args.model} keeps {spec.modes} modes per direction but a {grid}x{grid} "
-            f"grid resolves at most {grid // 2}; use a smaller model or a finer grid"
-        )
+    problem = resolution_problem(spec, grid)
+    if problem:
+        raise UserError(f"--model {args.model} {problem}; use a smaller model or a finer grid")
     n_total = sum(int(info.n_samples) for info in data_infos)
     n_train = n_total if args.n_train is None else args.n_train
     if n_train > n_total:
