@@ -1,0 +1,178 @@
+"""K FNOs of one cell as one batched model: a member axis in front of every weight.
+
+The learning rates x seeds of one cell (pretrain, size, downstream, N, mode) share the
+architecture, the grid, the batch size and the normalisation, so their K training steps can
+be one step of a model whose every weight carries a leading member axis: ``(K, B, C, n, n)``
+inputs give ``(K, B, 1, n, n)`` outputs, member ``k`` seeing only its own weights and its own
+samples. Wrapped in :class:`~pdetransfer.engine.normalization.NormalizedOperator` (which
+treats every leading axis as batch), it maps ``(K, B, n, n)`` sources and ``(K, B, 6)``
+coefficients to ``(K, B, n, n)`` predictions in physical units.
+
+Why layers with a member axis rather than ``torch.func`` (stacked parameters +
+``functional_call`` + ``vmap`` over the plain :class:`~pdetransfer.engine.models.FNO`): both
+were timed for a training step (forward + backward) on one CPU thread during development,
+K = 4 and 10, batch 8 and 32, sizes xs and s, grids 32 and 64. The member-axis layers were
+faster at every point (by 1.1x at grid 32 and xs, up to 1.3x at grid 64), because vmap's
+batching rules add a copy or a loop around the batched-matmul and broadcast ops this FNO is
+built from, whereas here the member axis folds into the batch of the same ``bmm``/``matmul``
+calls. They also keep plain ``nn.Parameter`` weights, so autocast, DDP, ``state_dict`` and the
+optimiser need nothing from ``torch.func``. Nothing is written twice: the truncated DFT and
+the spectral weight blocks are :mod:`~pdetransfer.engine.models`' own, and the layer graph is
+:meth:`FNO.forward <pdetransfer.engine.models.FNO.forward>` itself.
+
+Where packing pays is measured by ``benchmarks/packing_model.py``; :func:`packing_pays` is the
+rule derived from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from pdetransfer.engine.models import _DFT, FNO, ModelSpec, spectral_blocks
+from pdetransfer.errors import UserError
+
+
+class EnsemblePointwise(nn.Module):
+    """K 1x1 convolutions: member ``k`` maps its channels with ``weight[k]`` and ``bias[k]``."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight)  # (K, out, in)
+        self.bias = nn.Parameter(bias)  # (K, out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        members, batch, cin, nx, ny = x.shape
+        cout = self.weight.shape[1]
+        # One bmm over (member, sample): the weights are expanded over the batch (a copy of
+        # weights, small) rather than the activations permuted to (K, C, B * n * n) (large).
+        weight = self.weight[:, None].expand(members, batch, cout, cin).reshape(-1, cout, cin)
+        out = torch.bmm(weight, x.reshape(members * batch, cin, nx * ny))
+        out = out.view(members, batch, cout, nx * ny) + self.bias[:, None, :, None]
+        return out.view(members, batch, cout, nx, ny)
+
+
+class EnsembleSpectralConv(nn.Module):
+    """K spectral convolutions sharing one truncated DFT of all members' samples.
+
+    The transforms carry no weights, so they run once over the ``K * B`` fields; only the
+    channel mixing is per member, as one ``bmm`` over (member, mode) pairs.
+    """
+
+    def __init__(self, weight: torch.Tensor, modes: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight)  # (K, 2, modes, 2 * modes, in, out)
+        self.modes = modes
+        self._dft_cache: dict[tuple[int, int, int, torch.dtype, torch.device], _DFT] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        members, batch, cin, nx, ny = x.shape
+        cout = self.weight.shape[-1]
+        m = min(self.modes, nx // 2, ny // 2)
+        key = (nx, ny, m, x.dtype, x.device)
+        if key not in self._dft_cache:
+            self._dft_cache[key] = _DFT.build(nx, ny, m, x.dtype, x.device)
+        dft = self._dft_cache[key]
+        spec = dft.analyse(x.reshape(members * batch, cin, nx, ny))  # (M, K * B, 2 cin)
+        kept = spec.shape[0]
+        spec = spec.view(kept, members, batch, 2 * cin).transpose(0, 1)
+        blocks = spectral_blocks(self.weight, m).reshape(members * kept, 2 * cin, 2 * cout)
+        out = torch.bmm(spec.reshape(members * kept, batch, 2 * cin), blocks)
+        out = out.view(members, kept, batch, 2 * cout).transpose(0, 1)
+        out = dft.synthesise(out.reshape(kept, members * batch, 2 * cout), cout)
+        return out.view(members, batch, cout, nx, ny)
+
+
+class EnsembleFNO(nn.Module):
+    """K FNOs of one specification with stacked weights, built from K ordinary FNOs.
+
+    Parameter names and order are those of :class:`~pdetransfer.engine.models.FNO`
+    (``lift.weight``, ``spectral.0.weight``, ..., ``head.2.bias``), each with the member axis
+    in front, so member ``k``'s ``state_dict`` is a slice and an optimiser over
+    ``parameters()`` sees them in the order a separate run's optimiser does.
+    """
+
+    def __init__(self, networks: Sequence[FNO]) -> None:
+        super().__init__()
+        if not networks:
+            raise UserError("an ensemble needs at least one member network")
+        spec = networks[0].spec
+        for network in networks:
+            if network.spec != spec:
+                raise UserError(
+                    f"ensemble members must share one model, got {network.spec} and {spec}"
+                )
+        self.spec: ModelSpec = spec
+
+        def stacked(name: str) -> torch.Tensor:
+            return torch.stack([dict(n.named_parameters())[name].detach() for n in networks])
+
+        self.lift = EnsemblePointwise(stacked("lift.weight"), stacked("lift.bias"))
+        self.spectral = nn.ModuleList(
+            EnsembleSpectralConv(stacked(f"spectral.{i}.weight"), spec.modes)
+            for i in range(spec.layers)
+        )
+        self.skips = nn.ModuleList(
+            EnsemblePointwise(stacked(f"skips.{i}.weight"), stacked(f"skips.{i}.bias"))
+            for i in range(spec.layers)
+        )
+        self.head = nn.Sequential(
+            EnsemblePointwise(stacked("head.0.weight"), stacked("head.0.bias")),
+            nn.GELU(),
+            EnsemblePointwise(stacked("head.2.weight"), stacked("head.2.bias")),
+        )
+        names = [name for name, _ in networks[0].named_parameters()]
+        if [name for name, _ in self.named_parameters()] != names:
+            raise RuntimeError("EnsembleFNO's parameters no longer mirror FNO's")
+
+    @property
+    def members(self) -> int:
+        """Number of members K."""
+        return int(self.lift.weight.shape[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``(K, B, in_channels, nx, ny)`` to ``(K, B, out_channels, nx, ny)``."""
+        # The FNO's own layer graph; every layer it calls here carries the member axis.
+        return FNO.forward(self, x)  # type: ignore[arg-type]
+
+    def member_state_dict(self, member: int) -> dict[str, torch.Tensor]:
+        """Member ``member``'s weights as an ordinary FNO ``state_dict`` (CPU copies)."""
+        self._check_member(member)
+        return {
+            name: p[member].detach().to("cpu", copy=True) for name, p in self.named_parameters()
+        }
+
+    @torch.no_grad()
+    def load_member(self, member: int, state: dict[str, torch.Tensor]) -> None:
+        """Overwrite member ``member``'s weights with an ordinary FNO ``state_dict``."""
+        self._check_member(member)
+        params = dict(self.named_parameters())
+        if set(state) != set(params):
+            raise UserError(
+                f"weights for ensemble member {member} do not fit the model "
+                f"(keys {sorted(set(state) ^ set(params))} differ)"
+            )
+        for name, p in params.items():
+            p[member].copy_(state[name])
+
+    def _check_member(self, member: int) -> None:
+        if not 0 <= member < self.members:
+            raise IndexError(f"member {member} of an ensemble of {self.members}")
+
+
+def packing_pays(members: int, batch: int, grid: int, width: int) -> bool:
+    """Whether training ``members`` runs as one ensemble beats running them one after another.
+
+    The measured step-time ratio (``benchmarks/results/packing_model.json``) is near 1 where
+    the K separate steps are small, and falls below 1 once the ensemble's activations,
+    ``members * batch * width * grid**2`` floats per layer, outgrow the CPU caches and the
+    allocator's reuse of freed blocks; :data:`PACKING_MAX_ACTIVATIONS` is the largest size at
+    which packing was at least as fast as separate steps.
+    """
+    return members * batch * width * grid * grid <= PACKING_MAX_ACTIVATIONS
+
+
+#: Threshold of :func:`packing_pays` (floats of one layer's ensemble activations).
+PACKING_MAX_ACTIVATIONS = 10_000_000
