@@ -46,11 +46,12 @@ class EnsemblePointwise(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         members, batch, cin, nx, ny = x.shape
         cout = self.weight.shape[1]
-        # One bmm over (member, sample): the weights are expanded over the batch (a copy of
-        # weights, small) rather than the activations permuted to (K, C, B * n * n) (large).
-        weight = self.weight[:, None].expand(members, batch, cout, cin).reshape(-1, cout, cin)
-        out = torch.bmm(weight, x.reshape(members * batch, cin, nx * ny))
-        out = out.view(members, batch, cout, nx * ny) + self.bias[:, None, :, None]
+        # One baddbmm over (member, sample), as Pointwise does over samples: weights and
+        # biases are repeated over the batch (copies of weights, small) rather than the
+        # activations permuted to (K, C, B * n * n) (large).
+        weight = self.weight.repeat_interleave(batch, 0)
+        bias = self.bias.repeat_interleave(batch, 0)[:, :, None].expand(-1, -1, nx * ny)
+        out = torch.baddbmm(bias, weight, x.reshape(members * batch, cin, nx * ny))
         return out.view(members, batch, cout, nx, ny)
 
 

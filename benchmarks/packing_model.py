@@ -1,0 +1,193 @@
+"""Training-step time of K runs packed as one ensemble against K separate steps, on CPU.
+
+For each point (size, grid, batch, K) the same K members take one training step (forward of
+the normalised operator, the study's loss, backward, optimiser) two ways in the same process,
+interleaved round by round so that load from other processes hits both alike:
+
+* ``separate``: K ordinary runs one after another, each ``FNO`` + ``NormalizedOperator`` +
+  ``torch.optim.Adam`` + ``LambdaLR``, exactly as ``pdetransfer train`` builds them;
+* ``packed``: one :class:`~pdetransfer.engine.ensemble.EnsembleFNO` in a ``NormalizedOperator``
+  with :class:`~pdetransfer.engine.ensemble_adam.EnsembleAdam`.
+
+The batch is ``min(32, N)``: N = 8 trains at batch 8 and N = 32, 128, 1024 all at batch 32, so
+per step they are one measurement (their runs differ in steps per epoch, not in step time); the
+results list every N with the batch it implies. Separately, the start-up every run process
+pays before its first step (``import torch, pdetransfer.engine.training`` in a fresh
+interpreter) is timed, since packing saves K - 1 of those as well.
+
+From the points, the largest ensemble activation size ``K * batch * width * grid**2`` up to
+which every measured point was at least as fast packed as separate is written out as
+``derived_max_activations``; :data:`pdetransfer.engine.ensemble.PACKING_MAX_ACTIVATIONS` is
+that value.
+
+Run ``python benchmarks/packing_model.py`` (about 5 minutes on one core) or with ``--quick``
+(seconds) while developing; results go to ``benchmarks/results/packing_model.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from pdetransfer import __version__
+from pdetransfer.engine.ensemble import EnsembleFNO
+from pdetransfer.engine.ensemble_adam import EnsembleAdam
+from pdetransfer.engine.models import FNO, parse_model
+from pdetransfer.engine.normalization import CHANNELS, Normalization, NormalizedOperator
+
+NORM = Normalization(1.0, (1.0,) * 6)
+N_VALUES = (8, 32, 128, 1024)
+LR, HORIZON = 1e-3, 1000
+
+
+def loss_of(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The study's loss (per-sample SSE, mean over the batch), summed over any member axis."""
+    return (prediction - target).square().sum(dim=(-2, -1)).mean(-1).sum()
+
+
+def time_point(size: str, grid: int, batch: int, members: int, rounds: int) -> dict[str, float]:
+    """Best-of-``rounds`` seconds of one packed step and of K separate steps."""
+    spec = parse_model(size, len(CHANNELS))
+    networks = []
+    for seed in range(members):
+        torch.manual_seed(seed)
+        networks.append(FNO(spec))
+    f = torch.randn(members, batch, grid, grid)
+    c = torch.rand(members, batch, 6) + 0.1
+    u = torch.randn(members, batch, grid, grid)
+
+    packed = NormalizedOperator(EnsembleFNO(networks), NORM)
+    ensemble_adam = EnsembleAdam(packed.parameters(), [LR] * members, [HORIZON] * members)
+    runs = []
+    for network in networks:
+        operator = NormalizedOperator(network, NORM)
+        adam = torch.optim.Adam(operator.parameters(), lr=LR)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            adam, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, HORIZON) / HORIZON))
+        )
+        runs.append((operator, adam, schedule))
+
+    def packed_step() -> None:
+        ensemble_adam.zero_grad()
+        loss_of(packed(f, c), u).backward()
+        ensemble_adam.step()
+
+    def separate_steps() -> None:
+        for k, (operator, adam, schedule) in enumerate(runs):
+            adam.zero_grad(set_to_none=True)
+            loss_of(operator(f[k], c[k]), u[k]).backward()
+            adam.step()
+            schedule.step()
+
+    steps = {"packed": packed_step, "separate": separate_steps}
+    best = {name: math.inf for name in steps}
+    for step in steps.values():  # warm-up: DFT matrices, optimiser state, allocator
+        step()
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def startup_seconds(repeats: int) -> float:
+    """Best wall time of a fresh interpreter importing torch and the trainer."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    command = [sys.executable, "-c", "import torch, pdetransfer.engine.training"]
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(command, check=True, env=env)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def derive_threshold(points: list[dict[str, object]]) -> int:
+    """Largest activation size up to which packing was never slower than separate steps."""
+    ordered = sorted(points, key=lambda p: int(p["activations"]))  # type: ignore[call-overload]
+    threshold = 0
+    for point in ordered:
+        if float(point["speedup"]) < 1.0:  # type: ignore[arg-type]
+            break
+        threshold = int(point["activations"])  # type: ignore[call-overload]
+    return threshold
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="xs, grid 32, K = 4, 2 rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per point (best)")
+    parser.add_argument(
+        "--out",
+        default=str(Path(__file__).resolve().parent / "results" / "packing_model.json"),
+    )
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    sizes, grids, ks = (["xs"], [32], [4]) if args.quick else (["xs", "s"], [32, 64], [4, 10])
+    rounds = 2 if args.quick else args.rounds
+    batches = sorted({min(32, n) for n in N_VALUES})
+
+    startup = startup_seconds(2 if args.quick else 3)
+    print(f"start-up (import torch, pdetransfer.engine.training): {startup:.2f} s", flush=True)
+    points: list[dict[str, object]] = []
+    started = time.perf_counter()
+    for size in sizes:
+        width = parse_model(size, len(CHANNELS)).width
+        for grid in grids:
+            for batch in batches:
+                for members in ks:
+                    best = time_point(size, grid, batch, members, rounds)
+                    samples = members * batch
+                    point: dict[str, object] = {
+                        "size": size,
+                        "grid": grid,
+                        "batch": batch,
+                        "n_train": [n for n in N_VALUES if min(32, n) == batch],
+                        "members": members,
+                        "activations": members * batch * width * grid * grid,
+                        "separate_step_s": round(best["separate"], 5),
+                        "packed_step_s": round(best["packed"], 5),
+                        "separate_samples_per_s": round(samples / best["separate"], 1),
+                        "packed_samples_per_s": round(samples / best["packed"], 1),
+                        "speedup": round(best["separate"] / best["packed"], 3),
+                    }
+                    points.append(point)
+                    print(json.dumps(point), flush=True)
+
+    report = {
+        "benchmark": "one training step of K runs: packed ensemble vs K separate steps, CPU",
+        "threads": 1,
+        "rounds": rounds,
+        "statistic": "best of rounds, packed and separate interleaved",
+        "quick": args.quick,
+        "startup_s": round(startup, 3),
+        "startup_what": "fresh python -c 'import torch, pdetransfer.engine.training'",
+        "derived_max_activations": derive_threshold(points),
+        "points": points,
+        "benchmark_seconds": round(time.perf_counter() - started, 1),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_version": torch.__version__,
+        "pdetransfer_version": __version__,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"derived_max_activations = {report['derived_max_activations']}; wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
