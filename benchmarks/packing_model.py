@@ -41,6 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pdetransfer import __version__
+from pdetransfer.engine.allocator import retain_freed_memory
 from pdetransfer.engine.ensemble import EnsembleFNO
 from pdetransfer.engine.ensemble_adam import EnsembleAdam
 from pdetransfer.engine.models import FNO, parse_model
@@ -49,6 +50,8 @@ from pdetransfer.engine.normalization import CHANNELS, Normalization, Normalized
 NORM = Normalization(1.0, (1.0,) * 6)
 N_VALUES = (8, 32, 128, 1024)
 LR, HORIZON = 1e-3, 1000
+#: glibc malloc as it comes, and after :func:`retain_freed_memory`; each in its own process.
+MODES = ("default", "retain")
 
 
 def loss_of(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -56,8 +59,11 @@ def loss_of(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (prediction - target).square().sum(dim=(-2, -1)).mean(-1).sum()
 
 
-def time_point(size: str, grid: int, batch: int, members: int, rounds: int) -> dict[str, float]:
-    """Best-of-``rounds`` seconds of one packed step and of K separate steps."""
+def time_point(
+    size: str, grid: int, batch: int, members: int, seconds: float, vmap: bool
+) -> dict[str, float]:
+    """Best seconds of one packed step, of K separate steps and (``vmap``) of the torch.func
+    alternative, over rounds that last about ``seconds`` per contender (3 to 30 rounds)."""
     spec = parse_model(size, len(CHANNELS))
     networks = []
     for seed in range(members):
@@ -90,10 +96,32 @@ def time_point(size: str, grid: int, batch: int, members: int, rounds: int) -> d
             adam.step()
             schedule.step()
 
+    # The alternative the ensemble module was chosen against: the plain FNO's forward,
+    # vmapped over stacked parameters (the ensemble's own, whose names are the FNO's).
+    template = NormalizedOperator(FNO(spec), NORM)
+    stacked = {f"network.{n}": p for n, p in packed.network.named_parameters()}
+
+    def member_forward(
+        params: dict[str, torch.Tensor], f: torch.Tensor, c: torch.Tensor
+    ) -> torch.Tensor:
+        return torch.func.functional_call(template, params, (f, c))
+
+    batched = torch.func.vmap(member_forward)
+
+    def vmap_step() -> None:
+        ensemble_adam.zero_grad()
+        loss_of(batched(stacked, f, c), u).backward()
+        ensemble_adam.step()
+
     steps = {"packed": packed_step, "separate": separate_steps}
+    if vmap:
+        steps["vmap"] = vmap_step
     best = {name: math.inf for name in steps}
+    start = time.perf_counter()
     for step in steps.values():  # warm-up: DFT matrices, optimiser state, allocator
         step()
+    warmup = time.perf_counter() - start
+    rounds = max(3, min(30, math.ceil(seconds * len(steps) / warmup)))
     for _ in range(rounds):
         for name, step in steps.items():
             start = time.perf_counter()
@@ -125,30 +153,19 @@ def derive_threshold(points: list[dict[str, object]]) -> int:
     return threshold
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="xs, grid 32, K = 4, 2 rounds")
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per point (best)")
-    parser.add_argument(
-        "--out",
-        default=str(Path(__file__).resolve().parent / "results" / "packing_model.json"),
-    )
-    args = parser.parse_args(argv)
+def measure(quick: bool, seconds: float) -> list[dict[str, object]]:
+    """Every point of the grid of sizes, grids, batches and K, in this process."""
     torch.set_num_threads(1)
-    sizes, grids, ks = (["xs"], [32], [4]) if args.quick else (["xs", "s"], [32, 64], [4, 10])
-    rounds = 2 if args.quick else args.rounds
+    sizes, grids, ks = (["xs"], [32], [4]) if quick else (["xs", "s"], [32, 64], [4, 10])
     batches = sorted({min(32, n) for n in N_VALUES})
-
-    startup = startup_seconds(2 if args.quick else 3)
-    print(f"start-up (import torch, pdetransfer.engine.training): {startup:.2f} s", flush=True)
     points: list[dict[str, object]] = []
-    started = time.perf_counter()
     for size in sizes:
         width = parse_model(size, len(CHANNELS)).width
         for grid in grids:
             for batch in batches:
                 for members in ks:
-                    best = time_point(size, grid, batch, members, rounds)
+                    # vmap is timed at K = 4 only: enough to show the choice, half the cost.
+                    best = time_point(size, grid, batch, members, seconds, members == 4)
                     samples = members * batch
                     point: dict[str, object] = {
                         "size": size,
@@ -163,19 +180,58 @@ def main(argv: list[str] | None = None) -> int:
                         "packed_samples_per_s": round(samples / best["packed"], 1),
                         "speedup": round(best["separate"] / best["packed"], 3),
                     }
+                    if "vmap" in best:
+                        point["vmap_step_s"] = round(best["vmap"], 5)
+                        point["packed_vs_vmap"] = round(best["vmap"] / best["packed"], 3)
                     points.append(point)
-                    print(json.dumps(point), flush=True)
+                    print(json.dumps(point), file=sys.stderr, flush=True)
+    return points
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="xs, grid 32, K = 4, short rounds")
+    parser.add_argument(
+        "--seconds", type=float, default=2.0, help="timing per contender and point (best of)"
+    )
+    parser.add_argument("--allocator", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--out",
+        default=str(Path(__file__).resolve().parent / "results" / "packing_model.json"),
+    )
+    args = parser.parse_args(argv)
+    seconds = 0.3 if args.quick else args.seconds
+    if args.allocator:  # one allocator mode, in a process of its own: print the points
+        if args.allocator == "retain" and not retain_freed_memory():
+            raise SystemExit("retain_freed_memory() is not available on this platform")
+        print(json.dumps(measure(args.quick, seconds)))
+        return 0
+
+    started = time.perf_counter()
+    startup = startup_seconds(2 if args.quick else 3)
+    print(f"start-up (import torch, pdetransfer.engine.training): {startup:.2f} s", flush=True)
+    modes = {}
+    for mode in MODES:
+        print(f"allocator {mode}:", flush=True)
+        command = [sys.executable, __file__, "--allocator", mode, "--seconds", str(seconds)]
+        command += ["--quick"] if args.quick else []
+        result = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
+        points = json.loads(result.stdout)
+        modes[mode] = {"derived_max_activations": derive_threshold(points), "points": points}
 
     report = {
         "benchmark": "one training step of K runs: packed ensemble vs K separate steps, CPU",
         "threads": 1,
-        "rounds": rounds,
-        "statistic": "best of rounds, packed and separate interleaved",
+        "seconds_per_contender": seconds,
+        "statistic": "best of 3 to 30 rounds (about seconds_per_contender each), interleaved",
         "quick": args.quick,
         "startup_s": round(startup, 3),
         "startup_what": "fresh python -c 'import torch, pdetransfer.engine.training'",
-        "derived_max_activations": derive_threshold(points),
-        "points": points,
+        "allocator_modes": {
+            "default": "glibc malloc as configured by default",
+            "retain": "after pdetransfer.engine.allocator.retain_freed_memory()",
+        },
+        **modes,
         "benchmark_seconds": round(time.perf_counter() - started, 1),
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
@@ -185,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"derived_max_activations = {report['derived_max_activations']}; wrote {out}")
+    thresholds = {mode: modes[mode]["derived_max_activations"] for mode in MODES}
+    print(f"derived_max_activations {thresholds}; wrote {out}")
     return 0
 
 
