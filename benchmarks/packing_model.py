@@ -7,7 +7,14 @@ interleaved round by round so that load from other processes hits both alike:
 * ``separate``: K ordinary runs one after another, each ``FNO`` + ``NormalizedOperator`` +
   ``torch.optim.Adam`` + ``LambdaLR``, exactly as ``pdetransfer train`` builds them;
 * ``packed``: one :class:`~pdetransfer.engine.ensemble.EnsembleFNO` in a ``NormalizedOperator``
-  with :class:`~pdetransfer.engine.ensemble_adam.EnsembleAdam`.
+  with :class:`~pdetransfer.engine.ensemble_adam.EnsembleAdam`;
+* ``vmap`` (at K = 4): the alternative design, ``torch.func.vmap`` of the plain FNO over the
+  same stacked parameters, with the same optimiser.
+
+The whole grid runs twice, each time in a fresh process: with glibc's malloc as it comes
+(``default``) and after :func:`~pdetransfer.engine.allocator.retain_freed_memory`
+(``retain``), because the packed step's large activations make the allocator's page faults a
+first-order cost.
 
 The batch is ``min(32, N)``: N = 8 trains at batch 8 and N = 32, 128, 1024 all at batch 32, so
 per step they are one measurement (their runs differ in steps per epoch, not in step time); the
@@ -15,12 +22,12 @@ results list every N with the batch it implies. Separately, the start-up every r
 pays before its first step (``import torch, pdetransfer.engine.training`` in a fresh
 interpreter) is timed, since packing saves K - 1 of those as well.
 
-From the points, the largest ensemble activation size ``K * batch * width * grid**2`` up to
+For each mode, the largest ensemble activation size ``K * batch * width * grid**2`` up to
 which every measured point was at least as fast packed as separate is written out as
 ``derived_max_activations``; :data:`pdetransfer.engine.ensemble.PACKING_MAX_ACTIVATIONS` is
-that value.
+the ``retain`` value.
 
-Run ``python benchmarks/packing_model.py`` (about 5 minutes on one core) or with ``--quick``
+Run ``python benchmarks/packing_model.py`` (about 7 minutes on one core) or with ``--quick``
 (seconds) while developing; results go to ``benchmarks/results/packing_model.json``.
 """
 
@@ -31,6 +38,7 @@ import json
 import math
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -62,8 +70,13 @@ def loss_of(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def time_point(
     size: str, grid: int, batch: int, members: int, seconds: float, vmap: bool
 ) -> dict[str, float]:
-    """Best seconds of one packed step, of K separate steps and (``vmap``) of the torch.func
-    alternative, over rounds that last about ``seconds`` per contender (3 to 30 rounds)."""
+    """Least CPU seconds of one packed step, of K separate steps and (``vmap``) of the
+    torch.func alternative, over rounds that take about ``seconds`` per contender (3 to 30).
+
+    CPU time (user + system, this process) rather than wall time: the machines this runs on
+    are shared, and other processes' load stretches wall time but not the CPU time a step
+    needs; system time keeps page-fault costs in.
+    """
     spec = parse_model(size, len(CHANNELS))
     networks = []
     for seed in range(members):
@@ -117,29 +130,33 @@ def time_point(
     if vmap:
         steps["vmap"] = vmap_step
     best = {name: math.inf for name in steps}
-    start = time.perf_counter()
+    start = time.process_time()
     for step in steps.values():  # warm-up: DFT matrices, optimiser state, allocator
         step()
-    warmup = time.perf_counter() - start
+    warmup = time.process_time() - start
     rounds = max(3, min(30, math.ceil(seconds * len(steps) / warmup)))
     for _ in range(rounds):
         for name, step in steps.items():
-            start = time.perf_counter()
+            start = time.process_time()
             step()
-            best[name] = min(best[name], time.perf_counter() - start)
+            best[name] = min(best[name], time.process_time() - start)
     return best
 
 
-def startup_seconds(repeats: int) -> float:
-    """Best wall time of a fresh interpreter importing torch and the trainer."""
+def startup_seconds(repeats: int) -> tuple[float, float]:
+    """Best wall and CPU seconds of a fresh interpreter importing torch and the trainer."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     command = [sys.executable, "-c", "import torch, pdetransfer.engine.training"]
-    best = math.inf
+    wall = cpu = math.inf
     for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         subprocess.run(command, check=True, env=env)
-        best = min(best, time.perf_counter() - start)
-    return best
+        wall = min(wall, time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        used = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+        cpu = min(cpu, used)
+    return wall, cpu
 
 
 def derive_threshold(points: list[dict[str, object]]) -> int:
@@ -208,8 +225,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     started = time.perf_counter()
-    startup = startup_seconds(2 if args.quick else 3)
-    print(f"start-up (import torch, pdetransfer.engine.training): {startup:.2f} s", flush=True)
+    startup, startup_cpu = startup_seconds(2 if args.quick else 3)
+    print(
+        f"start-up (import torch, pdetransfer.engine.training): {startup:.2f} s wall, "
+        f"{startup_cpu:.2f} s CPU",
+        flush=True,
+    )
     modes = {}
     for mode in MODES:
         print(f"allocator {mode}:", flush=True)
@@ -223,9 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "one training step of K runs: packed ensemble vs K separate steps, CPU",
         "threads": 1,
         "seconds_per_contender": seconds,
-        "statistic": "best of 3 to 30 rounds (about seconds_per_contender each), interleaved",
+        "statistic": "least CPU time (user + system) of 3 to 30 interleaved rounds",
         "quick": args.quick,
         "startup_s": round(startup, 3),
+        "startup_cpu_s": round(startup_cpu, 3),
         "startup_what": "fresh python -c 'import torch, pdetransfer.engine.training'",
         "allocator_modes": {
             "default": "glibc malloc as configured by default",
