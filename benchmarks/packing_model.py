@@ -22,10 +22,12 @@ results list every N with the batch it implies. Separately, the start-up every r
 pays before its first step (``import torch, pdetransfer.engine.training`` in a fresh
 interpreter) is timed, since packing saves K - 1 of those as well.
 
-For each mode, the largest ensemble activation size ``K * batch * width * grid**2`` up to
-which every measured point was at least as fast packed as separate is written out as
-``derived_max_activations``; :data:`pdetransfer.engine.ensemble.PACKING_MAX_ACTIVATIONS` is
-the ``retain`` value.
+For each mode and model width, the largest ensemble activation size
+``K * batch * width * grid**2`` up to which every measured point was packed no slower than
+separate (speedup >= 1 - :data:`TOLERANCE`) is written out as ``derived_limits_by_width``;
+:data:`pdetransfer.engine.ensemble.PACKING_LIMITS` holds those values (a test checks they
+agree) and :func:`pdetransfer.engine.ensemble.packing_pays` applies them.
+``--derive-only`` recomputes them from the stored points.
 
 Run ``python benchmarks/packing_model.py`` (about 7 minutes on one core) or with ``--quick``
 (seconds) while developing; results go to ``benchmarks/results/packing_model.json``.
@@ -39,10 +41,12 @@ import math
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -60,6 +64,9 @@ N_VALUES = (8, 32, 128, 1024)
 LR, HORIZON = 1e-3, 1000
 #: glibc malloc as it comes, and after :func:`retain_freed_memory`; each in its own process.
 MODES = ("default", "retain")
+#: A point counts as "packing no slower" at a speedup of at least 1 - TOLERANCE: repeated
+#: measurements of one configuration spread by a few percent (``separate_repeat_spread``).
+TOLERANCE = 0.05
 
 
 def loss_of(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -159,15 +166,35 @@ def startup_seconds(repeats: int) -> tuple[float, float]:
     return wall, cpu
 
 
-def derive_threshold(points: list[dict[str, object]]) -> int:
-    """Largest activation size up to which packing was never slower than separate steps."""
-    ordered = sorted(points, key=lambda p: int(p["activations"]))  # type: ignore[call-overload]
-    threshold = 0
-    for point in ordered:
-        if float(point["speedup"]) < 1.0:  # type: ignore[arg-type]
-            break
-        threshold = int(point["activations"])  # type: ignore[call-overload]
-    return threshold
+def derive_limits(points: list[dict[str, Any]]) -> dict[str, int]:
+    """Per model width, the largest activation size up to which packing was no slower.
+
+    "No slower" is a speedup of at least ``1 - TOLERANCE``: within the spread of repeated
+    measurements (see :func:`noise`). Keys are widths as strings (JSON object keys).
+    """
+    limits = {}
+    for width in sorted({int(p["width"]) for p in points}):
+        ordered = sorted((p for p in points if p["width"] == width), key=lambda p: p["activations"])
+        limit = 0
+        for point in ordered:
+            if point["speedup"] < 1.0 - TOLERANCE:
+                break
+            limit = int(point["activations"])
+        limits[str(width)] = limit
+    return limits
+
+
+def noise(points: list[dict[str, Any]]) -> dict[str, float]:
+    """Spread of repeated measurements: separate runs' per-sample throughput of one
+    configuration is measured once at each K, and should not depend on K."""
+    by_config: dict[tuple[Any, ...], list[float]] = {}
+    for p in points:
+        key = (p["size"], p["grid"], p["batch"])
+        by_config.setdefault(key, []).append(float(p["separate_samples_per_s"]))
+    spreads = sorted(max(v) / min(v) - 1 for v in by_config.values() if len(v) > 1)
+    if not spreads:
+        return {}
+    return {"median": round(statistics.median(spreads), 3), "max": round(spreads[-1], 3)}
 
 
 def measure(quick: bool, seconds: float) -> list[dict[str, object]]:
@@ -190,6 +217,7 @@ def measure(quick: bool, seconds: float) -> list[dict[str, object]]:
                         "batch": batch,
                         "n_train": [n for n in N_VALUES if min(32, n) == batch],
                         "members": members,
+                        "width": width,
                         "activations": members * batch * width * grid * grid,
                         "separate_step_s": round(best["separate"], 5),
                         "packed_step_s": round(best["packed"], 5),
@@ -205,6 +233,16 @@ def measure(quick: bool, seconds: float) -> list[dict[str, object]]:
     return points
 
 
+def derived(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """One allocator mode's entry of the results: the rule's limits, the noise, the points."""
+    return {
+        "derived_limits_by_width": derive_limits(points),
+        "tolerance": TOLERANCE,
+        "separate_repeat_spread": noise(points),
+        "points": points,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="xs, grid 32, K = 4, short rounds")
@@ -213,11 +251,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--allocator", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument(
+        "--derive-only",
+        action="store_true",
+        help="recompute the derived limits of an existing --out file without measuring",
+    )
+    parser.add_argument(
         "--out",
         default=str(Path(__file__).resolve().parent / "results" / "packing_model.json"),
     )
     args = parser.parse_args(argv)
     seconds = 0.3 if args.quick else args.seconds
+    if args.derive_only:
+        out = Path(args.out)
+        report = json.loads(out.read_text())
+        for mode in MODES:
+            report[mode] = derived(report[mode]["points"])
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print({mode: report[mode]["derived_limits_by_width"] for mode in MODES})
+        return 0
     if args.allocator:  # one allocator mode, in a process of its own: print the points
         if args.allocator == "retain" and not retain_freed_memory():
             raise SystemExit("retain_freed_memory() is not available on this platform")
@@ -238,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         command += ["--quick"] if args.quick else []
         result = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
         points = json.loads(result.stdout)
-        modes[mode] = {"derived_max_activations": derive_threshold(points), "points": points}
+        modes[mode] = derived(points)
 
     report = {
         "benchmark": "one training step of K runs: packed ensemble vs K separate steps, CPU",
@@ -263,8 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    thresholds = {mode: modes[mode]["derived_max_activations"] for mode in MODES}
-    print(f"derived_max_activations {thresholds}; wrote {out}")
+    limits = {mode: modes[mode]["derived_limits_by_width"] for mode in MODES}
+    print(f"derived limits by width {limits}; wrote {out}")
     return 0
 
 

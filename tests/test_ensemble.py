@@ -16,12 +16,14 @@ bit-identical.
 from __future__ import annotations
 
 import io
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
-from pdetransfer.engine.ensemble import EnsembleFNO, packing_pays
+from pdetransfer.engine.ensemble import PACKING_LIMITS, EnsembleFNO, packing_pays
 from pdetransfer.engine.ensemble_adam import EnsembleAdam, cosine_lr
 from pdetransfer.engine.models import FNO, parse_model
 from pdetransfer.engine.normalization import CHANNELS, Normalization, NormalizedOperator
@@ -269,6 +271,19 @@ def test_cosine_lr_ends_at_zero_and_stays() -> None:
     assert cosine_lr(0.1, 10, 10) == cosine_lr(0.1, 12, 10) == pytest.approx(0.0, abs=1e-17)
 
 
-def test_packing_rule_falls_back_for_large_activations() -> None:
-    assert packing_pays(4, 8, 32, 16)
-    assert not packing_pays(10, 32, 64, 32)
+def test_packing_limits_are_the_benchmark_results() -> None:
+    results = Path(__file__).resolve().parents[1] / "benchmarks/results/packing_model.json"
+    report = json.loads(results.read_text())
+    for mode, limits in PACKING_LIMITS.items():
+        derived = report[mode]["derived_limits_by_width"]
+        assert {int(w): v for w, v in derived.items()} == limits
+
+
+def test_packing_rule() -> None:
+    assert packing_pays(4, 8, 32, 16)  # xs, N = 8: measured faster packed
+    assert packing_pays(10, 32, 64, 16)  # the largest xs point measured
+    assert not packing_pays(11, 32, 64, 16)  # beyond what was measured
+    assert not packing_pays(4, 32, 32, 16, retained=False)  # page faults without retention
+    assert not packing_pays(4, 8, 32, 32)  # s: measured slower packed
+    assert not packing_pays(2, 1, 16, 64)  # m: wider than measured, treated like s
+    assert packing_pays(4, 8, 32, 8)  # narrower than xs: xs's limit

@@ -10,14 +10,15 @@ coefficients to ``(K, B, n, n)`` predictions in physical units.
 
 Why layers with a member axis rather than ``torch.func`` (stacked parameters +
 ``functional_call`` + ``vmap`` over the plain :class:`~pdetransfer.engine.models.FNO`): both
-were timed for a training step (forward + backward) on one CPU thread during development,
-K = 4 and 10, batch 8 and 32, sizes xs and s, grids 32 and 64. The member-axis layers were
-faster at every point (by 1.1x at grid 32 and xs, up to 1.3x at grid 64), because vmap's
-batching rules add a copy or a loop around the batched-matmul and broadcast ops this FNO is
-built from, whereas here the member axis folds into the batch of the same ``bmm``/``matmul``
-calls. They also keep plain ``nn.Parameter`` weights, so autocast, DDP, ``state_dict`` and the
-optimiser need nothing from ``torch.func``. Nothing is written twice: the truncated DFT and
-the spectral weight blocks are :mod:`~pdetransfer.engine.models`' own, and the layer graph is
+were timed for a whole training step (forward, backward, the same optimiser) on one CPU
+thread, K = 4, batch 8 and 32, sizes xs and s, grids 32 and 64
+(``benchmarks/results/packing_model.json``, ``packed_vs_vmap``): the member-axis layers were
+faster at every point, by 1.04x to 1.44x, because vmap's batching rules wrap the
+batched-matmul and broadcast ops this FNO is built from in extra copies, whereas here the
+member axis folds into the batch of the very same ``bmm``/``baddbmm`` calls. They also keep
+plain ``nn.Parameter`` weights, so autocast, DDP, ``state_dict`` and the optimiser need
+nothing from ``torch.func``. Nothing is written twice: the truncated DFT and the spectral
+weight blocks are :mod:`~pdetransfer.engine.models`' own, and the layer graph is
 :meth:`FNO.forward <pdetransfer.engine.models.FNO.forward>` itself.
 
 Where packing pays is measured by ``benchmarks/packing_model.py``; :func:`packing_pays` is the
@@ -163,17 +164,32 @@ class EnsembleFNO(nn.Module):
             raise IndexError(f"member {member} of an ensemble of {self.members}")
 
 
-def packing_pays(members: int, batch: int, grid: int, width: int) -> bool:
-    """Whether training ``members`` runs as one ensemble beats running them one after another.
+def packing_pays(members: int, batch: int, grid: int, width: int, retained: bool = True) -> bool:
+    """Whether one training step of ``members`` packed runs costs no more CPU time than their
+    separate steps, by the measurements of ``benchmarks/results/packing_model.json``.
 
-    The measured step-time ratio (``benchmarks/results/packing_model.json``) is near 1 where
-    the K separate steps are small, and falls below 1 once the ensemble's activations,
-    ``members * batch * width * grid**2`` floats per layer, outgrow the CPU caches and the
-    allocator's reuse of freed blocks; :data:`PACKING_MAX_ACTIVATIONS` is the largest size at
-    which packing was at least as fast as separate steps.
+    Measured on one CPU thread (K = 4, 10; batch 8, 32; grids 32, 64; widths 16 and 32, the
+    xs and s presets), packing paid for the xs width up to 1.24x and stayed within the
+    measurement noise of parity at every xs point once freed memory is retained
+    (:func:`~pdetransfer.engine.allocator.retain_freed_memory`, ``retained=True``); without
+    that, page faults on the ensemble's large activations made it up to 2.6x slower beyond
+    ~1.3M activation floats. At width 32 it was 0.69x to 1.02x, so it is not packed. The
+    per-step comparison leaves out what packing saves besides: K - 1 process start-ups
+    (``startup_cpu_s``, ~1.4 s of CPU each), data loads and validation passes.
+
+    The rule: pack when ``members * batch * width * grid**2`` (one layer's activations) is
+    at most the limit measured for the nearest measured width at or above ``width`` (the
+    widest measured one's beyond it); sizes never measured are not packed.
     """
-    return members * batch * width * grid * grid <= PACKING_MAX_ACTIVATIONS
+    limits = PACKING_LIMITS["retain" if retained else "default"]
+    widths = sorted(limits)
+    nearest = next((w for w in widths if w >= width), widths[-1])
+    return members * batch * width * grid * grid <= limits[nearest]
 
 
-#: Threshold of :func:`packing_pays` (floats of one layer's ensemble activations).
-PACKING_MAX_ACTIVATIONS = 10_000_000
+#: ``derived_limits_by_width`` of ``benchmarks/results/packing_model.json`` per allocator
+#: mode: model width -> largest activation count packed no slower (0: never packed).
+PACKING_LIMITS: dict[str, dict[int, int]] = {
+    "default": {16: 1_310_720, 32: 0},
+    "retain": {16: 20_971_520, 32: 0},
+}
