@@ -149,6 +149,34 @@ def test_steps_match_separate_adam_and_cosine_runs() -> None:
         schedule.load_state_dict(sched_state)
 
 
+def test_optimiser_alone_is_bit_identical_to_adam_and_lambdalr() -> None:
+    # Given the same gradients, the update is torch's arithmetic exactly: no tolerance.
+    lrs, horizons, steps = [1e-3, 1e-2], [4, 2], 4
+    gen = torch.Generator().manual_seed(0)
+    start = [torch.randn(2, 5, 3, generator=gen), torch.randn(2, 7, generator=gen)]
+    grads = [[torch.randn(t.shape, generator=gen) for t in start] for _ in range(steps)]
+    stacked = [t.clone().requires_grad_() for t in start]
+    optimizer = EnsembleAdam(stacked, lrs, horizons)
+    for step_grads in grads:
+        for p, g in zip(stacked, step_grads, strict=True):
+            p.grad = g.clone()
+        optimizer.step()
+    for k, (lr, total) in enumerate(zip(lrs, horizons, strict=True)):
+        alone = [t[k].clone().requires_grad_() for t in start]
+        adam = torch.optim.Adam(alone, lr=lr)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            adam, lambda s, t=total: 0.5 * (1.0 + math.cos(math.pi * min(s, t) / t))
+        )
+        for step_grads in grads:
+            for p, g in zip(alone, step_grads, strict=True):
+                p.grad = g[k].clone()
+            adam.step()
+            schedule.step()
+        assert all(
+            torch.equal(a.detach(), s[k].detach()) for a, s in zip(alone, stacked, strict=True)
+        )
+
+
 def test_diverging_member_leaves_the_others_bit_identical() -> None:
     seeds, steps = [1, 2, 3], 4
     data = batches(3, steps)

@@ -13,8 +13,8 @@ The update is the same sequence of float32 operations as ``torch.optim.Adam``'s
 single-tensor path (``lerp_``, ``mul_().addcmul_()``, ``sqrt() / bias_correction2_sqrt +
 eps``, ``param + (-step_size * exp_avg) / denom``), with the scalars (learning rate from the
 schedule, bias corrections) computed in Python double precision exactly as torch and
-``LambdaLR`` compute them, so a member follows its separate run step for step (tested in
-``tests/test_ensemble.py``).
+``LambdaLR`` compute them: given the same gradients, a member's weights are bit-identical to
+its separate run's (tested in ``tests/test_ensemble.py``).
 
 Isolation: members that are inactive (stopped, diverged) or whose gradient holds a NaN or inf
 are left untouched -- weights, moments and step count -- and every operation is elementwise
