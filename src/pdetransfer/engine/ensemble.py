@@ -13,9 +13,9 @@ Why layers with a member axis rather than ``torch.func`` (stacked parameters +
 were timed for a whole training step (forward, backward, the same optimiser) on one CPU
 thread, K = 4, batch 8 and 32, sizes xs and s, grids 32 and 64
 (``benchmarks/results/packing_model.json``, ``packed_vs_vmap``): the member-axis layers were
-faster at every point, by 1.04x to 1.44x, because vmap's batching rules wrap the
-batched-matmul and broadcast ops this FNO is built from in extra copies, whereas here the
-member axis folds into the batch of the very same ``bmm``/``baddbmm`` calls. They also keep
+faster at every point, by 1.04x to 1.44x: here the member axis folds into the batch of the
+very same ``bmm``/``baddbmm`` calls, whereas vmap puts its batching rules (and the reshapes
+they need) around each of the FNO's batched-matmul and broadcast ops. They also keep
 plain ``nn.Parameter`` weights, so autocast, DDP, ``state_dict`` and the optimiser need
 nothing from ``torch.func``. Nothing is written twice: the truncated DFT and the spectral
 weight blocks are :mod:`~pdetransfer.engine.models`' own, and the layer graph is
