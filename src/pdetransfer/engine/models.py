@@ -79,30 +79,12 @@ class SpectralConv2d(nn.Module):
         return f"{self.in_channels}, {self.out_channels}, modes={self.modes}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, _, nx, ny = x.shape
+        nx, ny = x.shape[-2:]
         m = min(self.modes, nx // 2, ny // 2)
         dft = self._dft(nx, ny, m, x.dtype, x.device)
-        weight = self.weight
-        if m < self.modes:
-            kx = torch.cat([torch.arange(m), torch.arange(2 * self.modes - m, 2 * self.modes)])
-            weight = weight[:, :m, kx.to(weight.device)]
-        re, im = weight[0].flatten(0, 1), weight[1].flatten(0, 1)  # (modes, in, out)
-        block = torch.cat([torch.cat([re, im], -1), torch.cat([-im, re], -1)], -2)
-
-        cin, cout = self.in_channels, self.out_channels
-        # Forward transform, y first: [Re | Im] over ky, then x -> kx on each (ky, Re/Im).
-        a = x @ dft.fwd_y  # (B, C, nx, 2m)
-        a = a.view(batch, cin, nx, 2, m).permute(0, 1, 4, 3, 2).reshape(batch, cin, m, 2 * nx)
-        spec = a @ dft.fwd_x  # (B, C, ky, [Re kx | Im kx])
-        spec = spec.view(batch, cin, m, 2, 2 * m).permute(2, 4, 0, 3, 1)
-        spec = spec.reshape(2 * m * m, batch, 2 * cin)  # (modes, B, [Re C | Im C])
-        out = torch.bmm(spec, block)  # (modes, B, [Re C' | Im C'])
-        out = out.view(m, 2 * m, batch, 2, cout).permute(2, 4, 0, 3, 1)
-        out = out.reshape(batch, cout, m, 4 * m)  # (B, C', ky, [Re kx | Im kx])
-        # Inverse transform: kx -> x, then ky -> y taking the real part (irfft's convention).
-        z = out @ dft.inv_x  # (B, C', ky, [Re x | Im x])
-        z = z.view(batch, cout, m, 2, nx).permute(0, 1, 4, 3, 2).reshape(batch, cout, nx, 2 * m)
-        return z @ dft.inv_y
+        spec = dft.analyse(x)  # (modes, B, [Re C | Im C])
+        out = torch.bmm(spec, spectral_blocks(self.weight, m))  # (modes, B, [Re C' | Im C'])
+        return dft.synthesise(out, self.out_channels)
 
     def _dft(self, nx: int, ny: int, m: int, dtype: torch.dtype, device: torch.device) -> _DFT:
         key = (nx, ny, m, dtype, device)
@@ -119,6 +101,29 @@ class _DFT:
     fwd_x: torch.Tensor  # (2nx, 4m): [Re | Im] over x -> [Re | Im] over kx in [-m, m)
     inv_x: torch.Tensor  # (4m, 2nx): the inverse of fwd_x's map, unnormalised
     inv_y: torch.Tensor  # (2m, ny): [Re | Im] over ky -> y, with irfft's 1/(nx ny) and 2x
+
+    def analyse(self, x: torch.Tensor) -> torch.Tensor:
+        """Kept modes of ``x`` ``(B, C, nx, ny)`` as ``(2m * m, B, [Re C | Im C])``."""
+        batch, cin, nx, _ = x.shape
+        m = self.fwd_y.shape[1] // 2
+        # Forward transform, y first: [Re | Im] over ky, then x -> kx on each (ky, Re/Im).
+        a = x @ self.fwd_y  # (B, C, nx, 2m)
+        a = a.view(batch, cin, nx, 2, m).permute(0, 1, 4, 3, 2).reshape(batch, cin, m, 2 * nx)
+        spec = a @ self.fwd_x  # (B, C, ky, [Re kx | Im kx])
+        spec = spec.view(batch, cin, m, 2, 2 * m).permute(2, 4, 0, 3, 1)
+        return spec.reshape(2 * m * m, batch, 2 * cin)
+
+    def synthesise(self, out: torch.Tensor, cout: int) -> torch.Tensor:
+        """The field ``(B, C', nx, ny)`` of kept modes ``(2m * m, B, [Re C' | Im C'])``."""
+        batch = out.shape[1]
+        m = self.fwd_y.shape[1] // 2
+        nx = self.inv_x.shape[1] // 2
+        out = out.view(m, 2 * m, batch, 2, cout).permute(2, 4, 0, 3, 1)
+        out = out.reshape(batch, cout, m, 4 * m)  # (B, C', ky, [Re kx | Im kx])
+        # Inverse transform: kx -> x, then ky -> y taking the real part (irfft's convention).
+        z = out @ self.inv_x  # (B, C', ky, [Re x | Im x])
+        z = z.view(batch, cout, m, 2, nx).permute(0, 1, 4, 3, 2).reshape(batch, cout, nx, 2 * m)
+        return z @ self.inv_y
 
     @staticmethod
     def build(nx: int, ny: int, m: int, dtype: torch.dtype, device: torch.device) -> _DFT:
@@ -140,6 +145,21 @@ class _DFT:
             torch.cat([twice * cy.T, -twice * sy.T], 0) / (nx * ny),
         )
         return _DFT(*(t.to(device=device, dtype=dtype).contiguous() for t in mats))
+
+
+def spectral_blocks(weight: torch.Tensor, m: int) -> torch.Tensor:
+    """Real ``[[Re, Im], [-Im, Re]]`` channel-mixing blocks of spectral weights, per kept mode.
+
+    ``weight`` is ``(..., 2, modes, 2 * modes, in, out)`` (any leading axes, e.g. ensemble
+    members); the result is ``(..., 2m * m, 2 in, 2 out)`` for the lowest ``m <= modes`` modes.
+    """
+    modes = weight.shape[-4]
+    if m < modes:
+        kx = torch.cat([torch.arange(m), torch.arange(2 * modes - m, 2 * modes)])
+        weight = weight[..., :m, kx.to(weight.device), :, :]
+    re = weight[..., 0, :, :, :, :].flatten(-4, -3)  # (..., modes, in, out)
+    im = weight[..., 1, :, :, :, :].flatten(-4, -3)
+    return torch.cat([torch.cat([re, im], -1), torch.cat([-im, re], -1)], -2)
 
 
 class Pointwise(nn.Module):

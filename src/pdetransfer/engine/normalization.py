@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pdetransfer.engine.ensemble import EnsembleFNO
 from pdetransfer.engine.models import FNO
 from pdetransfer.errors import UserError
 
@@ -87,9 +88,13 @@ class NormalizedOperator(nn.Module):
     scaling on the output. The statistics are non-persistent buffers: they follow the module
     to the GPU but are not in its ``state_dict``, because checkpoints store them as plain
     numbers next to the network weights (readable without torch by ``pdetransfer info``).
+
+    Every sample is treated on its own, so any leading axes ride along: ``network`` may be an
+    :class:`~pdetransfer.engine.ensemble.EnsembleFNO`, which takes and returns a member axis
+    in front of the batch (``(K, B, n, n)`` sources give ``(K, B, n, n)`` predictions).
     """
 
-    def __init__(self, network: FNO, normalization: Normalization) -> None:
+    def __init__(self, network: FNO | EnsembleFNO, normalization: Normalization) -> None:
         super().__init__()
         if network.spec.in_channels != len(CHANNELS):
             raise UserError(
@@ -112,18 +117,19 @@ class NormalizedOperator(nn.Module):
     def inputs(
         self, f: torch.Tensor, coefficients: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised network input ``(B, 7, n, n)`` and each sample's source scale ``(B,)``.
+        """Normalised network input ``(..., 7, n, n)`` and each sample's source scale ``(...)``.
 
         A zero source (which has the zero solution) gets scale 1 rather than a division by 0.
         """
         scale = source_norm(f) / self.source_norm_median
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         nx, ny = f.shape[-2:]
-        coeffs = (coefficients / self.coefficient_scale)[:, :, None, None]
-        x = torch.cat([(f / scale[:, None, None])[:, None], coeffs.expand(-1, -1, nx, ny)], 1)
+        coeffs = (coefficients / self.coefficient_scale)[..., None, None]
+        coeffs = coeffs.expand(*coeffs.shape[:-2], nx, ny)
+        x = torch.cat([(f / scale[..., None, None]).unsqueeze(-3), coeffs], -3)
         return x, scale
 
     def forward(self, f: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
-        """Predict ``u`` ``(B, n, n)`` from sources ``(B, n, n)`` and coefficients ``(B, 6)``."""
+        """Predict ``u`` ``(..., n, n)`` from sources ``(..., n, n)``, coefficients ``(..., 6)``."""
         x, scale = self.inputs(f, coefficients)
-        return self.network(x)[:, 0].float() * scale[:, None, None]
+        return self.network(x)[..., 0, :, :].float() * scale[..., None, None]
