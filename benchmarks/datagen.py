@@ -2,7 +2,7 @@
 
 All figures are samples per second on this machine, in one run:
 
-* ``ours``: :func:`pdetransfer.data.datasets.generate_dataset` for SYS-1 Poisson e in (1, 5), the
+* ``ours``: :func:`pdetransfer.data.generate.generate_dataset` for SYS-1 Poisson e in (1, 5), the
   whole pipeline including float32 conversion and the HDF5 write, with 1 thread and with every
   CPU this process may use;
 * ``baseline``: the reference generator's algorithm written the same naive way: per sample a
@@ -42,7 +42,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pdetransfer import __version__
-from pdetransfer.data import datasets, solver, systems
+from pdetransfer.data import generate, solver, systems
 
 RESULTS = Path(__file__).resolve().parent / "results" / "datagen.json"
 RANGES = {"poisson": (1.0, 5.0), "advdiff": (0.2, 1.0), "helmholtz": (1.0, 10.0)}
@@ -114,9 +114,9 @@ def ours_rate(system: str, n: int, samples: int, threads: int, workdir: Path) ->
     out = workdir / f"{system}_{n}.h5"
     kwargs = {"split": "train", "grid": n, "seed": 0, "out": out, "force": True}
     kwargs |= {"progress": False, "threads": threads}
-    datasets.generate_dataset(system, RANGES[system], n_samples=32, **kwargs)  # warm caches
+    generate.generate_dataset(system, RANGES[system], n_samples=32, **kwargs)  # warm caches
     with Clock() as clock:
-        datasets.generate_dataset(system, RANGES[system], n_samples=samples, **kwargs)
+        generate.generate_dataset(system, RANGES[system], n_samples=samples, **kwargs)
     out.unlink()
     return clock.rates(samples)
 
@@ -193,7 +193,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure; best is kept")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    threads = datasets.default_threads()
+    threads = generate.default_threads()
     result: dict = {
         "benchmark": "datagen",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

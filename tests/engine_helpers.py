@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from pdetransfer.cli import build_parser
-from pdetransfer.data.datasets import generate_dataset
+from pdetransfer.data.generate import generate_dataset
 from pdetransfer.engine.training import train_command
 
 GRID = 16

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from pdetransfer.data.datasets import generate_dataset
+from pdetransfer.data.generate import generate_dataset
 from pdetransfer.errors import UserError
 from pdetransfer.study.config import ConfigError, Study
 from pdetransfer.study.validation import check_schema, coerce_numbers, key_name

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pdetransfer import __version__
-from pdetransfer.data import datasets, stats, systems
+from pdetransfer.data import check, datasets, generate, stats, systems
 from pdetransfer.errors import UserError
 
 RANGES = {"poisson": (1.0, 5.0), "advdiff": (0.2, 1.0), "helmholtz": (1.0, 10.0)}
@@ -27,7 +27,7 @@ def _generate(tmp_path: Path, name: str = "d.h5", **kwargs) -> Path:
         "progress": False,
     }
     args.update(kwargs)
-    return datasets.generate_dataset(out=tmp_path / name, **args)
+    return generate.generate_dataset(out=tmp_path / name, **args)
 
 
 def _arrays(path: Path) -> dict[str, np.ndarray]:
@@ -77,7 +77,7 @@ def test_layout_and_attributes(files, system):
 
 @pytest.mark.parametrize("system", list(RANGES))
 def test_generated_files_pass_the_check(files, system):
-    report = datasets.check_dataset(files[system], progress=False)
+    report = check.check_dataset(files[system], progress=False)
     assert report.ok, report.failures
     assert report.residual.max() < 1e-4 and np.all(report.residual <= 2 * report.floor + 1e-6)
 
@@ -90,7 +90,7 @@ def test_check_catches_wrong_solutions_and_inconsistent_coefficients(files, tmp_
         tensor = h5["tensor"][()]
         tensor[5, 0] *= 2
         h5["tensor"][...] = tensor
-    failures = " ".join(datasets.check_dataset(broken, progress=False).failures)
+    failures = " ".join(check.check_dataset(broken, progress=False).failures)
     assert "residual above" in failures and "disagree" in failures
 
 

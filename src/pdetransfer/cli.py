@@ -56,7 +56,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output .h5 file")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    _handler(p, "pdetransfer.data.datasets:generate_command")
+    _handler(p, "pdetransfer.data.generate:generate_command")
 
 
 def _add_stats(sub: argparse._SubParsersAction) -> None:
@@ -76,7 +76,7 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
         help="relative residual accepted on top of twice the float32 rounding floor, which "
         "grows like n^2 (about 1e-4 at n=128)",
     )
-    _handler(p, "pdetransfer.data.datasets:check_command")
+    _handler(p, "pdetransfer.data.check:check_command")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
