@@ -7,8 +7,9 @@ documents:
 1. a learning rate that diverges (``sweep.lr: [0.001, 1000.0]``): no recovery needed, its runs
    are outcomes (status ``diverged``), and ``snakemake --keep-going`` exits 0;
 2. one training process killed with SIGKILL mid-training (as the kernel's OOM killer does):
-   Snakemake, which survives, finishes every other job and exits 1; ``snakemake
-   --rerun-incomplete`` then reruns the job, whose log says it resumed from its ``state.pt``;
+   Snakemake, which survives, finishes every other job and exits 1; ``snakemake partial``
+   tables the rest and lists that run as missing; ``snakemake --rerun-incomplete`` then reruns
+   the job, whose log says it resumed from its ``state.pt``;
 3. a downstream test set truncated after the study finished: the ``check`` rule and every
    evaluation that reads it fail naming the file and the command, and ``snakemake --forcerun
    <file>`` regenerates it.
@@ -187,6 +188,13 @@ def test_study_survives_divergence_kill_and_truncation(tmp_path: Path) -> None:
     assert failed_rules(result.stderr) == ["scratch"], result.stderr[-5000:]
     assert "exit status 137" in result.stderr  # 128 + SIGKILL
     finished = int(re.findall(r"(\d+) of \d+ steps", result.stdout + result.stderr)[-1])
+    # meanwhile the partial tables say what is missing, and only that
+    result = snakemake(faulted, "partial", *options)
+    assert result.returncode == 0, result.stderr[-5000:]
+    partial = faulted / "results/partial/tables"
+    missing = pd.read_csv(partial / "missing.csv")
+    assert missing[["mode", "n", "missing"]].values.tolist() == [["scratch", 32, "lr0.001/s0"]]
+    assert len(pd.read_csv(partial / "runs.csv")) == len(runs) - 1
     result = snakemake(faulted, *options, "--rerun-incomplete")
     assert result.returncode == 0, result.stderr[-5000:]
     rerun = job_counts(result.stdout + result.stderr)
@@ -240,8 +248,8 @@ def test_study_survives_divergence_kill_and_truncation(tmp_path: Path) -> None:
     print(
         f"\nfault injection: {sum(jobs.values())} jobs in the study "
         f"({', '.join(f'{rule} {count}' for rule, count in sorted(jobs.items()))}); "
-        f"faults injected: {len(diverged)} diverged runs (lr 1000), 1 SIGKILL at step {step} "
-        f"of {horizon} ({finished} other jobs finished around it), 1 truncated file "
+        f"faults injected: {len(diverged)} diverged runs (lr 1000), 1 SIGKILL mid-training "
+        f"(resumed at step {step} of {horizon}; {finished} other jobs finished around it), 1 truncated file "
         f"({TRUNCATED}, {data_bytes} -> {data_bytes // 3} bytes; {len(detected)} jobs failed on "
         f"it); recovery reran {sum(rerun.values())} + {sum(regenerated.values())} jobs; "
         f"{len(recovered)} summary cells and {cells} table values equal to the clean run, "
