@@ -29,6 +29,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -92,23 +93,33 @@ def kill_training_mid_way(workdir: Path, options: list[str]) -> subprocess.Compl
     """Run the study, SIGKILL the training process of ``KILLED`` once it has saved a resume
     state, and let Snakemake (``--keep-going``) finish everything else."""
     run = workdir / KILLED
-    proc = subprocess.Popen(
-        [*snakemake_argv(workdir), *options],
-        env=snakemake_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    pid, deadline = None, time.monotonic() + 300
-    while pid is None and proc.poll() is None and time.monotonic() < deadline:
-        if (run / "state.pt").exists():
-            pid = job_pid(KILLED)
-        time.sleep(0.02)
-    assert pid is not None, "the run finished (or the study stopped) before it could be killed"
-    os.kill(pid, signal.SIGKILL)
-    stdout, stderr = proc.communicate(timeout=600)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            [*snakemake_argv(workdir), *options],
+            env=snakemake_env(),
+            stdout=out,
+            stderr=err,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            pid, deadline = None, time.monotonic() + 300
+            while pid is None and proc.poll() is None and time.monotonic() < deadline:
+                if (run / "state.pt").exists():
+                    pid = job_pid(KILLED)
+                time.sleep(0.02)
+            assert pid is not None, "the run finished (or the study stopped) before its kill"
+            os.kill(pid, signal.SIGKILL)
+            proc.wait(timeout=600)
+        finally:
+            if proc.poll() is None:  # a failed test leaves no workflow running
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
     assert not (run / "model.pt").exists(), "the run finished before the signal arrived"
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    return result
 
 
 def sha256(path: Path) -> str:
