@@ -7,11 +7,9 @@ import json
 import os
 import re
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import validate
 
 from pdetransfer.study.config import ConfigError, Study
-
-min_version("8.0")
 
 # A study given with --configfile REPLACES the default one instead of being deep-merged into
 # it (Snakemake's default), which would silently add the default study's named datasets and
