@@ -365,3 +365,52 @@ def test_launch_runs_a_two_process_gloo_training_on_cpu(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in result.stderr
     assert json.loads((run / "train.json").read_text())["world_size"] == 2
+
+
+def test_auto_device_refuses_the_cpu_when_gpus_were_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job given GPUs whose torch cannot use CUDA fails in one sentence, not on the CPU."""
+    from pdetransfer.engine.evaluation import resolve_device
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    for name in ("SLURM_JOB_ID", "CUDA_VISIBLE_DEVICES", gpu.LAUNCHED_GPUS_ENV, gpu.ALLOW_CPU_ENV):
+        monkeypatch.delenv(name, raising=False)
+    assert resolve_device("auto").type == "cpu"  # nobody gave this process a GPU
+
+    monkeypatch.setenv("SLURM_JOB_ID", "3")
+    assert resolve_device("auto").type == "cpu"  # a CPU job under SLURM
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with pytest.raises(UserError, match=r"^SLURM gave this job GPU\(s\) 0 .* cannot use CUDA"):
+        resolve_device("auto")
+    assert resolve_device("cpu").type == "cpu"  # asked for explicitly
+    monkeypatch.setenv(gpu.ALLOW_CPU_ENV, "1")
+    assert resolve_device("auto").type == "cpu"
+
+    monkeypatch.delenv(gpu.ALLOW_CPU_ENV)
+    monkeypatch.delenv("SLURM_JOB_ID")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setenv(gpu.LAUNCHED_GPUS_ENV, "2")
+    with pytest.raises(UserError, match=r"^pdetransfer launch --gpus 2 was asked for but"):
+        resolve_device("auto")
+
+
+def test_launch_with_gpus_and_cpu_only_torch_fails_in_one_line(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this torch can use CUDA: the error cannot happen here")
+    env = {**os.environ, gpu.IDS_ENV: "0", gpu.LOCK_DIR_ENV: str(tmp_path / "locks")}
+    for name in ("SLURM_JOB_ID", "CUDA_VISIBLE_DEVICES", gpu.ALLOW_CPU_ENV):
+        env.pop(name, None)
+    argv = pytest.importorskip("engine_helpers").train_args(tmp_path / "run", "--epochs", "1")
+    result = subprocess.run(
+        [_pdetransfer(), "launch", "--gpus", "1", "--", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert errors == [result.stderr.strip().splitlines()[-1]]
+    assert errors[0].startswith("pdetransfer train: error: pdetransfer launch --gpus 1 was")
+    assert not (tmp_path / "run" / "model.pt").exists()

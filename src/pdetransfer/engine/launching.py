@@ -167,6 +167,8 @@ def launch(
     try:
         if placement.devices is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(placement.devices)
+        if gpus > 0:
+            os.environ[gpu.LAUNCHED_GPUS_ENV] = str(gpus)  # the command must then use CUDA
         devices = ",".join(placement.devices) if placement.devices else "none"
         print(
             f"pdetransfer launch: devices {devices} ({placement.source}), "

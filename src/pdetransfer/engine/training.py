@@ -8,7 +8,8 @@ meaningful number of updates; the steps actually taken are recorded.
 
 Restartability is built in because SLURM kills jobs at their time limit: the full training
 state is written atomically every epoch (and every ``--checkpoint-every`` steps) and when
-SIGTERM or SIGUSR1 arrives, after which the process exits with 128 + signal number so that
+SIGTERM or SIGUSR1 arrives or the SLURM time limit nears (:mod:`pdetransfer.engine.deadline`),
+after which the process exits with 128 + signal number so that
 Snakemake/SLURM retry it. Re-running the same command resumes; since the data order of an
 epoch is a function of (seed, epoch) and the optimiser, scheduler and RNG states are restored,
 the resumed run ends with bit-identical weights to an uninterrupted one on the same hardware.
@@ -52,6 +53,7 @@ from pdetransfer.engine.checkpoints import (
     sha256_file,
     unwrapped_state,
 )
+from pdetransfer.engine.deadline import alarm_before_time_limit
 from pdetransfer.engine.evaluation import relative_l2_sums, resolve_device
 from pdetransfer.engine.models import FNO, ModelSpec, parse_model
 from pdetransfer.engine.normalization import CHANNELS, Normalization, NormalizedOperator
@@ -66,7 +68,7 @@ from pdetransfer.errors import UserError
 from pdetransfer.progress import Progress
 
 LOG_COLUMNS = ("epoch", "step", "lr", "train_loss", "val_rel_l2", "seconds")
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGALRM)  # SIGALRM: engine.deadline
 
 
 @dataclass(frozen=True)
@@ -236,9 +238,11 @@ def _train(
     run = RunState()
     if state is not None:
         run.restore(state, network, optimizer, scheduler, procs)
+        if procs.main:
+            _say(f"resuming from {state_path} at epoch {run.epoch + 1}, step {run.step}")
     trainer = Trainer(args, procs, plan, operator, optimizer, scheduler, train_set, val_set)
     header = _checkpoint_header(args, plan, grid, normalization, train_set, val_set)
-    with StopSignals() as stop:
+    with StopSignals() as stop, alarm_before_time_limit(procs.main):
         status = trainer.run(run, header, out, stop, after_step)
     if status:
         return status
