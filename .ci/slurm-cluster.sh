@@ -86,7 +86,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SlurmdParameters=config_overrides
 ReturnToService=2
-MinJobAge=300
+MinJobAge=3600
 KillWait=10
 SchedulerParameters=sched_interval=2
 AccountingStorageType=accounting_storage/none

@@ -56,6 +56,19 @@ def res(stage, key):
     return config["resources"][stage][key]
 
 
+def runtime(stage):
+    """Minutes per attempt of a stage's jobs (the SLURM time limit).
+
+    Training resumes from state.pt, so every attempt gets the configured runtime and continues
+    where the last one stopped; data generation and evaluation start over, so a retry after a
+    time limit gets the runtime once more per attempt.
+    """
+    minutes = res(stage, "runtime")
+    if stage in ("pretrain", "train"):
+        return minutes
+    return lambda wildcards, attempt: minutes * attempt
+
+
 def recipe(stage):
     """Training hyper-parameters of a stage (pretrain, downstream) from the config."""
     return config["training"][stage]

@@ -13,7 +13,7 @@ rule generate:
     threads: res("data", "threads")
     resources:
         mem_mb=res("data", "mem_mb"),
-        runtime=res("data", "runtime"),
+        runtime=runtime("data"),
     params:
         system=lambda wc: config["datasets"][wc.dataset]["system"],
         lo=lambda wc: config["datasets"][wc.dataset]["range"][0],
@@ -41,7 +41,7 @@ rule check:
     threads: 1
     resources:
         mem_mb=res("data", "mem_mb"),
-        runtime=res("data", "runtime"),
+        runtime=runtime("data"),
     shell:
         "pdetransfer check {input} > {output} 2> {log}"
 
@@ -60,7 +60,7 @@ rule dataset_stats:
     threads: 1
     resources:
         mem_mb=res("data", "mem_mb"),
-        runtime=res("data", "runtime"),
+        runtime=runtime("data"),
     shell:
         "pdetransfer stats {input} --out {output} > {log} 2>&1"
 
@@ -79,6 +79,6 @@ rule mixed_stats:
     threads: 1
     resources:
         mem_mb=res("data", "mem_mb"),
-        runtime=res("data", "runtime"),
+        runtime=runtime("data"),
     shell:
         "pdetransfer stats {input} --out {output} > {log} 2>&1"
