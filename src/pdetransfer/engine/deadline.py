@@ -1,11 +1,15 @@
 """Stop training before the SLURM job's time limit, with no signal from outside.
 
-SLURM's ``--signal=USR1@T`` warns the job's steps before the limit, but it depends on how the
-command was started: a ``B:`` prefix signals only the batch shell, and another launcher or a
-site's ``srun`` wrapper may never pass it on. So the training process also learns the job's
-end itself and sets an alarm (SIGALRM, one of the engine's stop signals) a margin before it;
-the loop then stops at a step boundary, writes ``state.pt`` and exits with 128 + SIGALRM, a
-failure Snakemake retries -- and the retry resumes.
+SLURM's ``--signal=SIG@T`` warns every process of the job's steps up to a minute before
+``T`` seconds before the limit -- and the step of a Snakemake job runs the job's own
+``python -m snakemake``, which SIGUSR1 kills at once (its default action), after which SLURM
+ends the step's other processes, the training possibly in the middle of saving. So the slurm
+profile sends SIGURG, which every process of the chain but the training ignores by default.
+A signal still depends on how the command was started: a ``B:`` prefix signals only the batch
+shell, and another launcher or a site's ``srun`` wrapper may never pass it on. So the training
+process also learns the job's end itself and sets an alarm (SIGALRM, one of the engine's stop
+signals) a margin before it; the loop then stops at a step boundary, writes ``state.pt`` and
+exits with 128 + SIGALRM, a failure Snakemake retries -- and the retry resumes.
 
 The end is the *job's* end, not the rule's ``runtime``: a command started late in an allocation
 (a member of a group job) has less time than its rule asked for. It comes from

@@ -8,7 +8,7 @@ meaningful number of updates; the steps actually taken are recorded.
 
 Restartability is built in because SLURM kills jobs at their time limit: the full training
 state is written atomically every epoch (and every ``--checkpoint-every`` steps) and when
-SIGTERM or SIGUSR1 arrives or the SLURM time limit nears (:mod:`pdetransfer.engine.deadline`),
+SIGTERM, SIGUSR1 or SIGURG arrives or the SLURM time limit nears (:mod:`pdetransfer.engine.deadline`),
 after which the process exits with 128 + signal number so that
 Snakemake/SLURM retry it. Re-running the same command resumes; since the data order of an
 epoch is a function of (seed, epoch) and the optimiser, scheduler and RNG states are restored,
@@ -68,7 +68,8 @@ from pdetransfer.errors import UserError
 from pdetransfer.progress import Progress
 
 LOG_COLUMNS = ("epoch", "step", "lr", "train_loss", "val_rel_l2", "seconds")
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGALRM)  # SIGALRM: engine.deadline
+# SIGURG: the slurm profile's --signal (see engine.deadline); SIGALRM: the deadline alarm.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGURG, signal.SIGALRM)
 
 
 @dataclass(frozen=True)
