@@ -8,9 +8,8 @@ meaningful number of updates; the steps actually taken are recorded.
 
 Restartability is built in because SLURM kills jobs at their time limit: the full training
 state is written atomically every epoch (and every ``--checkpoint-every`` steps) and when
-SIGTERM, SIGUSR1 or SIGURG arrives or the SLURM time limit nears (:mod:`pdetransfer.engine.deadline`),
-after which the process exits with 128 + signal number so that
-Snakemake/SLURM retry it. Re-running the same command resumes; since the data order of an
+SIGTERM, SIGUSR1 or SIGURG arrives or the SLURM time limit nears (``engine.deadline``), after
+which the process exits with 128 + signal number so that Snakemake/SLURM retry it. Re-running the same command resumes; since the data order of an
 epoch is a function of (seed, epoch) and the optimiser, scheduler and RNG states are restored,
 the resumed run ends with bit-identical weights to an uninterrupted one on the same hardware.
 A run whose ``model.pt`` exists with the same configuration is not retrained.
@@ -108,7 +107,7 @@ def start_processes(device: str) -> Processes:
 
 
 class StopSignals:
-    """Turn SIGTERM/SIGUSR1 into a flag that the loop checks between optimiser steps.
+    """Turn the stop signals into a flag that the loop checks between optimiser steps.
 
     Stopping at a step boundary (rather than in the handler) is what makes the saved state
     consistent; the previous handlers are restored on exit.
