@@ -9,9 +9,10 @@ meaningful number of updates; the steps actually taken are recorded.
 Restartability is built in because SLURM kills jobs at their time limit: the full training
 state is written atomically every epoch (and every ``--checkpoint-every`` steps) and when
 SIGTERM, SIGUSR1 or SIGURG arrives or the SLURM time limit nears (``engine.deadline``), after
-which the process exits with 128 + signal number so that Snakemake/SLURM retry it. Re-running the same command resumes; since the data order of an
-epoch is a function of (seed, epoch) and the optimiser, scheduler and RNG states are restored,
-the resumed run ends with bit-identical weights to an uninterrupted one on the same hardware.
+which the process exits with 128 + signal number so that Snakemake/SLURM retry it.
+Re-running the same command resumes; since the data order of an epoch is a function of
+(seed, epoch) and the optimiser, scheduler and RNG states are restored, the resumed run ends
+with bit-identical weights to an uninterrupted one on the same hardware.
 A run whose ``model.pt`` exists with the same configuration is not retrained.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) training is data-parallel: each process takes every
