@@ -42,6 +42,7 @@ PROBE = textwrap.dedent(
     def probe(args):
         got = []
         signal.signal(signal.SIGUSR1, lambda *_: got.append("USR1"))
+        signal.signal(signal.SIGURG, lambda *_: got.append("URG"))
         rank = os.environ.get("RANK", "-")
         out = Path(f"{args.out}.{rank}")
         out.write_text(f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')}|{rank}|{os.getpid()}")
@@ -213,10 +214,11 @@ def test_four_jobs_get_four_gpus_and_a_fifth_waits_for_a_killed_holder(
     assert "waiting for 1 free GPU(s)" in fifth.stderr.read()
 
 
-def test_two_processes_under_torchrun_forward_usr1_and_exit_status(
+def test_two_processes_under_torchrun_forward_usr1_urg_and_exit_status(
     tmp_path: Path, probe_env: dict[str, str]
 ) -> None:
-    """Two gloo-ready CPU processes: ranks set, SIGUSR1 reaches both, torchrun survives it."""
+    """Two gloo-ready CPU processes: ranks set, SIGUSR1 and SIGURG (the slurm profile's time
+    signal) reach both, torchrun survives them."""
     release = tmp_path / "release"
     out = tmp_path / "multi"
     job = subprocess.Popen(
@@ -241,6 +243,8 @@ def test_two_processes_under_torchrun_forward_usr1_and_exit_status(
         _wait_for([Path(f"{out}.0"), Path(f"{out}.1")], timeout=120)
         job.send_signal(signal.SIGUSR1)
         time.sleep(0.5)
+        job.send_signal(signal.SIGURG)
+        time.sleep(0.5)
     finally:
         release.touch()
         job.wait(timeout=120)
@@ -248,7 +252,7 @@ def test_two_processes_under_torchrun_forward_usr1_and_exit_status(
     assert job.returncode != 0, stderr  # the workers' failure (exit 3) is not swallowed
     for rank in ("0", "1"):
         assert Path(f"{out}.{rank}").read_text().split("|")[1] == rank
-        assert Path(f"{out}.{rank}.signals").read_text() == "USR1", stderr
+        assert Path(f"{out}.{rank}.signals").read_text() == "USR1,URG", stderr
 
 
 def test_exit_status_of_an_in_process_run_is_propagated(
