@@ -3,6 +3,12 @@
 #   snakemake --cores all --configfile config/paper.yaml --profile <cluster profile>
 #   snakemake --report results/report.html     HTML report with every table and plot
 
+from snakemake.utils import min_version
+
+# 9.19 reads a profile's profile.yaml (workflow/profiles/slurm); 9.20 reads runtimes given to
+# --set-resources or a profile as minutes (9.16.3-9.19 took them as seconds).
+min_version("9.20")
+
 
 configfile: "config/config.yaml"
 

@@ -13,7 +13,10 @@
 # default /etc/slurm/slurm.conf; task/none + proctrack/linuxproc because there are no cgroups;
 # a fake `gpu` GRES (so GPU requests are accepted) needs gres.conf File= entries, one distinct
 # device file per GPU (/dev/null, /dev/zero, ...: a duplicate file is fatal to slurmd).
-# Every finished job is also logged by jobcomp/filetxt, the tests' proof that jobs ran here.
+# Every finished job is also logged by jobcomp/filetxt, the tests' proof that jobs ran here;
+# finished jobs stay in `scontrol show job` for an hour (MinJobAge), where the tests read what
+# each job asked for. The node has the features cpu and gpu, so the README's constraint-style
+# profile (sbatch -C) runs here too; a QOS is accepted but not enforced without accounting.
 set -euo pipefail
 
 CONF_DIR=/etc/slurm
@@ -86,7 +89,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SlurmdParameters=config_overrides
 ReturnToService=2
-MinJobAge=300
+MinJobAge=3600
 KillWait=10
 SchedulerParameters=sched_interval=2
 AccountingStorageType=accounting_storage/none
@@ -96,7 +99,7 @@ JobCompLoc=$JOBCOMP_LOG
 MpiDefault=none
 MailProg=/bin/true
 GresTypes=gpu
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEMORY_MB Gres=gpu:$FAKE_GPUS State=UNKNOWN
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEMORY_MB Gres=gpu:$FAKE_GPUS Features=cpu,gpu State=UNKNOWN
 PartitionName=cpu Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=$NODE MaxTime=INFINITE State=UP
 EOF

@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -196,7 +196,7 @@ def main() -> None:
     threads = generate.default_threads()
     result: dict = {
         "benchmark": "datagen",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "pdetransfer_version": __version__,
         "machine": machine(),
         "threads": threads,

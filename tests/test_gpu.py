@@ -42,6 +42,7 @@ PROBE = textwrap.dedent(
     def probe(args):
         got = []
         signal.signal(signal.SIGUSR1, lambda *_: got.append("USR1"))
+        signal.signal(signal.SIGURG, lambda *_: got.append("URG"))
         rank = os.environ.get("RANK", "-")
         out = Path(f"{args.out}.{rank}")
         out.write_text(f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')}|{rank}|{os.getpid()}")
@@ -213,10 +214,11 @@ def test_four_jobs_get_four_gpus_and_a_fifth_waits_for_a_killed_holder(
     assert "waiting for 1 free GPU(s)" in fifth.stderr.read()
 
 
-def test_two_processes_under_torchrun_forward_usr1_and_exit_status(
+def test_two_processes_under_torchrun_forward_usr1_urg_and_exit_status(
     tmp_path: Path, probe_env: dict[str, str]
 ) -> None:
-    """Two gloo-ready CPU processes: ranks set, SIGUSR1 reaches both, torchrun survives it."""
+    """Two gloo-ready CPU processes: ranks set, SIGUSR1 and SIGURG (the slurm profile's time
+    signal) reach both, torchrun survives them."""
     release = tmp_path / "release"
     out = tmp_path / "multi"
     job = subprocess.Popen(
@@ -241,6 +243,8 @@ def test_two_processes_under_torchrun_forward_usr1_and_exit_status(
         _wait_for([Path(f"{out}.0"), Path(f"{out}.1")], timeout=120)
         job.send_signal(signal.SIGUSR1)
         time.sleep(0.5)
+        job.send_signal(signal.SIGURG)
+        time.sleep(0.5)
     finally:
         release.touch()
         job.wait(timeout=120)
@@ -248,7 +252,7 @@ def test_two_processes_under_torchrun_forward_usr1_and_exit_status(
     assert job.returncode != 0, stderr  # the workers' failure (exit 3) is not swallowed
     for rank in ("0", "1"):
         assert Path(f"{out}.{rank}").read_text().split("|")[1] == rank
-        assert Path(f"{out}.{rank}.signals").read_text() == "USR1", stderr
+        assert Path(f"{out}.{rank}.signals").read_text() == "USR1,URG", stderr
 
 
 def test_exit_status_of_an_in_process_run_is_propagated(
@@ -365,3 +369,52 @@ def test_launch_runs_a_two_process_gloo_training_on_cpu(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in result.stderr
     assert json.loads((run / "train.json").read_text())["world_size"] == 2
+
+
+def test_auto_device_refuses_the_cpu_when_gpus_were_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job given GPUs whose torch cannot use CUDA fails in one sentence, not on the CPU."""
+    from pdetransfer.engine.evaluation import resolve_device
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    for name in ("SLURM_JOB_ID", "CUDA_VISIBLE_DEVICES", gpu.LAUNCHED_GPUS_ENV, gpu.ALLOW_CPU_ENV):
+        monkeypatch.delenv(name, raising=False)
+    assert resolve_device("auto").type == "cpu"  # nobody gave this process a GPU
+
+    monkeypatch.setenv("SLURM_JOB_ID", "3")
+    assert resolve_device("auto").type == "cpu"  # a CPU job under SLURM
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with pytest.raises(UserError, match=r"^SLURM gave this job GPU\(s\) 0 .* cannot use CUDA"):
+        resolve_device("auto")
+    assert resolve_device("cpu").type == "cpu"  # asked for explicitly
+    monkeypatch.setenv(gpu.ALLOW_CPU_ENV, "1")
+    assert resolve_device("auto").type == "cpu"
+
+    monkeypatch.delenv(gpu.ALLOW_CPU_ENV)
+    monkeypatch.delenv("SLURM_JOB_ID")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setenv(gpu.LAUNCHED_GPUS_ENV, "2")
+    with pytest.raises(UserError, match=r"^pdetransfer launch --gpus 2 was asked for but"):
+        resolve_device("auto")
+
+
+def test_launch_with_gpus_and_cpu_only_torch_fails_in_one_line(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this torch can use CUDA: the error cannot happen here")
+    env = {**os.environ, gpu.IDS_ENV: "0", gpu.LOCK_DIR_ENV: str(tmp_path / "locks")}
+    for name in ("SLURM_JOB_ID", "CUDA_VISIBLE_DEVICES", gpu.ALLOW_CPU_ENV):
+        env.pop(name, None)
+    argv = pytest.importorskip("engine_helpers").train_args(tmp_path / "run", "--epochs", "1")
+    result = subprocess.run(
+        [_pdetransfer(), "launch", "--gpus", "1", "--", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert errors == [result.stderr.strip().splitlines()[-1]]
+    assert errors[0].startswith("pdetransfer train: error: pdetransfer launch --gpus 1 was")
+    assert not (tmp_path / "run" / "model.pt").exists()

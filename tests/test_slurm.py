@@ -1,27 +1,36 @@
 """The workflow on a real SLURM cluster: the one-node cluster of ``.ci/slurm-cluster.sh``.
 
 ``.ci/run`` starts that cluster before the tests and stops it afterwards; without a cluster
-that answers (``sinfo``), every test here is skipped with the reason. The study (a cut of
-config/test.yaml) runs as a cluster user runs it -- ``snakemake --profile slurm`` from the
-root of (a copy of) the repository -- with the test cluster's few differences layered on top
-(tests/profiles/slurm-test). A local run of the same study gives the reference tables:
-training is seeded and both runs use the same thread counts, so the numbers must be equal.
+that answers (``sinfo``), every test here is skipped with the reason -- or fails, under
+``CI=true``, so that CI cannot pass by skipping. The study (a cut of config/test.yaml with
+cluster-style ``resources``) runs as a cluster user runs it -- ``snakemake --profile slurm``
+from the root of (a copy of) the repository -- with the test cluster's few differences
+layered on top (tests/profiles/slurm-test). Its pre-training gets a one-minute time limit and
+more epochs than fit in it: one pre-training is stopped by SLURM's ``--signal``, the other by
+its own deadline alarm, and both resume over several attempts. A local run of the same study
+gives the reference: training is seeded and resumes exactly, and both runs use the same
+thread counts, so the weights and the tables must be equal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+
+from pdetransfer.engine.deadline import parse_time_left
 
 pytestmark = pytest.mark.slurm
 
@@ -34,6 +43,26 @@ TABLES = ("runs.csv", "summary.csv", "data_efficiency.csv")
 # Rules that must run as SLURM jobs (the workflow's `localrules`, tables and plots, may not).
 COMPUTE_RULES = {"generate", "dataset_stats", "mixed_stats", "pretrain", "finetune", "scratch"}
 COMPUTE_RULES.update(["evaluate", "predict"])
+# What the study's jobs need: distinct values per stage, so that the test can tell that each
+# job asked SLURM for its own stage's (threads stay 1, as in the local reference run).
+RESOURCES = {
+    "data": {"mem_mb": 1000, "runtime": 20},
+    "pretrain": {"gpu": 1, "mem_mb": 1500, "runtime": 1},
+    "train": {"gpu": 1, "mem_mb": 1200, "runtime": 20},
+    "evaluate": {"gpu": 1, "mem_mb": 1100, "runtime": 20},
+}
+STAGE = {"generate": "data", "check": "data", "dataset_stats": "data", "mixed_stats": "data"}
+STAGE.update(pretrain="pretrain", finetune="train", scratch="train")
+STAGE.update(evaluate="evaluate", predict="evaluate")
+# Pre-training epochs: about a minute of work on a loaded two-core machine, more than fits in
+# one attempt's one-minute limit (the shipped --signal lead, ten minutes, would not fit at
+# all: the signal test's lead is set below, for the single-physics pre-training only).
+PRETRAIN_EPOCHS = 800
+# Seconds; SLURM sends it up to a minute early, so anywhere in the one-minute attempt; the
+# deadline alarm comes MIN_MARGIN_SECONDS (20 s) before the end.
+SIGNAL_LEAD = 30
+RESUMING = re.compile(r"pdetransfer train: resumed from step (\d+) of ")
+SIGNALLED = "poisson_1_5"  # stopped by SIGURG (or, signalled too early, SIGALRM)
 
 
 def _no_cluster_reason() -> str | None:
@@ -65,14 +94,22 @@ def _slurm_config() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def cluster() -> None:
     reason = _no_cluster_reason()
+    if reason and os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but {reason}", pytrace=False)
     if reason:
         pytest.skip(reason)
 
 
 def _env() -> dict[str, str]:
-    """This interpreter's environment first on PATH: sbatch exports it to the jobs."""
+    """This interpreter's environment first on PATH: sbatch exports it to the jobs.
+
+    The test cluster's GPUs are fake GRES entries, so the jobs' ``--device auto`` must be let
+    fall back to the CPU (on a real cluster that would be an error: no CUDA where GPUs were
+    given).
+    """
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PDETRANSFER_ALLOW_CPU"] = "1"
     return env
 
 
@@ -100,22 +137,43 @@ def _write_study(workdir: Path) -> None:
     study["sizes"] = {"tiny": study["sizes"]["tiny"]}
     study["experiments"]["shifts"]["downstream"] = ["poisson_5_10"]
     study["sweep"]["n"] = study["sweep"]["n"][:1]
+    study["resources"] = RESOURCES
+    study["training"]["pretrain"]["epochs"] = PRETRAIN_EPOCHS
     (workdir / STUDY).write_text(yaml.safe_dump(study))
 
 
-def _snakemake(workdir: Path, *args: str) -> subprocess.Popen:
+def _signal_profile(workdir: Path) -> Path:
+    """The shipped ``set-resources`` with a signal lead that fits a one-minute limit.
+
+    A later profile replaces a top-level key of an earlier one as a whole, so the shipped
+    placement is copied and only the pre-training's ``slurm_extra`` changes: SIGUSR1
+    ``SIGNAL_LEAD`` s before the limit for one pre-training, no signal for the other.
+    (The shipped ten-minute lead is longer than the test's one-minute limit.)
+    """
+    shipped = yaml.safe_load((ROOT / "slurm" / "profile.yaml").read_text())
+    resources = {rule: dict(values) for rule, values in shipped["set-resources"].items()}
+    resources["pretrain"]["slurm_extra"] = (  # a YAML alias no more: the other rules keep theirs
+        f"'--signal=URG@{SIGNAL_LEAD}' if wildcards.pretrain == '{SIGNALLED}' else ''"
+    )
+    profile = workdir / "signal-profile"
+    profile.mkdir()
+    (profile / "profile.yaml").write_text(yaml.safe_dump({"set-resources": resources}))
+    return profile
+
+
+def _snakemake(workdir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start the study in ``workdir``; output goes to ``workdir/snakemake.out``."""
     with (workdir / "snakemake.out").open("w") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "snakemake", "--configfile", STUDY, *args],
             cwd=workdir,
-            env=_env(),
+            env=env or _env(),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
 
 
-def _finish(run: subprocess.Popen, workdir: Path, timeout: float = 900) -> str:
+def _finish(run: subprocess.Popen, workdir: Path, timeout: float = 1800) -> str:
     """Wait for a run started by :func:`_snakemake`; its output, which must report success."""
     try:
         run.wait(timeout=timeout)
@@ -138,19 +196,51 @@ def runs(cluster: None, tmp_path_factory: pytest.TempPathFactory):
     slurm_dir = _copy_workflow(tmp_path_factory.mktemp("slurm"))
     for workdir in (local_dir, slurm_dir):
         _write_study(workdir)
-    local = _snakemake(local_dir, "--cores", "1")
+    # Locally, the study's GPU jobs claim fake devices (one job at a time: --cores 1).
+    local_env = {**_env(), "PDETRANSFER_GPU_IDS": "0", "PDETRANSFER_GPU_LOCK_DIR": str(local_dir)}
+    local = _snakemake(local_dir, "--cores", "1", env=local_env)
+    watcher = _LogWatcher(slurm_dir / "results" / "logs" / "pretrain")
     try:
-        on_slurm = _snakemake(slurm_dir, "--profile", "slurm", "--profile", str(TEST_PROFILE))
+        profiles = ("slurm", str(TEST_PROFILE), str(_signal_profile(slurm_dir)))
+        on_slurm = _snakemake(slurm_dir, *(arg for p in profiles for arg in ("--profile", p)))
         try:
             output = _finish(on_slurm, slurm_dir)
         finally:
             _cancel_jobs_in(slurm_dir)
+            watcher.stop()
         _finish(local, local_dir)
     finally:
         if local.poll() is None:
             local.kill()
             local.wait()
-    return slurm_dir, output, local_dir
+    return slurm_dir, output, local_dir, watcher.lines
+
+
+class _LogWatcher:
+    """Collects the lines of the pre-training logs while the study runs.
+
+    A retry rewrites its rule's log (``> {log}``), so what an attempt said when it stopped is
+    read before the next attempt starts: a poll every 0.2 s, the next attempt seconds later.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.lines: dict[str, set[str]] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._done.wait(0.2):
+            for log in self.directory.glob("*/tiny.log"):
+                with contextlib.suppress(OSError):
+                    self.lines.setdefault(log.parent.name, set()).update(
+                        log.read_text().splitlines()
+                    )
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def _cancel_jobs_in(workdir: Path) -> None:
@@ -177,16 +267,93 @@ def _job_history() -> dict[str, str]:
     return history
 
 
-def test_every_job_is_a_completed_slurm_job(runs) -> None:
-    workdir, output, _ = runs
-    submitted = re.findall(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)\)", output)
-    assert submitted, "no job was submitted through sbatch"
-    ids = {job_id for job_id, _ in submitted}
+def _submitted(output: str) -> dict[str, Path]:
+    """{SLURM job id: its SLURM log} of every job Snakemake submitted."""
+    found = re.findall(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)\)", output)
+    assert found, "no job was submitted through sbatch"
+    return {job_id: Path(log) for job_id, log in found}
+
+
+def _rule(log: Path) -> str:
+    """The rule a SLURM job ran: the plugin files its log under ``rule_<name>/``."""
+    (name,) = [part[len("rule_") :] for part in log.parts if part.startswith("rule_")]
+    return name
+
+
+def _request(job_id: str) -> dict[str, str]:
+    """What a job asked SLURM for, from ``scontrol show job`` (kept for MinJobAge)."""
+    text = subprocess.run(
+        ["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, timeout=30
+    ).stdout
+    return dict(re.findall(r"(\w+)=(\S*)", text))
+
+
+def test_every_job_asks_slurm_for_its_stage_resources_from_the_config(runs) -> None:
+    """One source of truth: the study's ``resources`` reach sbatch through --profile slurm,
+    and no job is a group job asking for members it runs one at a time."""
+    _, output, _, _ = runs
+    assert "Group job" not in output
+    jobs = _submitted(output)
+    for job_id, log in jobs.items():
+        rule, request = _rule(log), _request(job_id)
+        wanted = RESOURCES[STAGE[rule]]
+        seconds = parse_time_left(request["TimeLimit"])  # the same [D-][H:]M:S format
+        assert seconds == 60 * wanted["runtime"], (rule, job_id, request["TimeLimit"])
+        assert request["MinMemoryNode"] == f"{wanted['mem_mb']}M", (rule, job_id)
+        gpus = wanted.get("gpu", 0)
+        assert request.get("TresPerJob", "") == (f"gres:gpu:{gpus}" if gpus else ""), rule
+        assert request["Partition"] == ("gpu" if STAGE[rule] != "data" else "cpu"), rule
+        assert request["NumCPUs"] == "1", (rule, job_id)  # the study's threads: 1
+
+
+def test_pretraining_stops_before_its_time_limit_and_resumes_to_the_same_weights(runs) -> None:
+    """Through the chain a user runs: sbatch -> the job's snakemake -> srun -> the step's
+    snakemake -> launch -> train. Every attempt but the last stopped itself before SLURM's
+    limit (by SLURM's signal or its own alarm); each retry resumed after the saved step; the
+    weights equal those of the uninterrupted local run."""
+    workdir, output, local_dir, said = runs
+    jobs, history = _submitted(output), _job_history()
+    assert "TIMEOUT" not in {history[job_id] for job_id in jobs}  # SLURM never had to kill
+    failed = [log for job_id, log in jobs.items() if history[job_id] == "FAILED"]
+    assert {_rule(log) for log in failed} == {"pretrain"}  # nothing else failed
+    attempts = Counter(log.parent.name.removesuffix("_tiny") for log in failed)
+    stops = {
+        pretrain: set(re.findall(r"stopped by (SIG\w+) at step", "\n".join(lines)))
+        for pretrain, lines in said.items()
+    }
+    assert set(attempts) == set(stops) == {SIGNALLED, "mixed"}
+    assert "SIGURG" in stops[SIGNALLED] and stops["mixed"] == {"SIGALRM"}
+    for pretrain in stops:
+        resumed = [m for line in said[pretrain] if (m := RESUMING.match(line))]
+        assert len(resumed) == attempts[pretrain]  # every retry resumed ...
+        assert all(int(m.group(1)) > 0 for m in resumed)  # ... after some steps
+        run = Path("results/pretrain") / pretrain / "tiny"
+        summary = json.loads((workdir / run / "train.json").read_text())
+        every, steps = summary["val_every"], summary["steps"]
+        assert summary["epochs_run"] == PRETRAIN_EPOCHS
+        checks = pd.read_csv(workdir / run / "log.csv")["step"].tolist()
+        tail = [steps] if steps % every else []
+        assert checks == [*range(every, steps + 1, every), *tail]  # every check once
+        assert _same_weights(workdir / run / "model.pt", local_dir / run / "model.pt")
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    import torch
+
+    wa = torch.load(a, map_location="cpu", weights_only=True)["weights"]
+    wb = torch.load(b, map_location="cpu", weights_only=True)["weights"]
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_every_job_is_a_slurm_job(runs) -> None:
+    workdir, output, _, _ = runs
+    jobs = _submitted(output)
+    ids = set(jobs)
     history = _job_history()
-    assert {job_id: history.get(job_id) for job_id in ids} == dict.fromkeys(ids, "COMPLETED")
+    assert {history.get(job_id) for job_id in ids} <= {"COMPLETED", "FAILED"}
 
     # Every non-local rule ran inside one of those jobs, and nothing else did.
-    logs = [Path(log) for _, log in submitted]
+    logs = list(jobs.values())
     assert all(log.exists() for log in logs)
     ran = set()
     for log in logs:
@@ -197,10 +364,6 @@ def test_every_job_is_a_completed_slurm_job(runs) -> None:
     assert ran == scheduled - local_rules
     assert not local_rules & COMPUTE_RULES
 
-    # Group jobs batched the short runs: fewer SLURM jobs than submitted rule instances.
-    assert "Group job runs_" in output and "Group job evaluations" in output
-    assert len(ids) < len(re.findall(r"^\s*rule (\w+):", output, re.M))
-
     # Pre-training used the device SLURM assigned (the fake GRES), not a locally claimed one.
     pretrain_logs = (workdir / "results" / "logs" / "pretrain").rglob("*.log")
     pretraining_logs = [p for p in pretrain_logs if p.name != "stats.log"]  # mixed_stats' too
@@ -210,7 +373,7 @@ def test_every_job_is_a_completed_slurm_job(runs) -> None:
 
 
 def test_tables_match_a_local_run(runs) -> None:
-    workdir, _, local_run = runs
+    workdir, _, local_run, _ = runs
     for name in TABLES:
         on_slurm = pd.read_csv(workdir / "results" / "tables" / name)
         local = pd.read_csv(local_run / "results" / "tables" / name)
@@ -256,7 +419,7 @@ def _log(workdir: Path, run: str, job_id: str) -> str:
 
 
 def test_two_process_pretraining_under_srun_and_torchrun(runs) -> None:
-    workdir, _, _ = runs
+    workdir, _, _, _ = runs
     job_id = _sbatch_train(workdir, "ddp", epochs=2)
     assert _end_state(job_id) == "COMPLETED"
     log = _log(workdir, "ddp", job_id)
@@ -269,7 +432,7 @@ def test_two_process_pretraining_under_srun_and_torchrun(runs) -> None:
 def test_usr1_before_the_time_limit_checkpoints_and_a_rerun_resumes(runs) -> None:
     """SLURM's --signal=USR1@T signals every process of the job's steps; `scancel --signal`
     delivers it the same way, now rather than minutes before a time limit."""
-    workdir, _, _ = runs
+    workdir, _, _, _ = runs
     run = workdir / "preempted"
     job_id = _sbatch_train(workdir, "preempted", epochs=100)
     deadline = time.monotonic() + 120

@@ -8,13 +8,11 @@ import os
 import re
 
 import yaml
-from snakemake.utils import min_version, validate
+from snakemake.utils import validate
 
 from pdetransfer.engine.schedule import recipe_flags
 from pdetransfer.study.config import ConfigError, Study
 from pdetransfer.study.validation import check_schema, coerce_numbers
-
-min_version("8.0")
 
 # A study given with --configfile REPLACES the default one instead of being deep-merged into
 # it (Snakemake's default), which would silently add the default study's named datasets and
@@ -67,6 +65,19 @@ wildcard_constraints:
 def res(stage, key):
     """A resource value of a stage (data, pretrain, train, evaluate) from the config."""
     return config["resources"][stage][key]
+
+
+def runtime(stage):
+    """Minutes per attempt of a stage's jobs (the SLURM time limit).
+
+    Training resumes from state.pt, so every attempt gets the configured runtime and continues
+    where the last one stopped; data generation and evaluation start over, so a retry after a
+    time limit gets the runtime once more per attempt.
+    """
+    minutes = res(stage, "runtime")
+    if stage in ("pretrain", "train"):
+        return minutes
+    return lambda wildcards, attempt: minutes * attempt
 
 
 def recipe(stage):

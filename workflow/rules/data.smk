@@ -13,7 +13,7 @@ rule generate:
     threads: res("data", "threads")
     resources:
         mem_mb=res("data", "mem_mb"),
-        runtime=res("data", "runtime"),
+        runtime=runtime("data"),
     params:
         system=lambda wc: config["datasets"][wc.dataset]["system"],
         lo=lambda wc: config["datasets"][wc.dataset]["range"][0],
@@ -43,7 +43,7 @@ rule check:
     threads: 1
     resources:
         mem_mb=res("data", "mem_mb"),
-        runtime=res("data", "runtime"),
+        runtime=runtime("data"),
     shell:
         "pdetransfer check {input} > {output} 2> {log} || {{ cat {output} {log} >&2; exit 1; }}"
 
@@ -62,7 +62,7 @@ rule dataset_stats:
     threads: 1
     resources:
         mem_mb=res("data", "mem_mb"),
-        runtime=res("data", "runtime"),
+        runtime=runtime("data"),
     shell:
         "pdetransfer stats {input} --out {output} > {log} 2>&1"
 
@@ -81,6 +81,6 @@ rule mixed_stats:
     threads: 1
     resources:
         mem_mb=res("data", "mem_mb"),
-        runtime=res("data", "runtime"),
+        runtime=runtime("data"),
     shell:
         "pdetransfer stats {input} --out {output} > {log} 2>&1"

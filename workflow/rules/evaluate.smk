@@ -18,8 +18,9 @@ rule evaluate:
     threads: res("evaluate", "threads")
     resources:
         gpu=res("evaluate", "gpu"),
+        cpus_per_gpu=res("evaluate", "threads"),  # per process; one process per GPU
         mem_mb=res("evaluate", "mem_mb"),
-        runtime=res("evaluate", "runtime"),
+        runtime=runtime("evaluate"),
     params:
         batch_size=config["evaluation"]["batch_size"],
     shell:
@@ -45,8 +46,9 @@ rule predict:
     threads: res("evaluate", "threads")
     resources:
         gpu=res("evaluate", "gpu"),
+        cpus_per_gpu=res("evaluate", "threads"),  # per process; one process per GPU
         mem_mb=res("evaluate", "mem_mb"),
-        runtime=res("evaluate", "runtime"),
+        runtime=runtime("evaluate"),
     params:
         batch_size=config["evaluation"]["batch_size"],
         samples=config["report"]["gallery"]["samples"],

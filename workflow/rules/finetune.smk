@@ -21,8 +21,9 @@ rule finetune:
     threads: res("train", "threads")
     resources:
         gpu=res("train", "gpu"),
+        cpus_per_gpu=res("train", "threads"),  # per process; one process per GPU
         mem_mb=res("train", "mem_mb"),
-        runtime=res("train", "runtime"),
+        runtime=runtime("train"),
     params:
         model=lambda wc: config["sizes"][wc.size],
         dir=lambda wc, output: os.path.dirname(output.model),
@@ -53,8 +54,9 @@ rule scratch:
     threads: res("train", "threads")
     resources:
         gpu=res("train", "gpu"),
+        cpus_per_gpu=res("train", "threads"),  # per process; one process per GPU
         mem_mb=res("train", "mem_mb"),
-        runtime=res("train", "runtime"),
+        runtime=runtime("train"),
     params:
         model=lambda wc: config["sizes"][wc.size],
         dir=lambda wc, output: os.path.dirname(output.model),

@@ -21,8 +21,9 @@ rule pretrain:
     threads: res("pretrain", "threads")
     resources:
         gpu=res("pretrain", "gpu"),
+        cpus_per_gpu=res("pretrain", "threads"),  # per process; one process per GPU
         mem_mb=res("pretrain", "mem_mb"),
-        runtime=res("pretrain", "runtime"),
+        runtime=runtime("pretrain"),
     params:
         model=lambda wc: config["sizes"][wc.size],
         dir=lambda wc, output: os.path.dirname(output.model),

@@ -41,6 +41,7 @@ import torch
 
 from pdetransfer import __version__
 from pdetransfer.atomic import atomic_path, write_json
+from pdetransfer.engine import gpu
 from pdetransfer.engine.checkpoints import build_operator, check_grid, load_checkpoint, sha256_file
 from pdetransfer.engine.normalization import NormalizedOperator
 from pdetransfer.engine.training_data import FieldSet, file_record, load_fields, read_infos
@@ -62,9 +63,22 @@ METRICS = (
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` (CUDA if present, else CPU), ``cpu``, ``cuda`` (this process's GPU) or ``cuda:K``."""
+    """``auto`` (CUDA if present, else CPU), ``cpu``, ``cuda`` (this process's GPU) or ``cuda:K``.
+
+    ``auto`` falls back to the CPU only when no GPU was given to the process: a job that asked
+    for GPUs but got a torch without CUDA would otherwise train for days on the CPU.
+    """
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif (given := gpu.expected_gpus()) is not None:
+            raise UserError(
+                f"{given} but torch {torch.__version__} cannot use CUDA (is it a CPU-only "
+                "build? see the README's SLURM section for a CUDA build); pass --device cpu "
+                f"to run on the CPU anyway, or set {gpu.ALLOW_CPU_ENV}=1 on a test cluster"
+            )
+        else:
+            name = "cpu"
     if name == "cpu":
         return torch.device("cpu")
     if name.startswith("cuda"):

@@ -31,6 +31,11 @@ LOCK_DIR_ENV = "PDETRANSFER_GPU_LOCK_DIR"
 DEFAULT_LOCK_DIR = "/tmp/pdetransfer-gpu-locks"
 #: Seconds between attempts while every device is taken.
 POLL_SECONDS = 0.5
+#: Set by ``pdetransfer launch --gpus K`` (K > 0) in the environment of the command it runs.
+LAUNCHED_GPUS_ENV = "PDETRANSFER_LAUNCH_GPUS"
+#: "1": ``--device auto`` may fall back to the CPU although GPUs were given -- only for test
+#: clusters whose GPUs are fake GRES entries; a real job would silently train on the CPU.
+ALLOW_CPU_ENV = "PDETRANSFER_ALLOW_CPU"
 
 
 def default_lock_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -87,6 +92,20 @@ def slurm_devices(env: Mapping[str, str] | None = None) -> list[str] | None:
     if not env.get("SLURM_JOB_ID"):
         return None
     return _split_ids(env.get("CUDA_VISIBLE_DEVICES", ""))
+
+
+def expected_gpus(env: Mapping[str, str] | None = None) -> str | None:
+    """Who gave this process GPUs (for an error message), or None when nobody did."""
+    env = os.environ if env is None else env
+    if env.get(ALLOW_CPU_ENV) == "1":
+        return None
+    launched = env.get(LAUNCHED_GPUS_ENV, "")
+    if launched.isdigit() and int(launched) > 0:
+        return f"pdetransfer launch --gpus {launched} was asked for"
+    slurm = slurm_devices(env)
+    if slurm:
+        return f"SLURM gave this job GPU(s) {','.join(slurm)} (CUDA_VISIBLE_DEVICES)"
+    return None
 
 
 @dataclass

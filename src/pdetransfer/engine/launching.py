@@ -12,8 +12,8 @@ number of processes follows the rule's resources rather than a number written in
   reads ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``).
 
 In the multi-process case this process stays in between and forwards signals: SIGTERM and
-SIGINT go to torchrun, which shuts its workers down; SIGUSR1 (SLURM's "time is nearly up" from
-``--signal``) goes straight to the workers (torchrun's children, each in a session of its own)
+SIGINT go to torchrun, which shuts its workers down; SIGUSR1 and SIGURG (SLURM's "time is
+nearly up" from ``--signal``) go straight to the workers (torchrun's children, each in a session of its own)
 so that they checkpoint, while torchrun itself ignores it -- by default it would die of it and
 orphan them. The exit status is the child's.
 """
@@ -78,7 +78,7 @@ def child_pids(parent: int) -> list[int]:
 
 
 def run_forwarding_signals(cmd: Sequence[str], env: dict[str, str], keep_fds: Sequence[int]) -> int:
-    """Run ``cmd`` in its own process group, forward SIGTERM/SIGINT/SIGUSR1, return its status.
+    """Run ``cmd`` in its own process group, forward SIGTERM/SIGINT/SIGUSR1/SIGURG; its status.
 
     ``keep_fds`` (the GPU lock descriptors) are inherited by the child, so the devices stay
     claimed while the child lives even if this process is killed first.
@@ -95,7 +95,7 @@ def run_forwarding_signals(cmd: Sequence[str], env: dict[str, str], keep_fds: Se
         raise UserError(f"cannot start {cmd[0]}: {err}") from err
 
     def forward(signum: int, _frame: FrameType | None) -> None:
-        targets = child_pids(proc.pid) if signum == signal.SIGUSR1 else [proc.pid]
+        targets = child_pids(proc.pid) if signum in _TO_WORKERS else [proc.pid]
         for pid in targets:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
@@ -109,7 +109,8 @@ def run_forwarding_signals(cmd: Sequence[str], env: dict[str, str], keep_fds: Se
     return 128 - status if status < 0 else status
 
 
-_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+_TO_WORKERS = (signal.SIGUSR1, signal.SIGURG)  # torchrun ignores SIGURG by default
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, *_TO_WORKERS)
 
 
 def run_in_process(argv: Sequence[str]) -> int:
@@ -167,6 +168,8 @@ def launch(
     try:
         if placement.devices is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(placement.devices)
+        if gpus > 0:
+            os.environ[gpu.LAUNCHED_GPUS_ENV] = str(gpus)  # the command must then use CUDA
         devices = ",".join(placement.devices) if placement.devices else "none"
         print(
             f"pdetransfer launch: devices {devices} ({placement.source}), "

@@ -13,7 +13,8 @@ import torch.distributed as dist
 
 from pdetransfer.engine.evaluation import resolve_device
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# SIGURG: the slurm profile's --signal (see engine.deadline); SIGALRM: the deadline alarm.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGURG, signal.SIGALRM)
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def start_processes(device: str) -> Processes:
 
 
 class StopSignals:
-    """Turn SIGTERM/SIGUSR1 into a flag that the loop checks between optimiser steps.
+    """Turn the stop signals into a flag that the loop checks between optimiser steps.
 
     Stopping at a step boundary (rather than in the handler) is what makes the saved state
     consistent; the previous handlers are restored on exit.

@@ -16,7 +16,8 @@ outcome of its learning rate, not an error, so it ends with exit status 0, ``sta
 
 Restartability is built in because SLURM kills jobs at their time limit: the full training
 state is written atomically at every validation check (and every ``--checkpoint-every`` steps)
-and when SIGTERM or SIGUSR1 arrives, after which the process exits with 128 + signal number so
+and when SIGTERM, SIGUSR1 or SIGURG arrives or the SLURM time limit nears
+(:mod:`pdetransfer.engine.deadline`), after which the process exits with 128 + signal number so
 that Snakemake/SLURM retry it. Re-running the same command resumes and says from where; an
 unreadable ``state.pt`` is reported and the run starts over. Since the data order of an epoch is
 a function of (seed, epoch) and the optimiser, scheduler and RNG states are restored, the
@@ -42,6 +43,7 @@ import torch.distributed as dist
 
 from pdetransfer import __version__
 from pdetransfer.engine.checkpoints import check_grid, load_checkpoint, unwrapped_state
+from pdetransfer.engine.deadline import alarm_before_time_limit
 from pdetransfer.engine.loop import LoopState, Trainer
 from pdetransfer.engine.member import MemberState
 from pdetransfer.engine.models import FNO
@@ -163,7 +165,7 @@ def _train(
             )
     trainer = Trainer(args, procs, plan, operator, optimizer, scheduler, train_set, val_set)
     header = checkpoint_header(args, plan, grid, normalization, train_set, val_set)
-    with StopSignals() as stop:
+    with StopSignals() as stop, alarm_before_time_limit(procs.main):
         status = trainer.run(loop, member, header, out, stop, after_step)
     if status:
         return status
