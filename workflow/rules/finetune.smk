@@ -10,25 +10,6 @@
 # their final.pt, not retrained). sweep.pack false: one job per run. Exactly one of the two
 # rule sets exists, so exactly one rule produces each path.
 
-FINETUNE_CELL = "results/runs/finetune/{pretrain}/{size}/{downstream}/n{n}"
-SCRATCH_CELL = "results/runs/scratch/{size}/{downstream}/n{n}"
-CELL_MEMBERS = [f"lr{lr}/s{seed}" for lr in STUDY.lrs for seed in STUDY.seeds]
-
-
-def cell_files(cell, name):
-    """One file of every member of a cell (wildcards of the cell left in)."""
-    return [f"{cell}/{member}/{name}" for member in CELL_MEMBERS]
-
-
-def cell_resource(key):
-    """A packed job's resource: one GPU at most (the pack is one process); runtime and memory
-    the per-run values of resources.train times the members (the sequential fallback's bound)."""
-    value = res("train", key)
-    if key == "gpu":
-        return min(value, 1)
-    return value * len(CELL_MEMBERS)
-
-
 if config["sweep"]["pack"]:
 
     rule finetune_cell:
@@ -52,7 +33,7 @@ if config["sweep"]["pack"]:
             runtime=cell_resource("runtime"),
         params:
             model=lambda wc: config["sizes"][wc.size],
-            pattern=lambda wc: FINETUNE_CELL.format(**wc) + "/lr{lr}/s{seed}",
+            pattern=lambda wc: member_pattern(FINETUNE_CELL, wc),
             lrs=" ".join(STUDY.lrs),
             seeds=" ".join(str(s) for s in STUDY.seeds),
             recipe=train_flags("downstream"),
@@ -85,7 +66,7 @@ if config["sweep"]["pack"]:
             runtime=cell_resource("runtime"),
         params:
             model=lambda wc: config["sizes"][wc.size],
-            pattern=lambda wc: SCRATCH_CELL.format(**wc) + "/lr{lr}/s{seed}",
+            pattern=lambda wc: member_pattern(SCRATCH_CELL, wc),
             lrs=" ".join(STUDY.lrs),
             seeds=" ".join(str(s) for s in STUDY.seeds),
             recipe=train_flags("downstream"),
