@@ -90,7 +90,12 @@ def timed(command: list[str]) -> tuple[float, float]:
     return wall, cpu
 
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "PYTHONPATH": str(ROOT / "src"),
+}
 
 
 def point(
@@ -105,13 +110,25 @@ def point(
     ]  # fmt: skip
     cell = root / f"{size}-n{n}-k{members}"
     packed_wall, packed_cpu = timed(
-        [*base, "--lr", *lrs, "--seed", *seeds, "--out-pattern", f"{cell}/packed/lr{{lr}}/s{{seed}}"]
+        [
+            *base,
+            "--lr",
+            *lrs,
+            "--seed",
+            *seeds,
+            "--out-pattern",
+            f"{cell}/packed/lr{{lr}}/s{{seed}}",
+        ]
     )
-    pack_size = json.loads((cell / "packed" / f"lr{lrs[0]}" / f"s{seeds[0]}" / "train.json").read_text())["pack_size"]
+    pack_size = json.loads(
+        (cell / "packed" / f"lr{lrs[0]}" / f"s{seeds[0]}" / "train.json").read_text()
+    )["pack_size"]
     walls, cpus = [], []
     pairs = [(lr, seed) for lr in lrs for seed in seeds][:measured]
     for lr, seed in pairs:
-        wall, cpu = timed([*base, "--lr", lr, "--seed", seed, "--out", f"{cell}/separate/lr{lr}/s{seed}"])
+        wall, cpu = timed(
+            [*base, "--lr", lr, "--seed", seed, "--out", f"{cell}/separate/lr{lr}/s{seed}"]
+        )
         walls.append(wall)
         cpus.append(cpu)
     separate_wall = members * sum(walls) / len(walls)
@@ -139,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="xs, grid 32, N = 8, K = 4, 3 steps")
     parser.add_argument("--steps", type=int, default=10, help="fixed budget of every run")
-    parser.add_argument("--separate-measured", type=int, default=2, help="separate runs timed per cell")
+    parser.add_argument(
+        "--separate-measured", type=int, default=2, help="separate runs timed per cell"
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "packing.json"))
     args = parser.parse_args(argv)
     sizes, grids, ns, ks = ("xs", "s"), (32, 64), (8, 32, 128, 1024), (4, 10)
@@ -154,7 +173,18 @@ def main(argv: list[str] | None = None) -> int:
             for size in sizes:
                 for n in ns:
                     for k in ks:
-                        result = {"grid": grid, **point(Path(tmp) / f"g{grid}", data, size, n, k, steps, args.separate_measured)}
+                        result = {
+                            "grid": grid,
+                            **point(
+                                Path(tmp) / f"g{grid}",
+                                data,
+                                size,
+                                n,
+                                k,
+                                steps,
+                                args.separate_measured,
+                            ),
+                        }
                         print(json.dumps(result), flush=True)
                         points.append(result)
     xs_small = [p for p in points if p["size"] == "xs" and p["n_train"] <= 32]

@@ -36,7 +36,9 @@ LRS = ("3e-3", "1e-3")
 SEEDS = ("0", "1")
 
 
-def argv(out: str, *extra: str, lrs: tuple[str, ...] = LRS, seeds: tuple[str, ...] = SEEDS) -> list[str]:
+def argv(
+    out: str, *extra: str, lrs: tuple[str, ...] = LRS, seeds: tuple[str, ...] = SEEDS
+) -> list[str]:
     """A small scratch cell: N = 16 of the downstream set, batch 8, model '2,8'."""
     flag = "--out-pattern" if "{" in out else "--out"
     return [
@@ -104,7 +106,9 @@ def test_packed_members_start_from_their_separate_runs_weights_and_data(
 def test_weights_after_the_first_steps_match_the_separate_runs(tmp_path: Path) -> None:
     steps = 3
     separate(tmp_path / "separate", "--max-steps", str(steps))
-    assert train(argv(str(tmp_path / "packed" / "lr{lr}" / "s{seed}"), "--max-steps", str(steps))) == 0
+    assert (
+        train(argv(str(tmp_path / "packed" / "lr{lr}" / "s{seed}"), "--max-steps", str(steps))) == 0
+    )
     for a, b in zip(runs(tmp_path / "separate"), runs(tmp_path / "packed"), strict=True):
         lr = summary(a)["lr"]
         assert summary(b)["packed"] and summary(b)["pack_size"] == 4
@@ -173,7 +177,12 @@ def test_kill_and_resume_of_a_pack_is_bit_identical(tmp_path: Path) -> None:
 def test_a_member_resumes_alone_from_a_packed_state(tmp_path: Path) -> None:
     """A packed member's state.pt is a separate run's: it resumes in any pack or none."""
     pattern = str(tmp_path / "packed" / "lr{lr}" / "s{seed}")
-    assert train(argv(pattern, "--max-steps", "4"), lambda s: s == 2 and signal.raise_signal(signal.SIGTERM)) == 143
+
+    def stop_at(step: int) -> None:
+        if step == 2:
+            signal.raise_signal(signal.SIGTERM)
+
+    assert train(argv(pattern, "--max-steps", "4"), stop_at) == 128 + signal.SIGTERM
     state = load_checkpoint(tmp_path / "packed" / "lr3e-3" / "s1" / "state.pt", "state")
     assert state["progress"]["step"] == 2 and state["optimizer"]["state"]
     member = tmp_path / "packed" / "lr3e-3" / "s1"

@@ -45,7 +45,9 @@ class MemberSpec:
 
     def args(self, args: argparse.Namespace) -> argparse.Namespace:
         """The arguments of this member's separate run."""
-        return argparse.Namespace(**{**vars(args), "lr": self.lr, "seed": self.seed, "out": self.out})
+        return argparse.Namespace(
+            **{**vars(args), "lr": self.lr, "seed": self.seed, "out": self.out}
+        )
 
 
 def member_specs(args: argparse.Namespace) -> list[MemberSpec]:
@@ -75,7 +77,9 @@ def member_specs(args: argparse.Namespace) -> list[MemberSpec]:
         return [MemberSpec(values[0], seeds[0], Path(args.out))]
     for key, count in (("{lr}", len(lrs)), ("{seed}", len(seeds))):
         if count > 1 and key not in pattern:
-            raise UserError(f"--out-pattern {pattern!r} lacks {key}, so runs would share a directory")
+            raise UserError(
+                f"--out-pattern {pattern!r} lacks {key}, so runs would share a directory"
+            )
     return [
         MemberSpec(value, seed, Path(pattern.replace("{lr}", text).replace("{seed}", str(seed))))
         for text, value in zip(lrs, values, strict=True)
@@ -88,9 +92,7 @@ def member_config(config: dict[str, Any], spec: MemberSpec) -> dict[str, Any]:
     return {**config, "lr": spec.lr, "seed": spec.seed}
 
 
-def packs(
-    positions: list[int], batch: int, grid: int, width: int, gpu: bool
-) -> list[list[int]]:
+def packs(positions: list[int], batch: int, grid: int, width: int, gpu: bool) -> list[list[int]]:
     """Members (by index) grouped into packs: same resume step, and packed only if it pays.
 
     ``positions[k]`` is the step member ``k`` resumes from (0: a fresh start).

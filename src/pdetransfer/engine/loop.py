@@ -157,7 +157,9 @@ class Trainer:
                     if stepped[k]:
                         member.took_step(sums[k], global_batch)
                     else:
-                        member.diverge(loop.step, f"the gradient became non-finite at step {loop.step}")
+                        member.diverge(
+                            loop.step, f"the gradient became non-finite at step {loop.step}"
+                        )
                         self._stop(k, loop, finish)
                 progress.update(1, loss=sum(sums[k] for k in active) / (len(active) * global_batch))
                 if after_step is not None:

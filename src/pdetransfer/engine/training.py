@@ -71,7 +71,7 @@ from pdetransfer.engine.run_files import (
     say,
     write_outputs,
 )
-from pdetransfer.engine.schedule import cosine_factor, work_share
+from pdetransfer.engine.schedule import work_share
 from pdetransfer.engine.training_data import FieldSet, load_fields, read_infos
 from pdetransfer.errors import UserError
 
@@ -250,7 +250,9 @@ class _Pack:
                 optimizer.load_member_state(k, state["optimizer"], state["scheduler"])
                 member = MemberState.from_state(state["member"], state.get("best_weights"))
                 p = state["progress"]
-                loop = LoopState(int(p["epoch"]), int(p["batch"]), int(p["step"]), float(p["seconds"]))
+                loop = LoopState(
+                    int(p["epoch"]), int(p["batch"]), int(p["step"]), float(p["seconds"])
+                )
                 torch.set_rng_state(state["rng"]["torch"])
                 if torch.cuda.is_available() and state["rng"].get("cuda"):
                     torch.cuda.set_rng_state_all(state["rng"]["cuda"])
