@@ -143,6 +143,27 @@ def test_a_full_packed_run_ends_within_a_tenth_of_the_seed_spread(tmp_path: Path
                 assert summary(a)["steps"] == summary(b)["steps"]
 
 
+def test_members_stop_by_their_own_plateau_as_their_separate_runs(tmp_path: Path) -> None:
+    """Each member stops at its own plateau (here steps 8 to 34 in one pack), as alone."""
+    lrs, extra = ("3e-2", "1e-2"), ("--patience", "4", "--max-steps", "40")
+    for lr in lrs:
+        for seed in SEEDS:
+            out = str(tmp_path / "separate" / f"lr{lr}" / f"s{seed}")
+            assert train(argv(out, *extra, lrs=(lr,), seeds=(seed,))) == 0
+    assert train(argv(str(tmp_path / "packed" / "lr{lr}" / "s{seed}"), *extra, lrs=lrs)) == 0
+    stops = set()
+    for lr in lrs:
+        for seed in SEEDS:
+            a = summary(tmp_path / "separate" / f"lr{lr}" / f"s{seed}")
+            b = summary(tmp_path / "packed" / f"lr{lr}" / f"s{seed}")
+            assert (b["steps"], b["stop_reason"], b["best_step"]) == (
+                a["steps"], a["stop_reason"], a["best_step"]
+            )  # fmt: skip
+            assert b["best_val_rel_l2"] == pytest.approx(a["best_val_rel_l2"], rel=1e-3)
+            stops.add(b["steps"])
+    assert len(stops) > 1  # the members did stop at different steps
+
+
 def test_a_diverging_member_does_not_disturb_the_others(tmp_path: Path) -> None:
     calm = str(tmp_path / "calm" / "lr{lr}" / "s{seed}")
     wild = str(tmp_path / "wild" / "lr{lr}" / "s{seed}")

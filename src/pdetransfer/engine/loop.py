@@ -142,10 +142,9 @@ class Trainer:
                 active = self._active()
                 if not active:
                     break
-                mask = torch.zeros(len(self.members), device=losses.device)
-                mask[active] = 1.0
                 self.optimizer.zero_grad()
-                (losses * mask).sum().backward()
+                # Only running members' losses: a stopped one gets no gradient at all.
+                losses[torch.tensor(active, device=losses.device)].sum().backward()
                 self.step_lr = self.optimizer.current_lr()
                 stepped = self.optimizer.step()
                 loop.step += 1
