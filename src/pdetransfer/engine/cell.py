@@ -20,7 +20,10 @@ and a group is trained as one pack when that pays (on a GPU always: one small mo
 sliver of it; on the CPU by :func:`pdetransfer.engine.ensemble.packing_pays`, measured per
 step), else member by member in this same process -- which still saves a process start-up,
 the data loads and the validation set's load per member. Either way every member's result is
-that of its separate run (``tests/test_packing.py`` states the tolerances).
+that of its separate run (``tests/test_packing.py`` states the tolerances). A pack resumed
+with all its members is bit-identical to an uninterrupted one; when some members had already
+finished before the kill, the others resume as a smaller pack, whose products may be summed
+in another order (the same float32 tolerance as packed against separate).
 """
 
 from __future__ import annotations
