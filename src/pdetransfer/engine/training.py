@@ -155,9 +155,10 @@ def _train(
     if not todo:
         return 0
 
-    states = [state for _, state in todo if state is not None]
-    if states:
-        normalization = Normalization.from_stats(states[0]["normalization"], "state.pt")
+    resumed = [(spec, state) for spec, state in todo if state is not None]
+    if resumed:  # every member of one call shares the cell's normalisation
+        spec, state = resumed[0]
+        normalization = Normalization.from_stats(state["normalization"], str(spec.out / "state.pt"))
     elif init is not None:
         normalization = Normalization.from_stats(init["normalization"], str(args.init))
     else:
