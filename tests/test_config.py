@@ -51,7 +51,7 @@ def test_sweep_pack_defaults_to_true_and_takes_booleans_written_as_strings() -> 
         assert config["sweep"]["pack"] is value
     config = raw_config()
     config["sweep"]["pack"] = "maybe"
-    with pytest.raises(ConfigError, match="sweep.pack"):
+    with pytest.raises(ConfigError, match=r"sweep\.pack"):
         checked(config)
 
 
