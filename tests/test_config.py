@@ -40,6 +40,21 @@ def test_yaml_11_leaves_exponent_floats_as_strings() -> None:
     assert yaml.safe_load("lr: [1e-3, 5E-4, 1.0e-3]") == {"lr": ["1e-3", "5E-4", 0.001]}
 
 
+def test_sweep_pack_defaults_to_true_and_takes_booleans_written_as_strings() -> None:
+    config = raw_config()
+    checked(config)
+    assert config["sweep"]["pack"] is True
+    for text, value in (("false", False), ("True", True)):
+        config = raw_config()
+        config["sweep"]["pack"] = text  # as `--config 'sweep={pack: false}'` may leave it
+        checked(config)
+        assert config["sweep"]["pack"] is value
+    config = raw_config()
+    config["sweep"]["pack"] = "maybe"
+    with pytest.raises(ConfigError, match=r"sweep\.pack"):
+        checked(config)
+
+
 def test_numbers_are_coerced_only_where_the_schema_wants_numbers() -> None:
     config = raw_config()
     config["sweep"].update(lr=["1e-3", "5E-4", ".5"], n=["4", "8"], seeds=["0"])

@@ -43,7 +43,12 @@ def test_two_process_run_matches_one_process(tmp_path: Path, loss: str) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr.count("pdetransfer train: trained 6 steps (2 epochs") == 1  # rank 0
 
-    assert sorted(p.name for p in double.iterdir()) == ["log.csv", "model.pt", "train.json"]
+    assert sorted(p.name for p in double.iterdir()) == [
+        "final.pt",
+        "log.csv",
+        "model.pt",
+        "train.json",
+    ]
     assert json.loads((double / "train.json").read_text())["world_size"] == 2
     for a, b in zip(_rows(single), _rows(double), strict=True):
         assert (a["step"], a["epoch"], a["lr"]) == (b["step"], b["epoch"], b["lr"])

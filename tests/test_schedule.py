@@ -93,7 +93,7 @@ def _train_flags(command: str) -> dict[str, str]:
     """The flags of a `pdetransfer train` command that do not name a file or the run."""
     argv = shlex.split(command.split(">")[0])
     argv = argv[argv.index("train") + 1 :]
-    skip = {"--data", "--val", "--stats", "--init", "--out"}
+    skip = {"--data", "--val", "--stats", "--init", "--out", "--out-pattern"}
     flags, key = {}, None
     for word in argv:
         if word.startswith("--"):
@@ -129,5 +129,7 @@ def test_finetune_and_scratch_of_a_cell_get_the_same_rule(tmp_path: Path) -> Non
 
 
 def _out(command: str) -> str:
+    """The run directory of a command, or its members' pattern (lr{lr}/s{seed}) when packed."""
     argv = shlex.split(command.split(">")[0])
-    return argv[argv.index("--out") + 1]
+    flag = "--out" if "--out" in argv else "--out-pattern"
+    return argv[argv.index(flag) + 1]

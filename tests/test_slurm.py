@@ -41,7 +41,8 @@ WORKFLOW_PATHS = ("Snakefile", "workflow", "config", "envs", "slurm")
 STUDY = "config/slurm-test.yaml"  # written by _write_study
 TABLES = ("runs.csv", "summary.csv", "data_efficiency.csv")
 # Rules that must run as SLURM jobs (the workflow's `localrules`, tables and plots, may not).
-COMPUTE_RULES = {"generate", "dataset_stats", "mixed_stats", "pretrain", "finetune", "scratch"}
+COMPUTE_RULES = {"generate", "dataset_stats", "mixed_stats", "pretrain"}
+COMPUTE_RULES.update(["finetune_cell", "scratch_cell"])  # sweep.pack: true, the default
 COMPUTE_RULES.update(["evaluate", "predict"])
 # What the study's jobs need: distinct values per stage, so that the test can tell that each
 # job asked SLURM for its own stage's (threads stay 1, as in the local reference run).

@@ -25,8 +25,11 @@ def load(name: str) -> dict:
     return yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text())
 
 
-def expected_jobs(cfg: dict) -> Counter:
-    """Job counts per rule implied by a config's lists (written independently of the code)."""
+def expected_jobs(cfg: dict, pack: bool = True) -> Counter:
+    """Job counts per rule implied by a config's lists (written independently of the code).
+
+    With ``pack`` a fine-tune or scratch job trains a whole cell: all learning rates x seeds.
+    """
     sweep = cfg.get("sweep", {})
     ns, lrs, seeds = sweep["n"], sweep["lr"], sweep.get("seeds", [0])
     modes = sweep.get("modes", MODES)
@@ -84,8 +87,10 @@ def expected_jobs(cfg: dict) -> Counter:
         dataset_stats=len(dataset_stats),
         mixed_stats=len(mixed),
         pretrain=len(pretrains),
-        finetune=len(finetunes),
-        scratch=len(scratches),
+        finetune=0 if pack else len(finetunes),
+        scratch=0 if pack else len(scratches),
+        finetune_cell=len({run[:4] for run in finetunes}) if pack else 0,
+        scratch_cell=len({run[:3] for run in scratches}) if pack else 0,
         evaluate=len(finetunes) + len(scratches) + len(zeroshots),
         predict=len(predicts),
         study=1,
@@ -102,13 +107,15 @@ def expected_jobs(cfg: dict) -> Counter:
     return +counts  # drop zero entries, as snakemake's table does
 
 
+@pytest.mark.parametrize("pack", [True, False])
 @pytest.mark.parametrize("name", ["config", "reproduce", "paper", "test"])
-def test_dry_run_job_counts_match_the_config(name: str, tmp_path: Path) -> None:
+def test_dry_run_job_counts_match_the_config(name: str, pack: bool, tmp_path: Path) -> None:
     result = snakemake(
-        tmp_path, "-n", "--quiet", "rules", "--configfile", str(ROOT / "config" / f"{name}.yaml")
-    )
+        tmp_path, "-n", "--quiet", "rules", "--configfile", str(ROOT / "config" / f"{name}.yaml"),
+        "--config", f"sweep={{pack: {str(pack).lower()}}}",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert job_counts(result.stdout + result.stderr) == expected_jobs(load(name))
+    assert job_counts(result.stdout + result.stderr) == expected_jobs(load(name), pack)
 
 
 def test_lint_is_clean(tmp_path: Path) -> None:

@@ -20,7 +20,10 @@ from workflow_helpers import ROOT, job_counts, snakemake, snakemake_argv, snakem
 
 CONFIG = str(ROOT / "config" / "test.yaml")
 RUN = "results/runs/finetune/poisson_1_5/tiny/poisson_5_10/n4/lr0.001/s0"
-TRAINING_RULES = {"generate", "dataset_stats", "mixed_stats", "pretrain", "finetune", "scratch"}
+TRAINING_RULES = {
+    "generate", "dataset_stats", "mixed_stats", "pretrain", "finetune", "scratch",
+    "finetune_cell", "scratch_cell",
+}  # fmt: skip
 
 pytestmark = pytest.mark.slow
 
@@ -110,19 +113,21 @@ def test_new_sweep_values_add_only_their_jobs(study_dir: Path) -> None:
     # N=16: 5 fine-tuning cells (pretrain, size, downstream) and 4 scratch cells
     config = _edited_config(study_dir, "more_n", sweep={"n": [4, 8, 16]})
     assert _dry_run(study_dir, config=config) == {
-        "finetune": 5,
-        "scratch": 4,
+        "finetune_cell": 5,
+        "scratch_cell": 4,
         "evaluate": 9,
         **tables,
         **plots,
     }
-    # a second learning rate: every cell again, plus the gallery's predictions at that lr
+    # a second learning rate, packed: every cell's job again (its finished member re-emitted
+    # from final.pt, the new one trained), so every trained run and gallery prediction is
+    # evaluated again
     config = _edited_config(study_dir, "more_lr", sweep={"lr": [0.001, 0.01]})
     assert _dry_run(study_dir, config=config) == {
-        "finetune": 10,
-        "scratch": 8,
-        "evaluate": 18,
-        "predict": 4,
+        "finetune_cell": 10,
+        "scratch_cell": 8,
+        "evaluate": 36,
+        "predict": 8,
         **tables,
         **plots,
     }
@@ -139,7 +144,7 @@ def test_partial_rerun_of_one_run(study_dir: Path) -> None:
         (run / name).unlink(missing_ok=True)
     result = snakemake(study_dir, f"{RUN}/metrics.json", "--cores", "2", "--configfile", CONFIG)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert job_counts(result.stdout + result.stderr) == {"finetune": 1, "evaluate": 1}
+    assert job_counts(result.stdout + result.stderr) == {"finetune_cell": 1, "evaluate": 1}
     for path, mtime in others.items():
         if path.parent != run:
             assert path.stat().st_mtime_ns == mtime, path
@@ -183,7 +188,8 @@ def test_killed_training_resumes_with_rerun_incomplete(study_dir: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     steps = json.loads((run / "train.json").read_text())["steps"]
-    log = (study_dir / "results/logs" / run.relative_to(study_dir / "results")) / "train.log"
+    cell = run.parent.parent.relative_to(study_dir / "results")  # one log per packed cell
+    log = study_dir / "results/logs" / cell / "train.log"
     remaining = [int(m) for m in re.findall(r"train: \d+/(\d+)", log.read_text())]
     assert steps == 4 * 200 and remaining and max(remaining) < steps, log.read_text()[-2000:]
     assert re.search(r"resumed from step \d+ of 800, saved at ", log.read_text())

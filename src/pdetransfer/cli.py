@@ -84,11 +84,18 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, nargs="+", help="train file(s); several = mixed")
     p.add_argument("--val", required=True, nargs="+", help="validation file(s)")
     p.add_argument("--model", required=True, help="size preset name or 'modes,width'")
-    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--out", help="run directory (one run)")
+    p.add_argument(
+        "--out-pattern",
+        help="run directory of each --lr/--seed member, with {lr} (as given) and {seed}, "
+        "e.g. 'runs/lr{lr}/s{seed}'; the members train in one process",
+    )
     p.add_argument("--init", help="pre-trained checkpoint to fine-tune from")
     p.add_argument("--stats", help="normalisation stats JSON (default: computed from --data)")
     p.add_argument("--n-train", type=int, help="use the first N of a seeded permutation")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--lr", nargs="+", default=["1e-3"], help="learning rate(s); several: one member each"
+    )
     p.add_argument("--epochs", type=int, default=500)
     p.add_argument(
         "--min-steps",
@@ -133,7 +140,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "both averaged over the batch",
     )
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed", type=int, nargs="+", default=[0], help="seed(s); several: one member each"
+    )
     p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:K")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast on GPU")

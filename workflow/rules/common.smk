@@ -90,6 +90,32 @@ def train_flags(stage):
     return recipe_flags(recipe(stage))
 
 
+# ---------------------------------------------------------------- packed cells (sweep.pack)
+FINETUNE_CELL = "results/runs/finetune/{pretrain}/{size}/{downstream}/n{n}"
+SCRATCH_CELL = "results/runs/scratch/{size}/{downstream}/n{n}"
+CELL_MEMBERS = [f"lr{lr}/s{seed}" for lr in STUDY.lrs for seed in STUDY.seeds]
+
+
+def cell_files(cell, name):
+    """One file of every member of a cell (wildcards of the cell left in)."""
+    return [f"{cell}/{member}/{name}" for member in CELL_MEMBERS]
+
+
+def member_pattern(cell, wildcards):
+    """The --out-pattern of a cell's members: the cell's directory, then lr{lr}/s{seed}."""
+    return os.path.join(cell.format(**wildcards), "lr{lr}", "s{seed}")
+
+
+def cell_resource(key):
+    """A packed job's resource: one GPU at most (the pack is one process); runtime and memory
+    the per-run values of resources.train times the members (the sequential fallback's bound).
+    """
+    value = res("train", key)
+    if key == "gpu":
+        return min(value, 1)
+    return value * len(CELL_MEMBERS)
+
+
 # ---------------------------------------------------------------- input functions
 def dataset_file(name, split):
     """One split of a named dataset."""

@@ -210,5 +210,31 @@ class EnsembleAdam:
         )
         return optimizer.state_dict(), scheduler.state_dict()
 
+    @torch.no_grad()
+    def load_member_state(
+        self, member: int, optimizer: dict[str, Any], scheduler: dict[str, Any]
+    ) -> None:
+        """Make member ``member`` continue from a separate run's Adam and LambdaLR state dicts.
+
+        The inverse of :meth:`member_state`: moments copied into the member's slice, its step
+        count from the scheduler's (one scheduler step per optimiser step), so a member resumes
+        bit-identically from a ``state.pt`` whichever pack (or none) wrote it.
+        """
+        saved = optimizer["state"]
+        for index, (m, v) in enumerate(zip(self.exp_avg, self.exp_avg_sq, strict=True)):
+            entry = saved.get(index)
+            if entry is None:
+                m[member].zero_()
+                v[member].zero_()
+                continue
+            if tuple(entry["exp_avg"].shape) != tuple(m.shape[1:]):
+                raise UserError(
+                    "the saved optimiser state does not fit this model; delete the state file "
+                    "to start over"
+                )
+            m[member].copy_(entry["exp_avg"])
+            v[member].copy_(entry["exp_avg_sq"])
+        self.steps[member] = int(scheduler["last_epoch"])
+
     def _device(self) -> torch.device:
         return self.params[0].device if self.params else torch.device("cpu")

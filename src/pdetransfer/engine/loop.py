@@ -1,10 +1,18 @@
-"""The optimisation loop shared by the members of a run: batches, steps, checks, state saves.
+"""The optimisation loop shared by the members of a pack: batches, steps, checks, state saves.
 
-The loop owns what the members of a cell share (the position in the epoch, the step counter,
-the budget and validation schedule, the stop signals) and, for now, the one member's model and
-optimiser; each member's own bookkeeping, its seed (which fixes its data order) and learning
-rate included, is a :class:`pdetransfer.engine.member.MemberState`. One process trains one
-member today.
+One loop trains K members of one cell (its learning rates x seeds) as one
+:class:`~pdetransfer.engine.ensemble.EnsembleFNO` with an
+:class:`~pdetransfer.engine.ensemble_adam.EnsembleAdam`; a single run is the case K = 1 (so a
+separate run and a packed member go through the very same code). The loop owns what the
+members share: the position in the epoch, the step counter, the budget and validation
+schedule, the validation data and the stop signals. Each member keeps its own bookkeeping in a
+:class:`~pdetransfer.engine.member.MemberState` and has its own seed (hence its own N-subset and
+epoch order, :class:`Member`), learning rate and run directory.
+
+A member that stops (plateau, cap, divergence) is deactivated in the optimiser, so its weights
+and moments no longer change, and its outputs are written at once (``finish``); its loss no
+longer enters the summed objective, so nothing of it reaches the others. Members never mix:
+every layer and every optimiser operation is elementwise along the member axis.
 """
 
 from __future__ import annotations
@@ -21,8 +29,10 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from pdetransfer.engine.checkpoints import save_checkpoint, unwrapped_state
-from pdetransfer.engine.evaluation import relative_l2_sums
+from pdetransfer.engine.checkpoints import save_checkpoint
+from pdetransfer.engine.ensemble import EnsembleFNO
+from pdetransfer.engine.ensemble_adam import EnsembleAdam
+from pdetransfer.engine.evaluation import relative_l2
 from pdetransfer.engine.losses import per_sample_loss
 from pdetransfer.engine.member import MemberState
 from pdetransfer.engine.normalization import NormalizedOperator
@@ -43,8 +53,18 @@ class LoopState:
     seconds: float = 0.0  # training seconds before this process started
 
 
+@dataclass
+class Member:
+    """One member of a pack: its bookkeeping, run directory, checkpoint header and N-subset."""
+
+    state: MemberState
+    out: Path
+    header: dict[str, Any]
+    train_set: FieldSet
+
+
 class Trainer:
-    """The optimisation loop of one run: batches, steps, validation checks, state saves."""
+    """The optimisation loop of one pack (K >= 1 members): steps, validation checks, saves."""
 
     def __init__(
         self,
@@ -52,9 +72,8 @@ class Trainer:
         procs: Processes,
         plan: Plan,
         operator: NormalizedOperator,
-        optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler,
-        train_set: FieldSet,
+        optimizer: EnsembleAdam,
+        members: list[Member],
         val_set: FieldSet,
     ) -> None:
         self.args = args
@@ -62,8 +81,7 @@ class Trainer:
         self.plan = plan
         self.operator = operator
         self.optimizer = optimizer
-        self.scheduler = scheduler
-        self.train_set = train_set
+        self.members = members
         self.val_set = val_set
         self.bf16 = bool(args.bf16 and procs.device.type == "cuda")
         if args.bf16 and not self.bf16 and procs.main:
@@ -73,8 +91,15 @@ class Trainer:
             ids = [procs.device] if procs.device.type == "cuda" else None
             self.model = DistributedDataParallel(operator, device_ids=ids)
         self.started = time.perf_counter()
-        self.step_lr = args.lr  # learning rate of the latest step, for the log
-        self._order: tuple[int, torch.Tensor] | None = None  # (epoch, its sample order)
+        self.step_lr = optimizer.current_lr()  # learning rates of the latest step, for the log
+        self._orders: dict[int, tuple[int, torch.Tensor]] = {}  # seed -> (epoch, its order)
+        for k, member in enumerate(members):
+            if member.state.done:
+                optimizer.deactivate(k)
+
+    @property
+    def network(self) -> EnsembleFNO:
+        return self.operator.network  # type: ignore[return-value]
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.bf16:
@@ -87,13 +112,14 @@ class Trainer:
     def run(
         self,
         loop: LoopState,
-        member: MemberState,
-        header: dict[str, Any],
-        out: Path,
         stop: StopSignals,
+        finish: Callable[[int, LoopState], None],
         after_step: Callable[[int], None] | None,
     ) -> int:
-        """Train until the member stops (returns 0) or a signal arrives (returns 128 + signal)."""
+        """Train until every member stops (returns 0) or a signal arrives (128 + signal).
+
+        ``finish(k, loop)`` writes member ``k``'s outputs as soon as it stops.
+        """
         plan, procs, budget = self.plan, self.procs, self.plan.budget
         progress = Progress(
             budget.horizon - loop.step,
@@ -103,139 +129,181 @@ class Trainer:
         )
         every = self.args.checkpoint_every
         with progress:
-            while not member.done:
-                indices, global_batch = self._next_batch(loop, member.seed)
-                loss, loss_sum = self._loss(indices, global_batch)
+            while self._active():
+                indices, global_batch = self._next_batch(loop)
+                losses, sums = self._losses(indices, global_batch)
                 (signum,) = procs.reduce([float(stop.received or 0)], "max")
-                (loss_sum,) = procs.reduce([loss_sum], "sum")
+                sums = procs.reduce(sums, "sum")
                 if signum:
-                    return self._interrupt(loop, member, header, out, int(signum))
-                if member.check_loss(loop.step + 1, loss_sum, global_batch):
-                    break  # diverged: the step is not taken
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.step_lr = self._lr()
-                self.optimizer.step()
-                self.scheduler.step()
+                    return self._interrupt(loop, int(signum))
+                for k in self._active():
+                    if self.members[k].state.check_loss(loop.step + 1, sums[k], global_batch):
+                        self._stop(k, loop, finish)  # diverged: its step is not taken
+                active = self._active()
+                if not active:
+                    break
+                self.optimizer.zero_grad()
+                # Only running members' losses: a stopped one gets no gradient at all.
+                losses[torch.tensor(active, device=losses.device)].sum().backward()
+                self.step_lr = self.optimizer.current_lr()
+                stepped = self.optimizer.step()
                 loop.step += 1
                 loop.batch += 1
                 if loop.batch == plan.steps_per_epoch:
                     loop.epoch, loop.batch = loop.epoch + 1, 0
-                member.took_step(loss_sum, global_batch)
-                progress.update(1, loss=loss_sum / global_batch)
+                for k in active:
+                    member = self.members[k].state
+                    if stepped[k]:
+                        member.took_step(sums[k], global_batch)
+                    else:
+                        member.diverge(
+                            loop.step, f"the gradient became non-finite at step {loop.step}"
+                        )
+                        self._stop(k, loop, finish)
+                progress.update(1, loss=sum(sums[k] for k in active) / (len(active) * global_batch))
                 if after_step is not None:
                     after_step(loop.step)
                 if budget.is_check(loop.step):
-                    self._check(loop, member, header, out)
-                    progress.update(0, val=member.history[-1]["val_rel_l2"])
+                    self._check(loop, finish)
                 elif every and loop.step % every == 0:
-                    self._save_state(loop, member, header, out)
+                    self._save_states(loop)
         return 0
 
-    def _next_batch(self, loop: LoopState, seed: int) -> tuple[torch.Tensor, int]:
-        """This process's share of the next global batch, and the global batch's size."""
-        if self._order is None or self._order[0] != loop.epoch:
-            self._order = (loop.epoch, epoch_order(self.plan.n_train, seed, loop.epoch))
-        size = self.plan.batch_size
-        batch = self._order[1][loop.batch * size : (loop.batch + 1) * size]
-        return batch[self.procs.rank :: self.procs.world], len(batch)
+    def _active(self) -> list[int]:
+        return [k for k, m in enumerate(self.members) if not m.state.done]
 
-    def _loss(self, indices: torch.Tensor, global_batch: int) -> tuple[torch.Tensor, float]:
-        """This process's loss term and the sum of its samples' loss terms.
+    def _stop(self, k: int, loop: LoopState, finish: Callable[[int, LoopState], None]) -> None:
+        self.optimizer.deactivate(k)
+        if self.procs.main:
+            finish(k, loop)
 
-        The loss is the mean over the global batch of a per-sample term (``--loss``). Each
-        process sums over its share and divides by the global batch size; DDP then averages
-        gradients over processes, so multiplying by the number of processes makes the result
-        the one-process gradient.
+    def _next_batch(self, loop: LoopState) -> tuple[list[torch.Tensor], int]:
+        """Each member's share (this process's) of its next global batch, and the batch size.
+
+        A member's order is a function of its seed and the epoch alone, exactly as in a
+        separate run, so members with one seed share it.
+        """
+        size, n = self.plan.batch_size, self.plan.n_train
+        shares = []
+        for member in self.members:
+            seed = member.state.seed
+            cached = self._orders.get(seed)
+            if cached is None or cached[0] != loop.epoch:
+                cached = self._orders[seed] = (loop.epoch, epoch_order(n, seed, loop.epoch))
+            batch = cached[1][loop.batch * size : (loop.batch + 1) * size]
+            shares.append(batch[self.procs.rank :: self.procs.world])
+        return shares, len(batch)
+
+    def _losses(
+        self, indices: list[torch.Tensor], global_batch: int
+    ) -> tuple[torch.Tensor, list[float]]:
+        """Each member's loss term ``(K,)`` and the sums of its samples' loss terms.
+
+        A member's loss is the mean over its global batch of a per-sample term (``--loss``).
+        Each process sums over its share and divides by the global batch size; DDP then
+        averages gradients over processes, so multiplying by the number of processes makes the
+        result the one-process gradient.
         """
         device = self.procs.device
-        f, c, u = (t.to(device, non_blocking=True) for t in self.train_set.batch(indices))
+        parts = [m.train_set.batch(i) for m, i in zip(self.members, indices, strict=True)]
+        f, c, u = (torch.stack(t).to(device, non_blocking=True) for t in zip(*parts, strict=True))
         with self.autocast():
             prediction = self.model(f, c)
-        total = per_sample_loss(prediction, u, self.args.loss).sum()
-        loss = total * (self.procs.world / global_batch)
-        return loss, float(total.detach())
+        members, batch = u.shape[:2]
+        per_sample = per_sample_loss(
+            prediction.flatten(0, 1), u.flatten(0, 1), self.args.loss
+        ).view(members, batch)
+        totals = per_sample.sum(1)
+        losses = totals * (self.procs.world / global_batch)
+        return losses, totals.detach().cpu().tolist()
 
-    def _lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
-
-    def _check(
-        self, loop: LoopState, member: MemberState, header: dict[str, Any], out: Path
-    ) -> None:
-        """Validate, keep the best weights, decide whether to stop, log and save the state."""
+    def _check(self, loop: LoopState, finish: Callable[[int, LoopState], None]) -> None:
+        """Validate, keep each member's best weights, stop members, log and save the states."""
         budget = self.plan.budget
-        row = {
-            "step": loop.step,
-            "epoch": loop.step / self.plan.steps_per_epoch,
-            "lr": self.step_lr,
-            "val_rel_l2": self.validate(),
-            "seconds": self.seconds(loop),
-        }
-        if member.record_check(row):
-            member.best_weights = unwrapped_state(self.operator.network)
-        if not member.done:
-            if budget.plateaued(loop.step, member.best_step):
-                member.stop_reason = "plateau"
-            elif loop.step >= budget.horizon:
-                member.stop_reason = budget.end_reason
-        if self.procs.main:
-            write_log(out / "log.csv", member.history)
-        if not member.done:
-            self._save_state(loop, member, header, out)
+        errors = self.validate()
+        seconds = self.seconds(loop)
+        for k in self._active():
+            member = self.members[k].state
+            row = {
+                "step": loop.step,
+                "epoch": loop.step / self.plan.steps_per_epoch,
+                "lr": self.step_lr[k],
+                "val_rel_l2": errors[k],
+                "seconds": seconds,
+            }
+            if member.record_check(row):
+                member.best_weights = self.network.member_state_dict(k)
+            if not member.done:
+                if budget.plateaued(loop.step, member.best_step):
+                    member.stop_reason = "plateau"
+                elif loop.step >= budget.horizon:
+                    member.stop_reason = budget.end_reason
+            if self.procs.main:
+                write_log(self.members[k].out / "log.csv", member.history)
+            if member.done:
+                self._stop(k, loop, finish)
+        self._save_states(loop)
 
     @torch.no_grad()
-    def validate(self) -> float:
-        """Mean relative L2 error over the whole validation set (shared among processes)."""
+    def validate(self) -> list[float]:
+        """Each member's mean relative L2 error over the validation set (shared data)."""
         self.operator.eval()
+        members, device = len(self.members), self.procs.device
         indices = torch.arange(len(self.val_set))[self.procs.rank :: self.procs.world]
-        total, count = relative_l2_sums(
-            self.operator, self.val_set, indices, self.plan.batch_size, self.procs.device, self.bf16
-        )
+        totals = torch.zeros(members, dtype=torch.float64)
+        for start in range(0, len(indices), self.plan.batch_size):
+            f, c, u = self.val_set.batch(indices[start : start + self.plan.batch_size])
+            shape = (members, *f.shape)
+            f_k = f.to(device).unsqueeze(0).expand(shape)
+            c_k = c.to(device).unsqueeze(0).expand(members, *c.shape)
+            with self.autocast():
+                prediction = self.operator(f_k, c_k)
+            totals += relative_l2(prediction.float().cpu(), u.unsqueeze(0)).sum(1)
         self.operator.train()
-        total, count = self.procs.reduce([total, float(count)], "sum")
-        return total / count
+        *totals_list, count = self.procs.reduce([*totals.tolist(), float(len(indices))], "sum")
+        return [t / count for t in totals_list]
 
-    def _save_state(
-        self, loop: LoopState, member: MemberState, header: dict[str, Any], out: Path
-    ) -> None:
-        """Write ``state.pt`` (rank 0 only; every sum in it is already global)."""
+    def _save_states(self, loop: LoopState) -> None:
+        """Write each running member's ``state.pt`` (rank 0 only; every sum is already global).
+
+        A member's state is that of a separate run (one FNO's weights, ``torch.optim.Adam``
+        and ``LambdaLR`` state dicts), so any member resumes alone or in any pack.
+        """
         if not self.procs.main:
             return
         rng: dict[str, Any] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        state = {
-            **header,
-            "kind": "state",
-            "created": now(),
-            "weights": unwrapped_state(self.operator.network),
-            "best_weights": member.best_weights,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "progress": {
-                "epoch": loop.epoch,
-                "batch": loop.batch,
-                "step": loop.step,
-                "seconds": self.seconds(loop),
-            },
-            "member": member.to_state(),
-            "rng": rng,
+        progress = {
+            "epoch": loop.epoch,
+            "batch": loop.batch,
+            "step": loop.step,
+            "seconds": self.seconds(loop),
         }
-        save_checkpoint(state, out / "state.pt")
+        for k in self._active():
+            member = self.members[k]
+            optimizer, scheduler = self.optimizer.member_state(k)
+            state = {
+                **member.header,
+                "kind": "state",
+                "created": now(),
+                "weights": self.network.member_state_dict(k),
+                "best_weights": member.state.best_weights,
+                "optimizer": optimizer,
+                "scheduler": scheduler,
+                "progress": progress,
+                "member": member.state.to_state(),
+                "rng": rng,
+            }
+            save_checkpoint(state, member.out / "state.pt")
 
-    def _interrupt(
-        self,
-        loop: LoopState,
-        member: MemberState,
-        header: dict[str, Any],
-        out: Path,
-        signum: int,
-    ) -> int:
-        self._save_state(loop, member, header, out)
+    def _interrupt(self, loop: LoopState, signum: int) -> int:
+        self._save_states(loop)
         if self.procs.main:
+            where = ", ".join(str(self.members[k].out / "state.pt") for k in self._active())
             say(
                 f"stopped by {signal.Signals(signum).name} at step {loop.step} of "
-                f"{self.plan.budget.horizon}; state saved to {out / 'state.pt'}; run the same "
+                f"{self.plan.budget.horizon}; state saved to {where}; run the same "
                 "command again to resume"
             )
         return 128 + signum

@@ -29,6 +29,17 @@ epochs, min_steps, seed, init, data, val, versions) it records the outcome:
 ``loss``
     The training loss (``sse`` or ``rel_l2``).
 
+``packed``, ``pack_size``
+    Whether the run was trained as a member of a pack, and how many members the pack had
+    (1: trained alone; see :mod:`pdetransfer.engine.cell`).
+
+**Evidence of a finished run.** Besides ``model.pt`` a finished run keeps ``final.pt``, a
+second name (hard link) of the same file, which holds the ``train.json`` summary and the log
+rows too. Snakemake deletes a job's declared outputs before it reruns the job, so when a
+learning rate or seed is added to a packed cell, the members that had finished find their
+``model.pt`` gone but ``final.pt`` there: :func:`reemit` restores ``model.pt``, ``train.json``
+and ``log.csv`` from it instead of training again (costing no disk: one file, two names).
+
 A diverged run's ``model.pt`` has ``status: "diverged"``, its ``divergence`` and holds the
 best checked weights before the divergence, or (with no check before it) the weights of the
 last step taken: ``training.weights_from`` says which.
@@ -38,6 +49,8 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import shutil
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -109,9 +122,55 @@ def write_outputs(
         "divergence": divergence,
         "training": training,
         "weights": weights,
+        "summary": summary,
+        "history": history,
     }
     save_checkpoint(model, out / "model.pt")
+    _second_name(out / "model.pt", out / FINAL)
     (out / "state.pt").unlink(missing_ok=True)
+
+
+#: The file that survives Snakemake's removal of a job's outputs (see the module docstring).
+FINAL = "final.pt"
+
+
+def finished_config(out: Path) -> dict[str, Any] | None:
+    """The configuration of the finished run kept in ``out/final.pt``, or None if unusable."""
+    path = out / FINAL
+    if not path.exists():
+        return None
+    try:
+        final = load_checkpoint(path, "model")
+    except UserError as err:
+        say(f"{err}; ignoring it")
+        return None
+    if "summary" not in final or "history" not in final:
+        return None
+    return dict(final["config"])
+
+
+def reemit(out: Path) -> None:
+    """Restore ``model.pt``, ``train.json`` and ``log.csv`` of a finished run from ``final.pt``.
+
+    ``model.pt`` becomes a name of ``final.pt`` again and its modification time is renewed,
+    so that Snakemake sees a fresh output of the job that re-emitted it.
+    """
+    final = load_checkpoint(out / FINAL, "model")
+    write_log(out / "log.csv", final["history"])
+    write_json(out / "train.json", final["summary"])
+    _second_name(out / FINAL, out / "model.pt")
+    os.utime(out / "model.pt")
+
+
+def _second_name(existing: Path, name: Path) -> None:
+    """Make ``name`` a hard link to ``existing`` (atomically); a copy where links fail."""
+    tmp = name.with_name(f".{name.name}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(existing, tmp)
+    except OSError:
+        shutil.copyfile(existing, tmp)
+    os.replace(tmp, name)
 
 
 def now() -> str:

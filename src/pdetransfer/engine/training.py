@@ -24,6 +24,11 @@ a function of (seed, epoch) and the optimiser, scheduler and RNG states are rest
 resumed run ends with bit-identical weights to an uninterrupted one on the same hardware. A run
 whose ``model.pt`` exists with the same configuration is not retrained.
 
+One call trains the K members of a cell (``--lr A B ... --seed 0 1 ...`` with
+``--out-pattern``) in one process, as one batched ensemble where that pays
+(:mod:`pdetransfer.engine.cell`); a single run is the case K = 1 of the same loop
+(:mod:`pdetransfer.engine.loop`). Every member writes the files of its separate run.
+
 Under ``torchrun`` (``WORLD_SIZE`` > 1) training is data-parallel: each process takes every
 ``WORLD_SIZE``-th sample of the global batch, whose size stays ``--batch-size``; the loss is
 scaled so that DDP's gradient average equals the one-process gradient. Only rank 0 writes.
@@ -32,6 +37,7 @@ scaled so that DDP's gradient average equals the one-process gradient. Only rank
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 from collections.abc import Callable
@@ -42,9 +48,13 @@ import torch
 import torch.distributed as dist
 
 from pdetransfer import __version__
-from pdetransfer.engine.checkpoints import check_grid, load_checkpoint, unwrapped_state
+from pdetransfer.engine.allocator import retain_freed_memory
+from pdetransfer.engine.cell import MemberSpec, member_config, member_specs, packs
+from pdetransfer.engine.checkpoints import check_grid, load_checkpoint
 from pdetransfer.engine.deadline import alarm_before_time_limit
-from pdetransfer.engine.loop import LoopState, Trainer
+from pdetransfer.engine.ensemble import EnsembleFNO
+from pdetransfer.engine.ensemble_adam import EnsembleAdam
+from pdetransfer.engine.loop import LoopState, Member, Trainer
 from pdetransfer.engine.member import MemberState
 from pdetransfer.engine.models import FNO
 from pdetransfer.engine.normalization import Normalization, NormalizedOperator
@@ -55,8 +65,15 @@ from pdetransfer.engine.plan import (
     resolve_plan,
 )
 from pdetransfer.engine.processes import Processes, StopSignals, start_processes
-from pdetransfer.engine.run_files import finite_or_none, read_state, say, write_outputs
-from pdetransfer.engine.schedule import cosine_factor, work_share
+from pdetransfer.engine.run_files import (
+    finished_config,
+    finite_or_none,
+    read_state,
+    reemit,
+    say,
+    write_outputs,
+)
+from pdetransfer.engine.schedule import work_share
 from pdetransfer.engine.training_data import FieldSet, load_fields, read_infos
 from pdetransfer.errors import UserError
 
@@ -67,12 +84,20 @@ def train_command(args: argparse.Namespace, after_step: Callable[[int], None] | 
     ``after_step`` is called with the step count after every optimiser step; tests use it to
     deliver a signal at an exact step.
     """
+    specs = member_specs(args)
     _check_arguments(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     procs = start_processes(args.device)
     try:
-        return _train(args, procs, after_step)
+        if procs.world > 1 and len(specs) > 1:
+            raise UserError(
+                "data-parallel training (WORLD_SIZE > 1) takes one --lr and one --seed; "
+                "several members train in one process"
+            )
+        if len(specs) > 1:
+            retain_freed_memory()
+        return _train(args, specs, procs, after_step)
     finally:
         if procs.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
@@ -83,7 +108,6 @@ def _check_arguments(args: argparse.Namespace) -> None:
         return value is None or value >= 1, f"{flag} must be at least 1, got {value}"
 
     checks_ = [
-        (args.lr > 0 and math.isfinite(args.lr), f"--lr must be positive, got {args.lr}"),
         at_least_one("--epochs", args.epochs),
         at_least_one("--batch-size", args.batch_size),
         (args.min_steps >= 0, f"--min-steps must not be negative, got {args.min_steps}"),
@@ -106,10 +130,11 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 
 def _train(
-    args: argparse.Namespace, procs: Processes, after_step: Callable[[int], None] | None
+    args: argparse.Namespace,
+    specs: list[MemberSpec],
+    procs: Processes,
+    after_step: Callable[[int], None] | None,
 ) -> int:
-    out = Path(args.out)
-    model_path, state_path = out / "model.pt", out / "state.pt"
     data_infos = read_infos(args.data, "train")
     val_infos = read_infos(args.val, "val")
     grid = int(data_infos[0].grid)
@@ -126,53 +151,128 @@ def _train(
                 f"--init {args.init} is a diverged run ({init['divergence']['reason']}); "
                 "pre-train it again with a lower learning rate"
             )
-    plan = resolve_plan(args, procs, data_infos, val_infos, grid, init)
-
-    if model_path.exists():
-        _require_same_run(load_checkpoint(model_path, "model")["config"], plan.config, model_path)
-        if procs.main:
-            say(f"{model_path} exists: this run has already finished")
+    base = specs[0].args(args)
+    plan = resolve_plan(base, procs, data_infos, val_infos, grid, init)
+    todo = [entry for spec in specs if (entry := _to_train(spec, plan, procs)) is not None]
+    if not todo:
         return 0
-    state = read_state(state_path, procs.main)
-    if state is not None:
-        _require_same_run(state["config"], plan.config, state_path)
 
-    if state is not None:
-        normalization = Normalization.from_stats(state["normalization"], str(state_path))
+    resumed = [(spec, state) for spec, state in todo if state is not None]
+    if resumed:  # every member of one call shares the cell's normalisation
+        spec, state = resumed[0]
+        normalization = Normalization.from_stats(state["normalization"], str(spec.out / "state.pt"))
     elif init is not None:
         normalization = Normalization.from_stats(init["normalization"], str(args.init))
     else:
-        normalization = normalization_from_data(args)
-
-    train_set = load_fields(data_infos, plan.n_train, args.seed)
+        normalization = normalization_from_data(base)
+    train_sets = {s.seed: load_fields(data_infos, plan.n_train, s.seed) for s, _ in todo}
     val_set = load_fields(val_infos)
-
-    torch.manual_seed(args.seed)
-    network = FNO(plan.spec)
-    if init is not None:
-        network.load_state_dict(init["weights"])
-    operator = NormalizedOperator(network, normalization).to(procs.device)
-    optimizer = torch.optim.Adam(operator.parameters(), lr=args.lr)
-    horizon = plan.budget.horizon
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, horizon))
-    loop, member = LoopState(), MemberState(args.seed, args.lr, args.loss)
-    if state is not None:
-        loop, member = _restore(state, network, optimizer, scheduler)
-        if procs.main:
-            say(
-                f"resumed from step {loop.step} of {horizon}, saved at {state['created']} "
-                f"in {state_path}"
-            )
-    trainer = Trainer(args, procs, plan, operator, optimizer, scheduler, train_set, val_set)
-    header = checkpoint_header(args, plan, grid, normalization, train_set, val_set)
-    with StopSignals() as stop, alarm_before_time_limit(procs.main):
-        status = trainer.run(loop, member, header, out, stop, after_step)
-    if status:
-        return status
-
-    if procs.main:
-        _finish(args, plan, loop, member, header, out, trainer, train_set)
+    positions = [0 if state is None else int(state["progress"]["step"]) for _, state in todo]
+    gpu = procs.device.type == "cuda"
+    for group in packs(positions, plan.batch_size, grid, plan.spec.width, gpu):
+        entries = [todo[k] for k in group]
+        pack = _Pack(args, procs, plan, grid, normalization, train_sets, val_set)
+        status = pack.train(entries, init, after_step)
+        if status:
+            return status
     return 0
+
+
+def _to_train(
+    spec: MemberSpec, plan: Plan, procs: Processes
+) -> tuple[MemberSpec, dict[str, Any] | None] | None:
+    """None for a finished member (its outputs re-emitted if needed), else its resume state."""
+    config = member_config(plan.config, spec)
+    model_path, state_path = spec.out / "model.pt", spec.out / "state.pt"
+    if model_path.exists():
+        _require_same_run(load_checkpoint(model_path, "model")["config"], config, model_path)
+        if procs.main:
+            say(f"{model_path} exists: this run has already finished")
+        return None
+    finished = finished_config(spec.out)
+    if finished == config:
+        if procs.main:
+            reemit(spec.out)
+            say(f"{spec.out} had finished (final.pt): re-emitted its model.pt and train.json")
+        return None
+    if finished is not None and procs.main:
+        say(f"{spec.out / 'final.pt'} is of another configuration; training this run anew")
+    state = read_state(state_path, procs.main)
+    if state is not None:
+        _require_same_run(state["config"], config, state_path)
+    return spec, state
+
+
+class _Pack:
+    """Builds one pack's ensemble and optimiser from fresh or saved members, trains it, and
+    writes each member's outputs when it stops."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        procs: Processes,
+        plan: Plan,
+        grid: int,
+        normalization: Normalization,
+        train_sets: dict[int, FieldSet],
+        val_set: FieldSet,
+    ) -> None:
+        self.args, self.procs, self.plan, self.grid = args, procs, plan, grid
+        self.normalization = normalization
+        self.train_sets, self.val_set = train_sets, val_set
+
+    def train(
+        self,
+        entries: list[tuple[MemberSpec, dict[str, Any] | None]],
+        init: dict[str, Any] | None,
+        after_step: Callable[[int], None] | None,
+    ) -> int:
+        args, plan, procs = self.args, self.plan, self.procs
+        networks = []
+        for spec, _ in entries:
+            torch.manual_seed(spec.seed)  # a separate run's initialisation, member by member
+            network = FNO(plan.spec)
+            if init is not None:
+                network.load_state_dict(init["weights"])
+            networks.append(network)
+        ensemble = EnsembleFNO(networks)
+        operator = NormalizedOperator(ensemble, self.normalization).to(procs.device)
+        optimizer = EnsembleAdam(
+            ensemble.parameters(), [s.lr for s, _ in entries], [plan.budget.horizon] * len(entries)
+        )
+        loop, members = LoopState(), []
+        for k, (spec, state) in enumerate(entries):
+            member_plan = dataclasses.replace(plan, config=member_config(plan.config, spec))
+            train_set = self.train_sets[spec.seed]
+            header = checkpoint_header(
+                spec.args(args), member_plan, self.grid, self.normalization, train_set, self.val_set
+            )
+            member = MemberState(spec.seed, spec.lr, args.loss)
+            if state is not None:
+                ensemble.load_member(k, state["weights"])
+                optimizer.load_member_state(k, state["optimizer"], state["scheduler"])
+                member = MemberState.from_state(state["member"], state.get("best_weights"))
+                p = state["progress"]
+                loop = LoopState(
+                    int(p["epoch"]), int(p["batch"]), int(p["step"]), float(p["seconds"])
+                )
+                torch.set_rng_state(state["rng"]["torch"])
+                if torch.cuda.is_available() and state["rng"].get("cuda"):
+                    torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+                if procs.main:
+                    say(
+                        f"resumed from step {loop.step} of {plan.budget.horizon}, saved at "
+                        f"{state['created']} in {spec.out / 'state.pt'}"
+                    )
+            members.append(Member(member, spec.out, header, train_set))
+        trainer = Trainer(args, procs, plan, operator, optimizer, members, self.val_set)
+
+        def finish(k: int, at: LoopState) -> None:
+            spec = entries[k][0]
+            _finish(spec.args(args), plan, at, members[k], trainer, k, len(entries))
+
+        with StopSignals() as stop, alarm_before_time_limit(self.procs.main):
+            return trainer.run(loop, stop, finish, after_step)
 
 
 def _require_same_run(old: dict[str, Any], new: dict[str, Any], path: Path) -> None:
@@ -190,44 +290,26 @@ def _short(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _restore(
-    state: dict[str, Any],
-    network: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-) -> tuple[LoopState, MemberState]:
-    """Continue from ``state.pt``: weights, optimiser, schedule, progress, member and RNG."""
-    network.load_state_dict(state["weights"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    p = state["progress"]
-    loop = LoopState(int(p["epoch"]), int(p["batch"]), int(p["step"]), float(p["seconds"]))
-    member = MemberState.from_state(state["member"], state.get("best_weights"))
-    torch.set_rng_state(state["rng"]["torch"])
-    if torch.cuda.is_available() and state["rng"].get("cuda"):
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-    return loop, member
-
-
 def _finish(
     args: argparse.Namespace,
     plan: Plan,
     loop: LoopState,
-    member: MemberState,
-    header: dict[str, Any],
-    out: Path,
+    slot: Member,
     trainer: Trainer,
-    train_set: FieldSet,
+    k: int,
+    pack_size: int,
 ) -> None:
-    """Write the run's outputs (see :mod:`pdetransfer.engine.run_files`) and say how it ended."""
+    """Write member ``k``'s outputs (see :mod:`pdetransfer.engine.run_files`) and say how it
+    ended."""
     budget, spe = plan.budget, plan.steps_per_epoch
+    member, header, out, train_set = slot.state, slot.header, slot.out, slot.train_set
     seconds = trainer.seconds(loop)
     steps = member.steps
     best_step = member.best_step
     weights = member.best_weights
     weights_from = "best_check"
     if weights is None:
-        weights, weights_from = unwrapped_state(trainer.operator.network), "last_step"
+        weights, weights_from = trainer.network.member_state_dict(k), "last_step"
     outcome = {
         "status": "diverged" if member.diverged else "completed",
         "stop_reason": member.stop_reason,
@@ -261,6 +343,8 @@ def _finish(
         "world_size": trainer.procs.world,
         "device": str(trainer.procs.device),
         "bf16": trainer.bf16,
+        "packed": pack_size > 1,
+        "pack_size": pack_size,
     }
     summary = {
         "model": plan.spec.name,
@@ -282,6 +366,8 @@ def _finish(
         "world_size": training["world_size"],
         "device": training["device"],
         "bf16": training["bf16"],
+        "packed": training["packed"],
+        "pack_size": pack_size,
         "pdetransfer_version": __version__,
         "torch_version": str(torch.__version__),
     }

@@ -43,7 +43,8 @@ class ConfigError(UserError):
 def coerce_numbers(
     data: Any, schema: Mapping[str, Any], root: Mapping[str, Any] | None = None
 ) -> Any:
-    """``data`` with number-like strings turned into numbers where ``schema`` expects one.
+    """``data`` with number-like strings turned into numbers (and ``true``/``false`` into
+    booleans) where ``schema`` expects one.
 
     Containers are changed in place (Snakemake's ``config`` object must stay the same object)
     and returned; a scalar is returned converted or as it was. Strings the schema does not
@@ -58,6 +59,8 @@ def coerce_numbers(
             return int(data)
         if "number" in types and _NUMBER.fullmatch(data):
             return int(data) if _INTEGER.fullmatch(data) else float(data)
+        if "boolean" in types and data.lower() in ("true", "false"):
+            return data.lower() == "true"
         return data
     if isinstance(data, dict):
         properties = schema.get("properties", {})
