@@ -53,7 +53,7 @@ RESOURCES = {
     "evaluate": {"gpu": 1, "mem_mb": 1100, "runtime": 20},
 }
 STAGE = {"generate": "data", "check": "data", "dataset_stats": "data", "mixed_stats": "data"}
-STAGE.update(pretrain="pretrain", finetune="train", scratch="train")
+STAGE.update(pretrain="pretrain", finetune_cell="train", scratch_cell="train")
 STAGE.update(evaluate="evaluate", predict="evaluate")
 # Pre-training epochs: about a minute of work on a loaded two-core machine, more than fits in
 # one attempt's one-minute limit (the shipped --signal lead, ten minutes, would not fit at
@@ -63,6 +63,9 @@ PRETRAIN_EPOCHS = 800
 # deadline alarm comes MIN_MARGIN_SECONDS (20 s) before the end.
 SIGNAL_LEAD = 30
 RESUMING = re.compile(r"pdetransfer train: resumed from step (\d+) of ")
+# Members of each packed fine-tune or scratch cell: their job asks for resources.train's
+# runtime and memory times this.
+CELL_MEMBERS = 2
 SIGNALLED = "poisson_1_5"  # stopped by SIGURG (or, signalled too early, SIGALRM)
 
 
@@ -138,6 +141,7 @@ def _write_study(workdir: Path) -> None:
     study["sizes"] = {"tiny": study["sizes"]["tiny"]}
     study["experiments"]["shifts"]["downstream"] = ["poisson_5_10"]
     study["sweep"]["n"] = study["sweep"]["n"][:1]
+    study["sweep"]["seeds"] = list(range(CELL_MEMBERS))  # a packed cell of two members
     study["resources"] = RESOURCES
     study["training"]["pretrain"]["epochs"] = PRETRAIN_EPOCHS
     (workdir / STUDY).write_text(yaml.safe_dump(study))
@@ -297,7 +301,11 @@ def test_every_job_asks_slurm_for_its_stage_resources_from_the_config(runs) -> N
     jobs = _submitted(output)
     for job_id, log in jobs.items():
         rule, request = _rule(log), _request(job_id)
-        wanted = RESOURCES[STAGE[rule]]
+        wanted = dict(RESOURCES[STAGE[rule]])
+        if rule.endswith("_cell"):
+            wanted.update(
+                mem_mb=wanted["mem_mb"] * CELL_MEMBERS, runtime=wanted["runtime"] * CELL_MEMBERS
+            )
         seconds = parse_time_left(request["TimeLimit"])  # the same [D-][H:]M:S format
         assert seconds == 60 * wanted["runtime"], (rule, job_id, request["TimeLimit"])
         assert request["MinMemoryNode"] == f"{wanted['mem_mb']}M", (rule, job_id)

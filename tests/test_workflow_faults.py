@@ -46,7 +46,8 @@ from pdetransfer.engine.checkpoints import load_checkpoint
 KILLED = "results/runs/scratch/tiny/poisson_5_10/n32/lr0.001/s0"
 TRUNCATED = "results/data/poisson_5_10/test.h5"
 TABLES = ("runs.csv", "summary.csv", "data_efficiency.csv", "scaling_fits.csv")
-MACHINE_KEYS = re.compile(r"seconds|time|run_dir|path|sha256|created")
+# how the run was executed, not what it computed: a resumed member may finish in a smaller pack
+MACHINE_KEYS = re.compile(r"seconds|time|run_dir|path|sha256|created|packed|pack_size")
 
 pytestmark = [
     pytest.mark.slow,
@@ -77,15 +78,21 @@ def study_config(directory: Path) -> str:
 
 
 def job_pid(out: str) -> int | None:
-    """The process running ``pdetransfer ... --out OUT`` (the job's shell holds it in one word)."""
+    """The process training the run directory ``out``: ``pdetransfer ... --out OUT``, or a
+    packed cell's ``--out-pattern`` whose directory holds it (the job's shell holds the command
+    line in one word, so only the process itself matches)."""
+    cell = os.path.dirname(os.path.dirname(out))  # .../n32 of .../n32/lr0.001/s0
     for proc in Path("/proc").iterdir():
         try:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:  # gone meanwhile, or not ours
             continue
         words = [word.decode(errors="replace") for word in argv]
-        if "--out" in words[:-1] and words[words.index("--out") + 1] == out:
-            return int(proc.name)
+        for flag, wanted in (("--out", out), ("--out-pattern", cell)):
+            if flag in words[:-1]:
+                value = words[words.index(flag) + 1]
+                if value == wanted or (flag == "--out-pattern" and value.startswith(cell + "/")):
+                    return int(proc.name)
     return None
 
 
@@ -196,7 +203,7 @@ def test_study_survives_divergence_kill_and_truncation(tmp_path: Path) -> None:
     # fault 2: the training process of one job is SIGKILLed once it has saved a resume state
     result = kill_training_mid_way(faulted, options)
     assert result.returncode == 1
-    assert failed_rules(result.stderr) == ["scratch"], result.stderr[-5000:]
+    assert failed_rules(result.stderr) == ["scratch_cell"], result.stderr[-5000:]
     assert "exit status 137" in result.stderr  # 128 + SIGKILL
     finished = int(re.findall(r"(\d+) of \d+ steps", result.stdout + result.stderr)[-1])
     # meanwhile the partial tables say what is missing, and only that
@@ -204,15 +211,24 @@ def test_study_survives_divergence_kill_and_truncation(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-5000:]
     partial = faulted / "results/partial/tables"
     missing = pd.read_csv(partial / "missing.csv")
-    assert missing[["mode", "n", "missing"]].values.tolist() == [["scratch", 32, "lr0.001/s0"]]
-    assert len(pd.read_csv(partial / "runs.csv")) == len(runs) - 1
+    # Snakemake removes a failed job's outputs: the killed cell's diverged member (finished
+    # before the kill) is missing too, until the rerun re-emits it from its final.pt
+    missing_runs = [["scratch", 32, "lr0.001/s0 lr1000/s0"]]
+    assert missing[["mode", "n", "missing"]].values.tolist() == missing_runs
+    assert len(pd.read_csv(partial / "runs.csv")) == len(runs) - 2
     result = snakemake(faulted, *options, "--rerun-incomplete")
     assert result.returncode == 0, result.stderr[-5000:]
     rerun = job_counts(result.stdout + result.stderr)
-    assert rerun["scratch"] == 1 and not {"finetune", "pretrain", "generate"} & set(rerun)
+    assert rerun["scratch_cell"] == 1 and not {"finetune", "pretrain", "generate"} & set(rerun)
     train_log = (
-        faulted / "results/logs" / KILLED.removeprefix("results/") / "train.log"
-    ).read_text()
+        (
+            faulted
+            / "results/logs"
+            / os.path.dirname(os.path.dirname(KILLED.removeprefix("results/")))
+        )
+        .joinpath("train.log")
+        .read_text()
+    )  # the packed cell's log: one per cell
     resumed = re.search(r"resumed from step (\d+) of (\d+), saved at ", train_log)
     assert resumed is not None, train_log[-2000:]
     step, horizon = int(resumed.group(1)), int(resumed.group(2))
