@@ -97,7 +97,13 @@ def train_command(args: argparse.Namespace, after_step: Callable[[int], None] | 
             )
         if len(specs) > 1:
             retain_freed_memory()
-        return _train(args, specs, procs, after_step)
+        status = _train(args, specs, procs, after_step)
+        if procs.world > 1:
+            # Leave together: a rank that tears gloo down while rank 0 still writes the outputs
+            # can abort at exit ("terminate called without an active exception", seen once in
+            # CI). If rank 0 fails instead, torchrun stops the rank waiting here.
+            dist.barrier()
+        return status
     finally:
         if procs.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
