@@ -1,4 +1,5 @@
-"""``pdetransfer evaluate``: metric definitions, zero-shot evaluation, predictions, bad input."""
+"""``pdetransfer evaluate``: metric definitions, zero-shot evaluation, predictions, packed
+cells (several checkpoints in one process), bad input."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from engine_helpers import dataset, load, pretrained
+from engine_helpers import dataset, load, pretrained, train, train_args
 
 from pdetransfer.cli import main
 from pdetransfer.data.datasets import read_samples
+from pdetransfer.engine import evaluation
 from pdetransfer.engine.checkpoints import build_operator, sha256_file
 from pdetransfer.engine.evaluation import relative_l2, sample_errors, summarize
 
@@ -158,3 +160,72 @@ def test_evaluate_rejects_bad_input(
     err = capsys.readouterr().err.strip()
     assert re.search(re.escape(message), err) and "\n" not in err
     assert not out.exists()
+
+
+def _cell(tmp_path: Path) -> list[Path]:
+    """Checkpoints of a cell's three kinds of member: two trained models and a diverged one."""
+    calm, wild = tmp_path / "calm", tmp_path / "wild"
+    assert train(train_args(calm, data="down_train", val="down_val")) == 0
+    assert train(train_args(wild, "--lr", "1e4", "--batch-size", "8", "--val-every", "3")) == 0
+    assert load(wild / "model.pt")["status"] == "diverged"
+    return [pretrained(), wild / "model.pt", calm / "model.pt"]
+
+
+def test_packed_evaluation_writes_what_separate_evaluations_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each member's metrics equal its own ``evaluate``'s but for the timing; data read once."""
+    checkpoints = [str(path) for path in _cell(tmp_path)]
+    files = [str(dataset("down_test")), str(dataset("helm_test"))]
+    options = ["--data", *files, "--batch-size", "5", "--threads", "1", "--quiet"]
+    for k, checkpoint in enumerate(checkpoints):
+        argv = ["evaluate", "--checkpoint", checkpoint, "--out", str(tmp_path / f"alone{k}.json")]
+        assert main([*argv, *options]) == 0
+
+    reads: list[str] = []
+    load_fields = evaluation.load_fields
+
+    def counting(infos: list, *args: object, **kwargs: object) -> object:
+        reads.extend(str(info.path) for info in infos)
+        return load_fields(infos, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "load_fields", counting)
+    outs = [str(tmp_path / f"packed{k}.json") for k in range(len(checkpoints))]
+    argv = ["evaluate", "--checkpoint", *checkpoints, "--out", *outs]
+    assert main([*argv, *options]) == 0
+    assert reads == files  # each test file once, shared by the members that run a model
+
+    statuses = []
+    for k, out in enumerate(outs):
+        packed = json.loads(Path(out).read_text())
+        alone = json.loads((tmp_path / f"alone{k}.json").read_text())
+        assert packed.pop("seconds") >= 0 and alone.pop("seconds") >= 0
+        assert packed == alone, checkpoints[k]
+        statuses.append(packed["status"])
+    assert statuses == ["ok", "diverged", "ok"]
+
+
+@pytest.mark.parametrize(
+    ("outs", "extra", "message"),
+    [
+        (["a.json"], [], "--checkpoint names 2 checkpoint(s) but --out 1 file(s); give one"),
+        (["a.json", "./a.json"], [], "--out ./a.json is given twice"),
+        (["a.json", "b.json"], ["--predictions", "p.h5"], "--predictions holds one checkpoint's"),
+    ],
+    ids=["counts", "repeated", "predictions"],
+)
+def test_packed_evaluation_rejects_unpaired_outputs(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    outs: list[str],
+    extra: list[str],
+    message: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    checkpoints = [str(pretrained()), str(pretrained())]
+    argv = ["evaluate", "--checkpoint", *checkpoints, "--data", str(dataset("pre_test"))]
+    assert main([*argv, "--out", *outs, *extra, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not [p.name for p in tmp_path.iterdir()]

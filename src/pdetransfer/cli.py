@@ -157,14 +157,24 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="test-set metrics of a checkpoint (zero-shot too)")
-    p.add_argument("--checkpoint", required=True)
+    p = sub.add_parser("evaluate", help="test-set metrics of checkpoints (zero-shot too)")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        nargs="+",
+        help="model.pt file(s); several (a packed cell's members) share one read of the data",
+    )
     p.add_argument("--data", required=True, nargs="+", help="test file(s)")
-    p.add_argument("--out", required=True, help="output metrics JSON")
+    p.add_argument(
+        "--out", required=True, nargs="+", help="output metrics JSON, one per --checkpoint"
+    )
     p.add_argument("--threads", type=int)
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--predictions", help="also write the first test samples' predictions (HDF5)")
+    p.add_argument(
+        "--predictions",
+        help="also write the first test samples' predictions (HDF5; one --checkpoint only)",
+    )
     p.add_argument("--n-predictions", type=int, help="samples in --predictions (default 8)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     _handler(p, "pdetransfer.engine.evaluation:evaluate_command")

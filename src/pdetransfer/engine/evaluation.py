@@ -1,8 +1,11 @@
 """``pdetransfer evaluate``: test-set metrics of a checkpoint (zero-shot included).
 
 Zero-shot evaluation is simply this command applied to a pre-trained checkpoint on the
-downstream test set. ``metrics.json`` has ``"status": "ok"``, or ``"diverged"`` for a run that
-diverged in training (every metric null, the model not run). Per sample, with ``e = u_pred - u`` on the grid:
+downstream test set. Several checkpoints (a packed cell's members) are evaluated one after
+another in one process on the test data read once, each into its own metrics file, exactly as
+its own ``pdetransfer evaluate`` would write it (only the timing, ``seconds``, differs).
+``metrics.json`` has ``"status": "ok"``, or ``"diverged"`` for a run that diverged in training
+(every metric null, the model not run). Per sample, with ``e = u_pred - u`` on the grid:
 
 ``rel_l2``
     ``||e||_2 / ||u||_2``, the study's metric; summarised as mean (the headline number),
@@ -27,11 +30,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +45,7 @@ import torch
 
 from pdetransfer import __version__
 from pdetransfer.atomic import atomic_path, write_json
+from pdetransfer.data.datasets import DatasetInfo
 from pdetransfer.engine import gpu
 from pdetransfer.engine.checkpoints import build_operator, check_grid, load_checkpoint, sha256_file
 from pdetransfer.engine.normalization import NormalizedOperator
@@ -171,38 +176,107 @@ def summarize(per_sample: dict[str, np.ndarray]) -> dict[str, float | int]:
     return metrics
 
 
+class TestData:
+    """The test files of one ``evaluate`` command, each read when a checkpoint first needs it.
+
+    With several checkpoints a file, once read, is kept for the next ones: a packed cell's
+    members share one read of the test set. With one checkpoint nothing is kept, so memory
+    holds one file at a time, as it always did.
+    """
+
+    def __init__(self, infos: list[DatasetInfo], keep: bool) -> None:
+        self.infos = infos
+        self.keep = keep
+        self._read: dict[int, FieldSet] = {}
+
+    def fields(self, index: int) -> FieldSet:
+        """The samples of file ``index`` (in ``--data`` order)."""
+        if index in self._read:
+            return self._read[index]
+        fields = load_fields([self.infos[index]])
+        if self.keep:
+            self._read[index] = fields
+        return fields
+
+
+def check_outputs(checkpoints: Sequence[str], outs: Sequence[str], predictions: str | None) -> None:
+    """Refuse --out lists that do not pair one metrics file with each checkpoint.
+
+    The pairing is by position, so a count mismatch or a repeated file would silently
+    attribute one member's metrics to another (or overwrite them).
+    """
+    if len(checkpoints) != len(outs):
+        raise UserError(
+            f"--checkpoint names {len(checkpoints)} checkpoint(s) but --out {len(outs)} "
+            "file(s); give one --out per --checkpoint, in the same order"
+        )
+    seen: set[str] = set()
+    for out in outs:
+        if os.path.abspath(out) in seen:
+            raise UserError(f"--out {out} is given twice; each checkpoint needs its own file")
+        seen.add(os.path.abspath(out))
+    if predictions and len(checkpoints) > 1:
+        raise UserError(
+            f"--predictions holds one checkpoint's predictions but --checkpoint names "
+            f"{len(checkpoints)}; evaluate the checkpoint whose predictions you want alone"
+        )
+
+
 def evaluate_command(args: argparse.Namespace) -> int:
-    """Run ``pdetransfer evaluate``: metrics JSON and, optionally, a predictions file."""
+    """Run ``pdetransfer evaluate``: each --checkpoint's metrics JSON at its --out, in order.
+
+    The checkpoints are evaluated one at a time, so memory does not grow with their number
+    (a packed cell's members are evaluated by one job with one run's memory); a checkpoint
+    that cannot be evaluated stops the command with the checkpoints before it written.
+    """
+    check_outputs(args.checkpoint, args.out, args.predictions)
     if args.n_predictions is not None and not args.predictions:
         raise UserError("--n-predictions needs --predictions to say where to write them")
+    if args.n_predictions is not None and args.n_predictions < 1:
+        raise UserError(f"--n-predictions must be at least 1, got {args.n_predictions}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.threads is not None:
         if args.threads < 1:
             raise UserError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    test = TestData(read_infos(args.data, None), keep=len(args.checkpoint) > 1)
+    # Resolved when the first checkpoint that runs needs it: a diverged one runs no model, so
+    # a cell of diverged members needs no device, as their separate evaluations did not.
+    device = functools.cache(functools.partial(resolve_device, args.device))
+    for k, (path, out) in enumerate(zip(args.checkpoint, args.out, strict=True)):
+        label = "evaluate" if len(args.checkpoint) == 1 else f"evaluate {k + 1}/{len(args.out)}"
+        evaluate_checkpoint(args, path, out, test, device, label)
+    return 0
+
+
+def evaluate_checkpoint(
+    args: argparse.Namespace,
+    path: str,
+    out: str,
+    test: TestData,
+    device: Callable[[], torch.device],
+    label: str,
+) -> None:
+    """Write the metrics of one checkpoint to ``out`` (and ``--predictions``, if asked for)."""
     started = time.perf_counter()
-    checkpoint = load_checkpoint(args.checkpoint, "model")
-    infos = read_infos(args.data, None)
-    for info in infos:
-        check_grid(checkpoint, args.checkpoint, int(info.grid))
+    checkpoint = load_checkpoint(path, "model")
+    for info in test.infos:
+        check_grid(checkpoint, path, int(info.grid))
     if checkpoint.get("status") == "diverged":
-        _write_diverged(args, checkpoint, infos, started)
-        return 0
-    device = resolve_device(args.device)
-    operator = build_operator(checkpoint, args.checkpoint).to(device).eval()
+        _write_diverged(args, path, out, checkpoint, test, started)
+        return
+    operator = build_operator(checkpoint, path).to(device()).eval()
     n_predictions = DEFAULT_PREDICTIONS if args.n_predictions is None else args.n_predictions
-    if n_predictions < 1:
-        raise UserError(f"--n-predictions must be at least 1, got {n_predictions}")
 
     parts, per_file, kept = [], [], []
-    total = sum(int(info.n_samples) for info in infos)
-    with Progress(total, "evaluate", unit="sample", enabled=not args.quiet) as progress:
-        for info in infos:
-            fields = load_fields([info])
+    total = sum(int(info.n_samples) for info in test.infos)
+    with Progress(total, label, unit="sample", enabled=not args.quiet) as progress:
+        for index, info in enumerate(test.infos):
+            fields = test.fields(index)
             errors: list[dict[str, np.ndarray]] = []
             indices = torch.arange(len(fields))
-            for chunk, u_pred in predict(operator, fields, indices, args.batch_size, device):
+            for chunk, u_pred in predict(operator, fields, indices, args.batch_size, device()):
                 errors.append(sample_errors(u_pred, fields.u[chunk]))
                 room = n_predictions - sum(len(k[0]) for k in kept)
                 if args.predictions and room > 0:
@@ -227,23 +301,27 @@ def evaluate_command(args: argparse.Namespace) -> int:
         **summarize(everything),
         # Per sample in test-set order, so the tables can bootstrap over test samples.
         "rel_l2_per_sample": [float(e) for e in everything["rel_l2"]],
-        "data": [os.fspath(path) for path in args.data],
+        "data": [os.fspath(p) for p in args.data],
         "files": per_file,
         "bands": {name: [lo, None if math.isinf(hi) else hi] for name, (lo, hi) in BANDS.items()},
-        "checkpoint": _identity(checkpoint, args.checkpoint),
-        "device": str(device),
+        "checkpoint": _identity(checkpoint, path),
+        "device": str(device()),
         "seconds": time.perf_counter() - started,
         "pdetransfer_version": __version__,
         "torch_version": str(torch.__version__),
     }
-    write_json(args.out, metrics)
+    write_json(out, metrics)
     if args.predictions:
         _write_predictions(Path(args.predictions), kept, metrics)
-    return 0
 
 
 def _write_diverged(
-    args: argparse.Namespace, checkpoint: dict[str, Any], infos: list[Any], started: float
+    args: argparse.Namespace,
+    path: str,
+    out: str,
+    checkpoint: dict[str, Any],
+    test: TestData,
+    started: float,
 ) -> None:
     """Metrics of a diverged run: status and reason, every metric null; the model is not run.
 
@@ -252,6 +330,7 @@ def _write_diverged(
     ``--predictions`` gets the first test samples with NaN predictions, for the same reason.
     """
     nulls: dict[str, Any] = {key: None for key in METRICS}
+    infos = test.infos
     total = sum(int(info.n_samples) for info in infos)
     metrics = {
         "status": "diverged",
@@ -259,20 +338,20 @@ def _write_diverged(
         **nulls,
         "rel_l2_per_sample": None,
         "n_samples": total,
-        "data": [os.fspath(path) for path in args.data],
+        "data": [os.fspath(p) for p in args.data],
         "files": [
             {**file_record(info), **nulls, "n_samples": int(info.n_samples)} for info in infos
         ],
         "bands": {name: [lo, None if math.isinf(hi) else hi] for name, (lo, hi) in BANDS.items()},
-        "checkpoint": _identity(checkpoint, args.checkpoint),
+        "checkpoint": _identity(checkpoint, path),
         "device": None,
         "seconds": time.perf_counter() - started,
         "pdetransfer_version": __version__,
         "torch_version": str(torch.__version__),
     }
-    write_json(args.out, metrics)
+    write_json(out, metrics)
     if args.predictions:
-        fields = load_fields(infos[:1])
+        fields = test.fields(0)
         take = torch.arange(min(len(fields), args.n_predictions or DEFAULT_PREDICTIONS))
         nan = torch.full_like(fields.u[take], math.nan)
         kept = [(fields.f[take], fields.u[take], nan, fields.coefficients[take], nan[:, 0, 0])]
