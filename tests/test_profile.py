@@ -13,7 +13,8 @@ from workflow_helpers import snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = yaml.safe_load((ROOT / "slurm" / "profile.yaml").read_text())
-GPU_RULES = ("pretrain", "finetune", "scratch", "evaluate", "predict")
+GPU_RULES = ("pretrain", "finetune", "scratch", "evaluate", "predict", "finetune_cell")
+GPU_RULES += ("scratch_cell", "evaluate_finetune_cell", "evaluate_scratch_cell")  # sweep.pack
 #: Resources the config's `resources:` section decides (threads reach sbatch as CPUs).
 NEEDS = {"mem_mb", "mem", "runtime", "gpu", "threads", "cpus_per_task", "cpus_per_gpu", "gres"}
 

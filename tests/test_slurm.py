@@ -43,7 +43,8 @@ TABLES = ("runs.csv", "summary.csv", "data_efficiency.csv")
 # Rules that must run as SLURM jobs (the workflow's `localrules`, tables and plots, may not).
 COMPUTE_RULES = {"generate", "dataset_stats", "mixed_stats", "pretrain"}
 COMPUTE_RULES.update(["finetune_cell", "scratch_cell"])  # sweep.pack: true, the default
-COMPUTE_RULES.update(["evaluate", "predict"])
+COMPUTE_RULES.update(["evaluate_finetune_cell", "evaluate_scratch_cell"])  # ditto
+COMPUTE_RULES.update(["evaluate", "predict"])  # zero-shot runs; gallery predictions
 # What the study's jobs need: distinct values per stage, so that the test can tell that each
 # job asked SLURM for its own stage's (threads stay 1, as in the local reference run).
 RESOURCES = {
@@ -55,6 +56,7 @@ RESOURCES = {
 STAGE = {"generate": "data", "check": "data", "dataset_stats": "data", "mixed_stats": "data"}
 STAGE.update(pretrain="pretrain", finetune_cell="train", scratch_cell="train")
 STAGE.update(evaluate="evaluate", predict="evaluate")
+STAGE.update(evaluate_finetune_cell="evaluate", evaluate_scratch_cell="evaluate")
 # Pre-training epochs: about a minute of work on a loaded two-core machine, more than fits in
 # one attempt's one-minute limit (the shipped --signal lead, ten minutes, would not fit at
 # all: the signal test's lead is set below, for the single-physics pre-training only).
@@ -63,8 +65,9 @@ PRETRAIN_EPOCHS = 800
 # deadline alarm comes MIN_MARGIN_SECONDS (20 s) before the end.
 SIGNAL_LEAD = 30
 RESUMING = re.compile(r"pdetransfer train: resumed from step (\d+) of ")
-# Members of each packed fine-tune or scratch cell: their job asks for resources.train's
-# runtime and memory times this.
+# Members of each packed fine-tune or scratch cell: its training job asks for resources.train's
+# runtime and memory times this, its evaluation job for resources.evaluate's runtime times this
+# (the members are evaluated one after another, one in memory at a time).
 CELL_MEMBERS = 2
 SIGNALLED = "poisson_1_5"  # stopped by SIGURG (or, signalled too early, SIGALRM)
 
@@ -303,9 +306,9 @@ def test_every_job_asks_slurm_for_its_stage_resources_from_the_config(runs) -> N
         rule, request = _rule(log), _request(job_id)
         wanted = dict(RESOURCES[STAGE[rule]])
         if rule.endswith("_cell"):
-            wanted.update(
-                mem_mb=wanted["mem_mb"] * CELL_MEMBERS, runtime=wanted["runtime"] * CELL_MEMBERS
-            )
+            wanted["runtime"] *= CELL_MEMBERS
+            if STAGE[rule] == "train":
+                wanted["mem_mb"] *= CELL_MEMBERS
         seconds = parse_time_left(request["TimeLimit"])  # the same [D-][H:]M:S format
         assert seconds == 60 * wanted["runtime"], (rule, job_id, request["TimeLimit"])
         assert request["MinMemoryNode"] == f"{wanted['mem_mb']}M", (rule, job_id)

@@ -28,7 +28,8 @@ def load(name: str) -> dict:
 def expected_jobs(cfg: dict, pack: bool = True) -> Counter:
     """Job counts per rule implied by a config's lists (written independently of the code).
 
-    With ``pack`` a fine-tune or scratch job trains a whole cell: all learning rates x seeds.
+    With ``pack`` a fine-tune or scratch job trains a whole cell (all learning rates x seeds)
+    and another evaluates it; zero-shot runs are evaluated one by one either way.
     """
     sweep = cfg.get("sweep", {})
     ns, lrs, seeds = sweep["n"], sweep["lr"], sweep.get("seeds", [0])
@@ -81,6 +82,8 @@ def expected_jobs(cfg: dict, pack: bool = True) -> Counter:
     exps = cfg["experiments"].values()
     mixed = {e["pretrain"] for e in exps if len(cfg["pretrain"][e["pretrain"]]) > 1}
     per_downstream = sum(len(e["downstream"]) for e in exps)
+    finetune_cells = {run[:4] for run in finetunes}  # (pretrain, size, downstream, n)
+    scratch_cells = {run[:3] for run in scratches}  # (size, downstream, n)
     counts = Counter(
         generate=len(files),
         check=len(files),
@@ -89,9 +92,11 @@ def expected_jobs(cfg: dict, pack: bool = True) -> Counter:
         pretrain=len(pretrains),
         finetune=0 if pack else len(finetunes),
         scratch=0 if pack else len(scratches),
-        finetune_cell=len({run[:4] for run in finetunes}) if pack else 0,
-        scratch_cell=len({run[:3] for run in scratches}) if pack else 0,
-        evaluate=len(finetunes) + len(scratches) + len(zeroshots),
+        finetune_cell=len(finetune_cells) if pack else 0,
+        scratch_cell=len(scratch_cells) if pack else 0,
+        evaluate=len(zeroshots) + (0 if pack else len(finetunes) + len(scratches)),
+        evaluate_finetune_cell=len(finetune_cells) if pack else 0,
+        evaluate_scratch_cell=len(scratch_cells) if pack else 0,
         predict=len(predicts),
         study=1,
         aggregate=1,

@@ -242,7 +242,8 @@ def test_study_survives_divergence_kill_and_truncation(tmp_path: Path) -> None:
     result = snakemake(faulted, *options)
     assert result.returncode != 0
     detected = failed_rules(result.stderr)  # its check and every job that reads it
-    assert set(detected) == {"check", "evaluate", "predict"}, result.stderr[-5000:]
+    readers = {"check", "evaluate_finetune_cell", "evaluate_scratch_cell", "predict"}
+    assert set(detected) == readers, result.stderr[-5000:]
     logs = re.findall(r"log: (\S+) \(check log file", result.stderr)
     assert len(logs) == len(detected)
     for log in logs:  # each names the file and the recovery command

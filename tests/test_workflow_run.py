@@ -110,23 +110,26 @@ def test_new_sweep_values_add_only_their_jobs(study_dir: Path) -> None:
         "plot_mixed": 1,
     }
     tables = {"study": 1, "aggregate": 1, "all": 1}
-    # N=16: 5 fine-tuning cells (pretrain, size, downstream) and 4 scratch cells
+    # N=16: 5 fine-tuning cells (pretrain, size, downstream) and 4 scratch cells, each
+    # trained by one job and evaluated by another
     config = _edited_config(study_dir, "more_n", sweep={"n": [4, 8, 16]})
     assert _dry_run(study_dir, config=config) == {
         "finetune_cell": 5,
         "scratch_cell": 4,
-        "evaluate": 9,
+        "evaluate_finetune_cell": 5,
+        "evaluate_scratch_cell": 4,
         **tables,
         **plots,
     }
     # a second learning rate, packed: every cell's job again (its finished member re-emitted
-    # from final.pt, the new one trained), so every trained run and gallery prediction is
-    # evaluated again
+    # from final.pt, the new one trained), so every cell is evaluated again (one job each) and
+    # every gallery prediction redone; zero-shot runs are not touched
     config = _edited_config(study_dir, "more_lr", sweep={"lr": [0.001, 0.01]})
     assert _dry_run(study_dir, config=config) == {
         "finetune_cell": 10,
         "scratch_cell": 8,
-        "evaluate": 36,
+        "evaluate_finetune_cell": 10,
+        "evaluate_scratch_cell": 8,
         "predict": 8,
         **tables,
         **plots,
@@ -144,7 +147,8 @@ def test_partial_rerun_of_one_run(study_dir: Path) -> None:
         (run / name).unlink(missing_ok=True)
     result = snakemake(study_dir, f"{RUN}/metrics.json", "--cores", "2", "--configfile", CONFIG)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert job_counts(result.stdout + result.stderr) == {"finetune_cell": 1, "evaluate": 1}
+    counts = job_counts(result.stdout + result.stderr)
+    assert counts == {"finetune_cell": 1, "evaluate_finetune_cell": 1}
     for path, mtime in others.items():
         if path.parent != run:
             assert path.stat().st_mtime_ns == mtime, path

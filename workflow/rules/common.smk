@@ -47,6 +47,11 @@ def _names(names):
     return "|".join(re.escape(n) for n in names) or "(?!)"
 
 
+# Run directories below results/runs: trained (fine-tune, scratch) and zero-shot.
+TRAINED_RUN = r"(finetune/[^/]+/|scratch/)[^/]+/[^/]+/n[0-9]+/lr[^/]+/s[0-9]+"
+ZEROSHOT_RUN = r"zeroshot/[^/]+/[^/]+/[^/]+"
+
+
 wildcard_constraints:
     dataset=_names(STUDY.datasets),
     split="train|val|test",
@@ -58,7 +63,7 @@ wildcard_constraints:
     n=r"[1-9][0-9]*",
     lr=r"[0-9][0-9.e+-]*",
     seed=r"[0-9]+",
-    run=r"(finetune/[^/]+/|scratch/)[^/]+/[^/]+/n[0-9]+/lr[^/]+/s[0-9]+|zeroshot/[^/]+/[^/]+/[^/]+",
+    run=f"{TRAINED_RUN}|{ZEROSHOT_RUN}",
 
 
 # ---------------------------------------------------------------- per-job settings
@@ -67,14 +72,15 @@ def res(stage, key):
     return config["resources"][stage][key]
 
 
-def runtime(stage):
-    """Minutes per attempt of a stage's jobs (the SLURM time limit).
+def runtime(stage, runs=1):
+    """Minutes per attempt of a stage's jobs (the SLURM time limit), for jobs that do `runs`
+    runs' work one after another (a packed cell's evaluation).
 
     Training resumes from state.pt, so every attempt gets the configured runtime and continues
     where the last one stopped; data generation and evaluation start over, so a retry after a
     time limit gets the runtime once more per attempt.
     """
-    minutes = res(stage, "runtime")
+    minutes = res(stage, "runtime") * runs
     if stage in ("pretrain", "train"):
         return minutes
     return lambda wildcards, attempt: minutes * attempt
@@ -91,8 +97,13 @@ def train_flags(stage):
 
 
 # ---------------------------------------------------------------- packed cells (sweep.pack)
-FINETUNE_CELL = "results/runs/finetune/{pretrain}/{size}/{downstream}/n{n}"
-SCRATCH_CELL = "results/runs/scratch/{size}/{downstream}/n{n}"
+# With sweep.pack a fine-tune or scratch job trains, and another evaluates, a whole cell (all
+# learning rates x seeds); without it each job is one run, lr{lr}/s{seed} of its cell.
+PACK = config["sweep"]["pack"]
+CELLS = {
+    "finetune": "results/runs/finetune/{pretrain}/{size}/{downstream}/n{n}",
+    "scratch": "results/runs/scratch/{size}/{downstream}/n{n}",
+}
 CELL_MEMBERS = [f"lr{lr}/s{seed}" for lr in STUDY.lrs for seed in STUDY.seeds]
 
 
@@ -101,15 +112,53 @@ def cell_files(cell, name):
     return [f"{cell}/{member}/{name}" for member in CELL_MEMBERS]
 
 
-def member_pattern(cell, wildcards):
-    """The --out-pattern of a cell's members: the cell's directory, then lr{lr}/s{seed}."""
-    return os.path.join(cell.format(**wildcards), "lr{lr}", "s{seed}")
+def job_dir(cell):
+    """The directory one training job of a mode covers: its cell, or one run of the cell."""
+    return cell if PACK else f"{cell}/lr{{lr}}/s{{seed}}"
 
 
-def cell_resource(key):
-    """A packed job's resource: one GPU at most (the pack is one process); runtime and memory
-    the per-run values of resources.train times the members (the sequential fallback's bound).
+def job_files(cell, name):
+    """One file of every run a training job of a mode writes (a cell's members, or one)."""
+    return cell_files(cell, name) if PACK else [f"{job_dir(cell)}/{name}"]
+
+
+def log_file(directory, tree, name):
+    """A job's log or benchmark: its directory below results/runs, moved under results/<tree>."""
+    return f"{directory.replace('results/runs/', f'results/{tree}/runs/', 1)}/{name}"
+
+
+def member_flags(wildcards):
+    """The --lr and --seed of a training job: the whole sweep for a cell, else the run's own."""
+    if PACK:
+        return (
+            f"--lr {' '.join(STUDY.lrs)} --seed {' '.join(str(s) for s in STUDY.seeds)}"
+        )
+    return f"--lr {wildcards.lr} --seed {wildcards.seed}"
+
+
+def out_flag(cell):
+    """Where a training job of a mode writes: --out-pattern with {lr} and {seed} for a cell
+    (the cell's directory, then lr{lr}/s{seed}), --out the run's directory for one run.
     """
+
+    def flag(wildcards):
+        directory = job_dir(cell).format(**wildcards)
+        return (
+            f"--out-pattern '{directory}/lr{{lr}}/s{{seed}}'"
+            if PACK
+            else f"--out {directory}"
+        )
+
+    return flag
+
+
+def train_resource(key):
+    """A training job's resource: resources.train per run; for a packed cell one GPU at most
+    (the pack is one process), and runtime and memory times the members (the bound of the
+    sequential fallback, which trains them one after another in that process).
+    """
+    if not PACK:
+        return runtime("train") if key == "runtime" else res("train", key)
     value = res("train", key)
     if key == "gpu":
         return min(value, 1)

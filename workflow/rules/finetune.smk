@@ -4,144 +4,56 @@
 # pre-training and are shared by every experiment with the same downstream dataset.
 #
 # sweep.pack (default true): one job per cell (pretrain, size, downstream, N / size,
-# downstream, N) trains all its learning rates x seeds in one process and writes every
-# member's model.pt and train.json at the paths of the per-run rules, so a single run's
-# target still works (it rebuilds its cell; members that had finished are re-emitted from
-# their final.pt, not retrained). sweep.pack false: one job per run. Exactly one of the two
-# rule sets exists, so exactly one rule produces each path.
+# downstream, N), rules finetune_cell and scratch_cell, trains all its learning rates x seeds
+# in one process and writes every member's model.pt and train.json at the paths of the
+# per-run rules, so a single run's target still works (it rebuilds its cell; members that had
+# finished are re-emitted from their final.pt, not retrained). sweep.pack false: one job per
+# run, rules finetune and scratch. Exactly one of the two rule sets exists, so exactly one
+# rule produces each path.
+#
+# The four rules are one definition: the mode sets the first input, sweep.pack the name, the
+# paths (common.smk's job_* helpers), the --lr/--seed/--out flags and the resources. (`use
+# rule` cannot share it: its base rule would exist, under one name, in both settings.)
 
-if config["sweep"]["pack"]:
+# What a mode's training starts from: its flag and file.
+TRAIN_START = {
+    "finetune": ("--init", "results/pretrain/{pretrain}/{size}/model.pt"),
+    "scratch": ("--stats", "results/data/{downstream}/stats.json"),
+}
 
-    rule finetune_cell:
+for mode, cell in CELLS.items():
+
+    rule:
+        name:
+            f"{mode}_cell" if PACK else mode
         input:
-            init="results/pretrain/{pretrain}/{size}/model.pt",
+            start=TRAIN_START[mode][1],
             data="results/data/{downstream}/train.h5",
             val="results/data/{downstream}/val.h5",
         output:
-            models=cell_files(FINETUNE_CELL, "model.pt"),
-            summaries=cell_files(FINETUNE_CELL, "train.json"),
+            models=job_files(cell, "model.pt"),
+            summaries=job_files(cell, "train.json"),
         log:
-            "results/logs/runs/finetune/{pretrain}/{size}/{downstream}/n{n}/train.log",
+            log_file(job_dir(cell), "logs", "train.log"),
         benchmark:
-            "results/benchmarks/runs/finetune/{pretrain}/{size}/{downstream}/n{n}/train.tsv"
+            log_file(job_dir(cell), "benchmarks", "train.tsv")
         conda:
             ENV
         threads: res("train", "threads")
         resources:
-            gpu=cell_resource("gpu"),
-            cpus_per_gpu=res("train", "threads"),  # the pack is one process on one GPU
-            mem_mb=cell_resource("mem_mb"),
-            runtime=cell_resource("runtime"),
+            gpu=train_resource("gpu"),
+            cpus_per_gpu=res("train", "threads"),  # per process: one per GPU, a pack is one
+            mem_mb=train_resource("mem_mb"),
+            runtime=train_resource("runtime"),
         params:
+            start=TRAIN_START[mode][0],
             model=lambda wc: config["sizes"][wc.size],
-            pattern=lambda wc: member_pattern(FINETUNE_CELL, wc),
-            lrs=" ".join(STUDY.lrs),
-            seeds=" ".join(str(s) for s in STUDY.seeds),
+            members=member_flags,
+            out=out_flag(cell),
             recipe=train_flags("downstream"),
             every=config["training"]["checkpoint_every"],
         shell:
-            "pdetransfer launch --gpus {resources.gpu} -- train"
-            " --init {input.init} --data {input.data} --val {input.val}"
-            " --model {params.model} --n-train {wildcards.n} --lr {params.lrs}"
-            " --seed {params.seeds} {params.recipe} --checkpoint-every {params.every}"
-            " --threads {threads} --out-pattern '{params.pattern}' > {log} 2>&1"
-
-    rule scratch_cell:
-        input:
-            data="results/data/{downstream}/train.h5",
-            val="results/data/{downstream}/val.h5",
-            stats="results/data/{downstream}/stats.json",
-        output:
-            models=cell_files(SCRATCH_CELL, "model.pt"),
-            summaries=cell_files(SCRATCH_CELL, "train.json"),
-        log:
-            "results/logs/runs/scratch/{size}/{downstream}/n{n}/train.log",
-        benchmark:
-            "results/benchmarks/runs/scratch/{size}/{downstream}/n{n}/train.tsv"
-        conda:
-            ENV
-        threads: res("train", "threads")
-        resources:
-            gpu=cell_resource("gpu"),
-            cpus_per_gpu=res("train", "threads"),  # the pack is one process on one GPU
-            mem_mb=cell_resource("mem_mb"),
-            runtime=cell_resource("runtime"),
-        params:
-            model=lambda wc: config["sizes"][wc.size],
-            pattern=lambda wc: member_pattern(SCRATCH_CELL, wc),
-            lrs=" ".join(STUDY.lrs),
-            seeds=" ".join(str(s) for s in STUDY.seeds),
-            recipe=train_flags("downstream"),
-            every=config["training"]["checkpoint_every"],
-        shell:
-            "pdetransfer launch --gpus {resources.gpu} -- train"
-            " --data {input.data} --val {input.val} --stats {input.stats}"
-            " --model {params.model} --n-train {wildcards.n} --lr {params.lrs}"
-            " --seed {params.seeds} {params.recipe} --checkpoint-every {params.every}"
-            " --threads {threads} --out-pattern '{params.pattern}' > {log} 2>&1"
-
-else:
-
-    rule finetune:
-        input:
-            init="results/pretrain/{pretrain}/{size}/model.pt",
-            data="results/data/{downstream}/train.h5",
-            val="results/data/{downstream}/val.h5",
-        output:
-            model="results/runs/finetune/{pretrain}/{size}/{downstream}/n{n}/lr{lr}/s{seed}/model.pt",
-            summary="results/runs/finetune/{pretrain}/{size}/{downstream}/n{n}/lr{lr}/s{seed}/train.json",
-        log:
-            "results/logs/runs/finetune/{pretrain}/{size}/{downstream}/n{n}/lr{lr}/s{seed}/train.log",
-        benchmark:
-            "results/benchmarks/runs/finetune/{pretrain}/{size}/{downstream}/n{n}/lr{lr}/s{seed}/train.tsv"
-        conda:
-            ENV
-        threads: res("train", "threads")
-        resources:
-            gpu=res("train", "gpu"),
-            cpus_per_gpu=res("train", "threads"),  # per process; one process per GPU
-            mem_mb=res("train", "mem_mb"),
-            runtime=runtime("train"),
-        params:
-            model=lambda wc: config["sizes"][wc.size],
-            dir=lambda wc, output: os.path.dirname(output.model),
-            recipe=train_flags("downstream"),
-            every=config["training"]["checkpoint_every"],
-        shell:
-            "pdetransfer launch --gpus {resources.gpu} -- train"
-            " --init {input.init} --data {input.data} --val {input.val}"
-            " --model {params.model} --n-train {wildcards.n} --lr {wildcards.lr}"
-            " --seed {wildcards.seed} {params.recipe} --checkpoint-every {params.every}"
-            " --threads {threads} --out {params.dir} > {log} 2>&1"
-
-    rule scratch:
-        input:
-            data="results/data/{downstream}/train.h5",
-            val="results/data/{downstream}/val.h5",
-            stats="results/data/{downstream}/stats.json",
-        output:
-            model="results/runs/scratch/{size}/{downstream}/n{n}/lr{lr}/s{seed}/model.pt",
-            summary="results/runs/scratch/{size}/{downstream}/n{n}/lr{lr}/s{seed}/train.json",
-        log:
-            "results/logs/runs/scratch/{size}/{downstream}/n{n}/lr{lr}/s{seed}/train.log",
-        benchmark:
-            "results/benchmarks/runs/scratch/{size}/{downstream}/n{n}/lr{lr}/s{seed}/train.tsv"
-        conda:
-            ENV
-        threads: res("train", "threads")
-        resources:
-            gpu=res("train", "gpu"),
-            cpus_per_gpu=res("train", "threads"),  # per process; one process per GPU
-            mem_mb=res("train", "mem_mb"),
-            runtime=runtime("train"),
-        params:
-            model=lambda wc: config["sizes"][wc.size],
-            dir=lambda wc, output: os.path.dirname(output.model),
-            recipe=train_flags("downstream"),
-            every=config["training"]["checkpoint_every"],
-        shell:
-            "pdetransfer launch --gpus {resources.gpu} -- train"
-            " --data {input.data} --val {input.val} --stats {input.stats}"
-            " --model {params.model} --n-train {wildcards.n} --lr {wildcards.lr}"
-            " --seed {wildcards.seed} {params.recipe} --checkpoint-every {params.every}"
-            " --threads {threads} --out {params.dir} > {log} 2>&1"
+            "pdetransfer launch --gpus {resources.gpu} -- train {params.start} {input.start}"
+            " --data {input.data} --val {input.val} --model {params.model}"
+            " --n-train {wildcards.n} {params.members} {params.recipe}"
+            " --checkpoint-every {params.every} --threads {threads} {params.out} > {log} 2>&1"
