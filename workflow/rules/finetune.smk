@@ -12,8 +12,9 @@
 # rule produces each path.
 #
 # The four rules are one definition: the mode sets the first input, sweep.pack the name, the
-# paths (common.smk's job_* helpers), the --lr/--seed/--out flags and the resources. (`use
-# rule` cannot share it: its base rule would exist, under one name, in both settings.)
+# paths, the --lr/--seed/--out flags and the resources (common.smk: job_dir, job_files,
+# member_flags, out_flag, train_resource). `use rule` cannot share it: its base rule would
+# exist, under one name, in both settings.
 
 # What a mode's training starts from: its flag and file.
 TRAIN_START = {
