@@ -176,7 +176,7 @@ def summarize(per_sample: dict[str, np.ndarray]) -> dict[str, float | int]:
     return metrics
 
 
-class TestData:
+class SharedTestSet:
     """The test files of one ``evaluate`` command, each read when a checkpoint first needs it.
 
     With several checkpoints a file, once read, is kept for the next ones: a packed cell's
@@ -240,7 +240,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise UserError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    test = TestData(read_infos(args.data, None), keep=len(args.checkpoint) > 1)
+    test = SharedTestSet(read_infos(args.data, None), keep=len(args.checkpoint) > 1)
     # Resolved when the first checkpoint that runs needs it: a diverged one runs no model, so
     # a cell of diverged members needs no device, as their separate evaluations did not.
     device = functools.cache(functools.partial(resolve_device, args.device))
@@ -254,7 +254,7 @@ def evaluate_checkpoint(
     args: argparse.Namespace,
     path: str,
     out: str,
-    test: TestData,
+    test: SharedTestSet,
     device: Callable[[], torch.device],
     label: str,
 ) -> None:
@@ -320,7 +320,7 @@ def _write_diverged(
     path: str,
     out: str,
     checkpoint: dict[str, Any],
-    test: TestData,
+    test: SharedTestSet,
     started: float,
 ) -> None:
     """Metrics of a diverged run: status and reason, every metric null; the model is not run.
