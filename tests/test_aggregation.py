@@ -331,7 +331,8 @@ def test_published_results_are_the_reproduce_study_and_its_tables() -> None:
     study = Study(record["config"])
     summary = read_csv(published / "tables" / "summary.csv")
     efficiency = read_csv(published / "tables" / "data_efficiency.csv")
-    rendered = render_tables(study, summary, efficiency, benchmarks=None)
+    fits = read_csv(published / "tables" / "scaling_fits.csv")
+    rendered = render_tables(study, summary, efficiency, benchmarks=None, fits=fits)
     committed = (published / "tables.md").read_text(encoding="utf-8")
     assert committed.split("\n\n## Compute")[0] + "\n" == rendered
     runs = read_csv(published / "tables" / "runs.csv")
