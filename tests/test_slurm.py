@@ -61,9 +61,12 @@ STAGE.update(evaluate_finetune_cell="evaluate", evaluate_scratch_cell="evaluate"
 # one attempt's one-minute limit (the shipped --signal lead, ten minutes, would not fit at
 # all: the signal test's lead is set below, for the single-physics pre-training only).
 PRETRAIN_EPOCHS = 800
-# Seconds; SLURM sends it up to a minute early, so anywhere in the one-minute attempt; the
-# deadline alarm comes MIN_MARGIN_SECONDS (20 s) before the end.
-SIGNAL_LEAD = 30
+# Seconds. slurmctld sends the signal at its first periodic check (every 30 s) once the time
+# left is under the lead, so it arrives 45-15 s before the end: after the training's handler is
+# up (about 10-15 s into an attempt) and before the deadline alarm, MIN_MARGIN_SECONDS (20 s)
+# before the end, in most attempts. With a 30 s lead it arrived 30-0 s before the end, after
+# the alarm in two attempts of three, and one CI run saw no SIGURG stop at all.
+SIGNAL_LEAD = 45
 RESUMING = re.compile(r"pdetransfer train: resumed from step (\d+) of ")
 # Members of each packed fine-tune or scratch cell: its training job asks for resources.train's
 # runtime and memory times this, its evaluation job for resources.evaluate's runtime times this
