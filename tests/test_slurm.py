@@ -5,25 +5,29 @@ that answers (``sinfo``), every test here is skipped with the reason -- or fails
 ``CI=true``, so that CI cannot pass by skipping. The study (a cut of config/test.yaml with
 cluster-style ``resources``) runs as a cluster user runs it -- ``snakemake --profile slurm``
 from the root of (a copy of) the repository -- with the test cluster's few differences
-layered on top (tests/profiles/slurm-test). Its pre-training gets a one-minute time limit and
-more epochs than fit in it: one pre-training is stopped by SLURM's ``--signal``, the other by
-its own deadline alarm, and both resume over several attempts. A local run of the same study
-gives the reference: training is seeded and resumes exactly, and both runs use the same
-thread counts, so the weights and the tables must be equal.
+layered on top (tests/profiles/slurm-test). Its pre-trainings have more epochs than fit in one
+attempt, and each of the two ways an attempt stops before SLURM kills it is proven by a run in
+which only that way can stop it: the mixed pre-training (one-minute limit, no signal) only by
+its own deadline alarm; the single-physics one (a limit its alarm cannot reach before the
+training ends) only by the SIGURG that the test sends to its job's steps once the training has
+said it is running -- SLURM's own ``--signal`` arrives at slurmctld's periodic check, a time no
+test can choose, so it would make the order of the two stops a matter of chance. Both resume
+over several attempts. A local run of the same study gives the reference: training is seeded
+and resumes exactly, and both runs use the same thread counts, so the weights and the tables
+must be equal.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -57,22 +61,26 @@ STAGE = {"generate": "data", "check": "data", "dataset_stats": "data", "mixed_st
 STAGE.update(pretrain="pretrain", finetune_cell="train", scratch_cell="train")
 STAGE.update(evaluate="evaluate", predict="evaluate")
 STAGE.update(evaluate_finetune_cell="evaluate", evaluate_scratch_cell="evaluate")
-# Pre-training epochs: about a minute of work on a loaded two-core machine, more than fits in
-# one attempt's one-minute limit (the shipped --signal lead, ten minutes, would not fit at
-# all: the signal test's lead is set below, for the single-physics pre-training only).
-PRETRAIN_EPOCHS = 800
-# Seconds. slurmctld sends the signal at its first periodic check (every 30 s) once the time
-# left is under the lead, so it arrives 45-15 s before the end: after the training's handler is
-# up (about 10-15 s into an attempt) and before the deadline alarm, MIN_MARGIN_SECONDS (20 s)
-# before the end, in most attempts. With a 30 s lead it arrived 30-0 s before the end, after
-# the alarm in two attempts of three, and one CI run saw no SIGURG stop at all.
-SIGNAL_LEAD = 45
-RESUMING = re.compile(r"pdetransfer train: resumed from step (\d+) of ")
+# Pre-training epochs (1,600 steps single-physics, 3,200 mixed). One attempt of a one-minute
+# limit trains 20-30 s: 60-100 steps/s on an idle two-core machine, 10-25 beside busy
+# processes, so the mixed pre-training needs 2-3 attempts there and up to 13 here (the test
+# profile allows 16).
+PRETRAIN_EPOCHS = 400
+# The signalled pre-training's time limit (minutes): its deadline alarm is set 20 s before it,
+# minutes after its whole training (under three minutes at 10 steps/s) would have ended, so
+# only the test's signal can stop it; its retry then trains to the end.
+SIGNALLED_RUNTIME = 6
+RESUMING = re.compile(r"^pdetransfer train: resumed from step (\d+) of ", re.M)
+# How the job's snakemake reports the failed command in the SLURM log of an attempt.
+EXIT_STATUS = re.compile(r"returned non-zero exit status (\d+)")
 # Members of each packed fine-tune or scratch cell: its training job asks for resources.train's
 # runtime and memory times this, its evaluation job for resources.evaluate's runtime times this
 # (the members are evaluated one after another, one in memory at a time).
 CELL_MEMBERS = 2
-SIGNALLED = "poisson_1_5"  # stopped by SIGURG (or, signalled too early, SIGALRM)
+SIGNALLED = "poisson_1_5"  # stopped once by the test's SIGURG; "mixed" only by its alarm
+# What the training prints once its stop handlers are up (engine/deadline.py): the earliest
+# moment a signal is sure to be handled rather than ignored (SIGURG's default action).
+ARMED = "the SLURM job's time limit is in"
 
 
 def _no_cluster_reason() -> str | None:
@@ -154,17 +162,19 @@ def _write_study(workdir: Path) -> None:
 
 
 def _signal_profile(workdir: Path) -> Path:
-    """The shipped ``set-resources`` with a signal lead that fits a one-minute limit.
+    """The shipped ``set-resources`` with no SLURM signal for pre-training and a longer limit
+    for the signalled one.
 
     A later profile replaces a top-level key of an earlier one as a whole, so the shipped
-    placement is copied and only the pre-training's ``slurm_extra`` changes: SIGUSR1
-    ``SIGNAL_LEAD`` s before the limit for one pre-training, no signal for the other.
-    (The shipped ten-minute lead is longer than the test's one-minute limit.)
+    placement is copied and only the pre-training's ``slurm_extra`` and ``runtime`` change. (The
+    shipped ``--signal=URG@600`` would arrive at a check of slurmctld's, at no chosen time.)
     """
     shipped = yaml.safe_load((ROOT / "slurm" / "profile.yaml").read_text())
     resources = {rule: dict(values) for rule, values in shipped["set-resources"].items()}
-    resources["pretrain"]["slurm_extra"] = (  # a YAML alias no more: the other rules keep theirs
-        f"'--signal=URG@{SIGNAL_LEAD}' if wildcards.pretrain == '{SIGNALLED}' else ''"
+    resources["pretrain"]["slurm_extra"] = "''"  # a YAML alias no more: other rules keep theirs
+    limit = RESOURCES["pretrain"]["runtime"]
+    resources["pretrain"]["runtime"] = (
+        f"{SIGNALLED_RUNTIME} if wildcards.pretrain == '{SIGNALLED}' else {limit}"
     )
     profile = workdir / "signal-profile"
     profile.mkdir()
@@ -210,7 +220,7 @@ def runs(cluster: None, tmp_path_factory: pytest.TempPathFactory):
     # Locally, the study's GPU jobs claim fake devices (one job at a time: --cores 1).
     local_env = {**_env(), "PDETRANSFER_GPU_IDS": "0", "PDETRANSFER_GPU_LOCK_DIR": str(local_dir)}
     local = _snakemake(local_dir, "--cores", "1", env=local_env)
-    watcher = _LogWatcher(slurm_dir / "results" / "logs" / "pretrain")
+    signaller = _Signaller(slurm_dir / "results" / "logs" / "pretrain" / SIGNALLED / "tiny.log")
     try:
         profiles = ("slurm", str(TEST_PROFILE), str(_signal_profile(slurm_dir)))
         on_slurm = _snakemake(slurm_dir, *(arg for p in profiles for arg in ("--profile", p)))
@@ -218,36 +228,50 @@ def runs(cluster: None, tmp_path_factory: pytest.TempPathFactory):
             output = _finish(on_slurm, slurm_dir)
         finally:
             _cancel_jobs_in(slurm_dir)
-            watcher.stop()
+            signaller.stop()
         _finish(local, local_dir)
     finally:
         if local.poll() is None:
             local.kill()
             local.wait()
-    return slurm_dir, output, local_dir, watcher.lines
+    return slurm_dir, output, local_dir, signaller.sent
 
 
-class _LogWatcher:
-    """Collects the lines of the pre-training logs while the study runs.
+class _Signaller:
+    """Sends SIGURG to the signalled pre-training's job once its training is ready for it.
 
-    A retry rewrites its rule's log (``> {log}``), so what an attempt said when it stopped is
-    read before the next attempt starts: a poll every 0.2 s, the next attempt seconds later.
+    ``scancel --signal=URG`` signals every process of the job's steps, as SLURM's ``--signal``
+    without ``B:`` does, but when the test chooses: right after the first attempt's log says
+    that the stop handlers are up (:data:`ARMED`), minutes before its alarm. ``sent`` is the job
+    id signalled, None until then.
     """
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.lines: dict[str, set[str]] = {}
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.sent: str | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
 
     def _poll(self) -> None:
-        while not self._done.wait(0.2):
-            for log in self.directory.glob("*/tiny.log"):
-                with contextlib.suppress(OSError):
-                    self.lines.setdefault(log.parent.name, set()).update(
-                        log.read_text().splitlines()
-                    )
+        comment = f"rule_pretrain_wildcards_{SIGNALLED}_tiny"  # the executor plugin's comment
+        while self.sent is None and not self._done.wait(0.2):
+            try:
+                armed = ARMED in self.log.read_text()
+            except OSError:  # the job has not started yet
+                continue
+            if not armed:
+                continue
+            queue = subprocess.run(
+                ["squeue", "-h", "-t", "R", "-o", "%i %k"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout
+            ids = [line.split()[0] for line in queue.splitlines() if line.endswith(comment)]
+            if len(ids) == 1:
+                subprocess.run(["scancel", "--signal=URG", ids[0]], check=True, timeout=30)
+                self.sent = ids[0]
 
     def stop(self) -> None:
         self._done.set()
@@ -308,6 +332,8 @@ def test_every_job_asks_slurm_for_its_stage_resources_from_the_config(runs) -> N
     for job_id, log in jobs.items():
         rule, request = _rule(log), _request(job_id)
         wanted = dict(RESOURCES[STAGE[rule]])
+        if rule == "pretrain" and log.parent.name == f"{SIGNALLED}_tiny":
+            wanted["runtime"] = SIGNALLED_RUNTIME  # the test's signal profile sets it
         if rule.endswith("_cell"):
             wanted["runtime"] *= CELL_MEMBERS
             if STAGE[rule] == "train":
@@ -323,25 +349,30 @@ def test_every_job_asks_slurm_for_its_stage_resources_from_the_config(runs) -> N
 
 def test_pretraining_stops_before_its_time_limit_and_resumes_to_the_same_weights(runs) -> None:
     """Through the chain a user runs: sbatch -> the job's snakemake -> srun -> the step's
-    snakemake -> launch -> train. Every attempt but the last stopped itself before SLURM's
-    limit (by SLURM's signal or its own alarm); each retry resumed after the saved step; the
-    weights equal those of the uninterrupted local run."""
-    workdir, output, local_dir, said = runs
+    snakemake -> launch -> train. The signalled pre-training's first attempt stopped on the
+    signal and nothing else; every attempt of the other but the last stopped on its own alarm;
+    SLURM killed nothing; the last attempt resumed after a saved step, every check is logged
+    once, and the weights equal those of the uninterrupted local run.
+
+    How each attempt ended is read from its own SLURM log (the exit status, 128 + the stop
+    signal), which no later attempt rewrites."""
+    workdir, output, local_dir, signalled = runs
     jobs, history = _submitted(output), _job_history()
     assert "TIMEOUT" not in {history[job_id] for job_id in jobs}  # SLURM never had to kill
-    failed = [log for job_id, log in jobs.items() if history[job_id] == "FAILED"]
-    assert {_rule(log) for log in failed} == {"pretrain"}  # nothing else failed
-    attempts = Counter(log.parent.name.removesuffix("_tiny") for log in failed)
-    stops = {
-        pretrain: set(re.findall(r"stopped by (SIG\w+) at step", "\n".join(lines)))
-        for pretrain, lines in said.items()
-    }
-    assert set(attempts) == set(stops) == {SIGNALLED, "mixed"}
-    assert "SIGURG" in stops[SIGNALLED] and stops["mixed"] == {"SIGALRM"}
-    for pretrain in stops:
-        resumed = [m for line in said[pretrain] if (m := RESUMING.match(line))]
-        assert len(resumed) == attempts[pretrain]  # every retry resumed ...
-        assert all(int(m.group(1)) > 0 for m in resumed)  # ... after some steps
+    failed = {job_id: log for job_id, log in jobs.items() if history[job_id] == "FAILED"}
+    assert {_rule(log) for log in failed.values()} == {"pretrain"}  # nothing else failed
+    stops: dict[str, list[str]] = {}
+    for job_id in sorted(failed, key=int):
+        statuses = {int(s) for s in EXIT_STATUS.findall(failed[job_id].read_text())}
+        assert len(statuses) == 1 and min(statuses) > 128, (job_id, statuses)
+        pretrain = failed[job_id].parent.name.removesuffix("_tiny")
+        stops.setdefault(pretrain, []).append(signal.Signals(statuses.pop() - 128).name)
+    assert signalled in failed
+    assert stops[SIGNALLED] == ["SIGURG"]  # the one attempt the test signalled
+    assert set(stops["mixed"]) == {"SIGALRM"}  # every attempt but the last
+    for pretrain in (SIGNALLED, "mixed"):
+        said = (workdir / "results" / "logs" / "pretrain" / pretrain / "tiny.log").read_text()
+        assert "stopped by SIG" not in said and int(RESUMING.search(said).group(1)) > 0
         run = Path("results/pretrain") / pretrain / "tiny"
         summary = json.loads((workdir / run / "train.json").read_text())
         every, steps = summary["val_every"], summary["steps"]
