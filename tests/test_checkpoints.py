@@ -18,8 +18,8 @@ from pdetransfer.engine.checkpoints import (
     save_checkpoint,
     sha256_file,
 )
-from pdetransfer.engine.models import FNO, ModelSpec
-from pdetransfer.engine.normalization import CHANNELS
+from pdetransfer.engine.models.fno import FNO, ModelSpec
+from pdetransfer.engine.models.normalization import CHANNELS
 from pdetransfer.errors import UserError
 
 

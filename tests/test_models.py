@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pdetransfer.engine.models import (
+from pdetransfer.engine.models.fno import (
     FNO,
     PRESETS,
     SpectralConv2d,
@@ -14,7 +14,7 @@ from pdetransfer.engine.models import (
     parameter_count,
     parse_model,
 )
-from pdetransfer.engine.normalization import (
+from pdetransfer.engine.models.normalization import (
     CHANNELS,
     Normalization,
     NormalizedOperator,

@@ -25,11 +25,11 @@ import pytest
 import torch
 from engine_helpers import dataset, load, same_weights, train
 
-from pdetransfer.engine import cell
 from pdetransfer.engine.checkpoints import build_operator, load_checkpoint
 from pdetransfer.engine.evaluation import relative_l2_sums
-from pdetransfer.engine.loop import Trainer
-from pdetransfer.engine.training_data import load_fields, read_infos
+from pdetransfer.engine.fields import load_fields, read_infos
+from pdetransfer.engine.training import cell
+from pdetransfer.engine.training.loop import Trainer
 from pdetransfer.errors import UserError
 
 LRS = ("3e-3", "1e-3")

@@ -19,9 +19,9 @@ from engine_helpers import dataset, load, pretrained, same_weights, train, train
 
 from pdetransfer.cli import build_parser, main
 from pdetransfer.data.stats import compute_stats
-from pdetransfer.engine.plan import resolve_plan
-from pdetransfer.engine.processes import Processes
-from pdetransfer.engine.training_data import epoch_order, load_fields, read_infos, subset_indices
+from pdetransfer.engine.fields import epoch_order, load_fields, read_infos, subset_indices
+from pdetransfer.engine.runtime.processes import Processes
+from pdetransfer.engine.training.plan import resolve_plan
 from pdetransfer.errors import UserError
 
 TRAIN_JSON_KEYS = {

@@ -153,7 +153,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="also checkpoint every K steps (0: at validation checks only)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    _handler(p, "pdetransfer.engine.training:train_command")
+    _handler(p, "pdetransfer.engine.training.command:train_command")
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -202,7 +202,7 @@ def _add_launch(sub: argparse._SubParsersAction) -> None:
         "(default: $PDETRANSFER_GPU_LOCK_DIR or /tmp/pdetransfer-gpu-locks)",
     )
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- SUBCOMMAND ARGS")
-    _handler(p, "pdetransfer.engine.launching:launch_command")
+    _handler(p, "pdetransfer.engine.runtime.launching:launch_command")
 
 
 def _add_study(sub: argparse._SubParsersAction) -> None:

@@ -9,23 +9,23 @@ A checkpoint is a ``torch.save`` dictionary of plain data and tensors only (it l
 ``pdetransfer_version``, ``torch_version``, ``created``
     Who wrote it and when (UTC, ISO 8601).
 ``model``
-    :meth:`pdetransfer.engine.models.ModelSpec.to_dict`: name, modes, width, in_channels, layers,
+    :meth:`pdetransfer.engine.models.fno.ModelSpec.to_dict`: name, modes, width, in_channels, layers,
     parameters.
 ``channels``, ``grid``
     The input layout the weights expect and the grid they were trained on.
 ``normalization``
-    :meth:`pdetransfer.engine.normalization.Normalization.to_dict` -- reused by every fine-tune.
+    :meth:`pdetransfer.engine.models.normalization.Normalization.to_dict` -- reused by every fine-tune.
 ``trained_on``
     ``data`` and ``val`` (path, system, split, param_range, grid, n_samples, seed and, for
     ``data``, how many samples were ``used``), ``n_train``, ``seed``, and ``init`` (path and
     sha256 of the pre-trained checkpoint, or None).
 ``status``, ``divergence``, ``training``
     ``"completed"`` or ``"diverged"`` (with the step and reason), and the recipe and its
-    outcome: the keys of ``train.json`` described in :mod:`pdetransfer.engine.run_files`
+    outcome: the keys of ``train.json`` described in :mod:`pdetransfer.engine.training.run_files`
     (lr, epochs, batch_size, min_steps, steps, max_steps, stop_reason, best_step,
     best_val_rel_l2, val_every, ...), ``weights_from``, train_seconds, world_size, device, bf16.
 ``config``
-    What determines the result (see :func:`pdetransfer.engine.plan.resolve_plan`); a rerun of
+    What determines the result (see :func:`pdetransfer.engine.training.plan.resolve_plan`); a rerun of
     ``train`` compares it to decide between "resume", "already finished" and "a different
     run is in the way".
 ``weights``
@@ -33,7 +33,7 @@ A checkpoint is a ``torch.save`` dictionary of plain data and tensors only (it l
 
 A ``state`` checkpoint adds ``best_weights``, ``optimizer``, ``scheduler``, ``progress``
 (epoch, batch, step, seconds), ``member`` (the run's own state:
-:meth:`pdetransfer.engine.member.MemberState.to_state`, with the log rows so far) and ``rng``.
+:meth:`pdetransfer.engine.training.member.MemberState.to_state`, with the log rows so far) and ``rng``.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ from typing import Any
 import torch
 
 from pdetransfer.atomic import atomic_path
-from pdetransfer.engine.models import FNO, ModelSpec
-from pdetransfer.engine.normalization import CHANNELS, Normalization, NormalizedOperator
+from pdetransfer.engine.models.fno import FNO, ModelSpec
+from pdetransfer.engine.models.normalization import CHANNELS, Normalization, NormalizedOperator
 from pdetransfer.errors import UserError
 
 FORMAT = "pdetransfer-checkpoint"

@@ -46,10 +46,11 @@ import torch
 from pdetransfer import __version__
 from pdetransfer.atomic import atomic_path, write_json
 from pdetransfer.data.datasets import DatasetInfo
-from pdetransfer.engine import gpu
 from pdetransfer.engine.checkpoints import build_operator, check_grid, load_checkpoint, sha256_file
-from pdetransfer.engine.normalization import NormalizedOperator
-from pdetransfer.engine.training_data import FieldSet, file_record, load_fields, read_infos
+from pdetransfer.engine.fields import FieldSet, file_record, load_fields, read_infos
+from pdetransfer.engine.losses import relative_l2
+from pdetransfer.engine.models.normalization import NormalizedOperator
+from pdetransfer.engine.runtime.devices import resolve_device
 from pdetransfer.errors import UserError
 from pdetransfer.progress import Progress
 
@@ -65,36 +66,6 @@ METRICS = (
     "max_abs_error",
     *(f"rel_l2_band_{name}" for name in BANDS),
 )
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` (CUDA if present, else CPU), ``cpu``, ``cuda`` (this process's GPU) or ``cuda:K``.
-
-    ``auto`` falls back to the CPU only when no GPU was given to the process: a job that asked
-    for GPUs but got a torch without CUDA would otherwise train for days on the CPU.
-    """
-    if name == "auto":
-        if torch.cuda.is_available():
-            name = "cuda"
-        elif (given := gpu.expected_gpus()) is not None:
-            raise UserError(
-                f"{given} but torch {torch.__version__} cannot use CUDA (is it a CPU-only "
-                "build? see the README's SLURM section for a CUDA build); pass --device cpu "
-                f"to run on the CPU anyway, or set {gpu.ALLOW_CPU_ENV}=1 on a test cluster"
-            )
-        else:
-            name = "cpu"
-    if name == "cpu":
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {name} was asked for but no CUDA device is available")
-        if name == "cuda":
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name!r} is not a device (auto, cpu, cuda or cuda:K)") from None
 
 
 @torch.no_grad()
@@ -114,12 +85,6 @@ def predict(
         with autocast:
             u_pred = operator(f.to(device), c.to(device))
         yield chunk, u_pred.float().cpu()
-
-
-def relative_l2(u_pred: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Per-sample ``||u_pred - u||_2 / ||u||_2`` over the grid, in float64."""
-    err = (u_pred.double() - u.double()).square().sum(dim=(-2, -1)).sqrt()
-    return err / u.double().square().sum(dim=(-2, -1)).sqrt()
 
 
 def relative_l2_sums(
@@ -325,7 +290,7 @@ def _write_diverged(
 ) -> None:
     """Metrics of a diverged run: status and reason, every metric null; the model is not run.
 
-    A diverged run is a result of its learning rate (see :mod:`pdetransfer.engine.training`),
+    A diverged run is a result of its learning rate (see :mod:`pdetransfer.engine.training.command`),
     so its metrics file exists and says so; aggregation skips it when choosing a learning rate.
     ``--predictions`` gets the first test samples with NaN predictions, for the same reason.
     """

@@ -1,4 +1,4 @@
-"""Adam with a cosine schedule for each member of an :class:`~pdetransfer.engine.ensemble.EnsembleFNO`.
+"""Adam with a cosine schedule for each member of an :class:`~pdetransfer.engine.models.fno_ensemble.EnsembleFNO`.
 
 A separate run trains with ``torch.optim.Adam(lr=base)`` and a ``LambdaLR`` whose factor after
 ``s`` steps is ``0.5 * (1 + cos(pi * min(s, T) / T))`` over its ``T`` optimiser steps. Members
@@ -34,7 +34,7 @@ from pdetransfer.errors import UserError
 
 def cosine_lr(base: float, step: int, horizon: int) -> float:
     """The learning rate after ``step`` steps of a cosine decay from ``base`` to 0 over
-    ``horizon`` steps, computed exactly as training.py's ``LambdaLR`` computes it."""
+    ``horizon`` steps, computed exactly as a ``LambdaLR`` of that factor computes it."""
     return base * (0.5 * (1.0 + math.cos(math.pi * min(step, horizon) / horizon)))
 
 
@@ -184,9 +184,9 @@ class EnsembleAdam:
     def member_state(self, member: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """Member ``member``'s optimiser and scheduler state as a separate run stores them.
 
-        The pair is ``state_dict()`` of the ``torch.optim.Adam`` and ``LambdaLR`` that
-        training.py builds, after this member's steps: a packed member's ``state.pt`` can be
-        resumed by an ordinary run and reads like one.
+        The pair is ``state_dict()`` of the ``torch.optim.Adam`` and ``LambdaLR`` of the
+        recipe after this member's steps: a packed member's ``state.pt`` can be resumed by an
+        ordinary run and reads like one.
         """
         count = self.steps[member]
         copies = [torch.zeros_like(p[member], device="cpu") for p in self.params]

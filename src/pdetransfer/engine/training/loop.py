@@ -1,12 +1,12 @@
 """The optimisation loop shared by the members of a pack: batches, steps, checks, state saves.
 
 One loop trains K members of one cell (its learning rates x seeds) as one
-:class:`~pdetransfer.engine.ensemble.EnsembleFNO` with an
-:class:`~pdetransfer.engine.ensemble_adam.EnsembleAdam`; a single run is the case K = 1 (so a
+:class:`~pdetransfer.engine.models.fno_ensemble.EnsembleFNO` with an
+:class:`~pdetransfer.engine.training.ensemble_adam.EnsembleAdam`; a single run is the case K = 1 (so a
 separate run and a packed member go through the very same code). The loop owns what the
 members share: the position in the epoch, the step counter, the budget and validation
 schedule, the validation data and the stop signals. Each member keeps its own bookkeeping in a
-:class:`~pdetransfer.engine.member.MemberState` and has its own seed (hence its own N-subset and
+:class:`~pdetransfer.engine.training.member.MemberState` and has its own seed (hence its own N-subset and
 epoch order, :class:`Member`), learning rate and run directory.
 
 A member that stops (plateau, cap, divergence) is deactivated in the optimiser, so its weights
@@ -30,16 +30,15 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from pdetransfer.engine.checkpoints import save_checkpoint
-from pdetransfer.engine.ensemble import EnsembleFNO
-from pdetransfer.engine.ensemble_adam import EnsembleAdam
-from pdetransfer.engine.evaluation import relative_l2
-from pdetransfer.engine.losses import per_sample_loss
-from pdetransfer.engine.member import MemberState
-from pdetransfer.engine.normalization import NormalizedOperator
-from pdetransfer.engine.plan import Plan
-from pdetransfer.engine.processes import Processes, StopSignals
-from pdetransfer.engine.run_files import now, say, write_log
-from pdetransfer.engine.training_data import FieldSet, epoch_order
+from pdetransfer.engine.fields import FieldSet, epoch_order
+from pdetransfer.engine.losses import per_sample_loss, relative_l2
+from pdetransfer.engine.models.fno_ensemble import EnsembleFNO
+from pdetransfer.engine.models.normalization import NormalizedOperator
+from pdetransfer.engine.runtime.processes import Processes, StopSignals
+from pdetransfer.engine.training.ensemble_adam import EnsembleAdam
+from pdetransfer.engine.training.member import MemberState
+from pdetransfer.engine.training.plan import Plan
+from pdetransfer.engine.training.run_files import now, say, write_log
 from pdetransfer.progress import Progress
 
 

@@ -9,7 +9,7 @@ Each member is in one of four states, decided from its own directory:
 
 * ``model.pt`` with the same configuration: finished, left alone;
 * ``final.pt`` (the second name of a finished ``model.pt``, see
-  :mod:`pdetransfer.engine.run_files`) with the same configuration: finished, its outputs are
+  :mod:`pdetransfer.engine.training.run_files`) with the same configuration: finished, its outputs are
   re-emitted without training (what makes adding a learning rate or seed to a packed
   Snakemake job cheap);
 * ``state.pt``: interrupted, resumed from its own state;
@@ -17,7 +17,7 @@ Each member is in one of four states, decided from its own directory:
 
 Members to train are grouped by the step they resume from (a pack shares one loop position),
 and a group is trained as one pack when that pays (on a GPU always: one small model uses a
-sliver of it; on the CPU by :func:`pdetransfer.engine.ensemble.packing_pays`, measured per
+sliver of it; on the CPU by :func:`pdetransfer.engine.models.fno_ensemble.packing_pays`, measured per
 step), else member by member in this same process -- which still saves a process start-up,
 the data loads and the validation set's load per member. Either way every member's result is
 that of its separate run (``tests/test_packing.py`` states the tolerances). A pack resumed
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pdetransfer.engine.ensemble import packing_pays
+from pdetransfer.engine.models.fno_ensemble import packing_pays
 from pdetransfer.errors import UserError
 
 

@@ -4,7 +4,7 @@ The architecture is the one of STUDY.md (after Li et al. 2021, as used by Subram
 a pointwise lift from the input channels to width ``w``, four Fourier layers (spectral
 convolution over the lowest ``m`` modes plus a pointwise linear skip, GELU after all but the
 last), and a pointwise head ``w -> 2w -> GELU -> 1``. Only the network lives here; the
-canonical input channels and their normalisation are :mod:`pdetransfer.engine.normalization`'s job.
+canonical input channels and their normalisation are :mod:`pdetransfer.engine.models.normalization`'s job.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 # The size presets and specs live in a torch-free module, so the workflow's config check
 # (run at every DAG build) can use them without importing torch; re-exported here.
-from pdetransfer.engine.model_specs import (
+from pdetransfer.engine.models.registry import (
     LAYERS,
     PRESETS,
     ModelSpec,

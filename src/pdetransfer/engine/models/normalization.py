@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pdetransfer.engine.ensemble import EnsembleFNO
-from pdetransfer.engine.models import FNO
+from pdetransfer.engine.models.fno import FNO
+from pdetransfer.engine.models.fno_ensemble import EnsembleFNO
 from pdetransfer.errors import UserError
 
 #: The canonical input channels, in order; datasets store the last six as ``coefficients``.
@@ -90,7 +90,7 @@ class NormalizedOperator(nn.Module):
     numbers next to the network weights (readable without torch by ``pdetransfer info``).
 
     Every sample is treated on its own, so any leading axes ride along: ``network`` may be an
-    :class:`~pdetransfer.engine.ensemble.EnsembleFNO`, which takes and returns a member axis
+    :class:`~pdetransfer.engine.models.fno_ensemble.EnsembleFNO`, which takes and returns a member axis
     in front of the batch (``(K, B, n, n)`` sources give ``(K, B, n, n)`` predictions).
     """
 

@@ -19,11 +19,11 @@ import torch
 from pdetransfer import __version__
 from pdetransfer.data.stats import compute_stats, load_stats
 from pdetransfer.engine.checkpoints import FORMAT, FORMAT_VERSION, sha256_file
-from pdetransfer.engine.model_specs import ModelSpec, parse_model, resolution_problem
-from pdetransfer.engine.normalization import CHANNELS, Normalization
-from pdetransfer.engine.processes import Processes
-from pdetransfer.engine.schedule import Budget, choose_val_every
-from pdetransfer.engine.training_data import FieldSet, file_identity
+from pdetransfer.engine.fields import FieldSet, file_identity
+from pdetransfer.engine.models.normalization import CHANNELS, Normalization
+from pdetransfer.engine.models.registry import ModelSpec, parse_model, resolution_problem
+from pdetransfer.engine.runtime.processes import Processes
+from pdetransfer.engine.training.schedule import Budget, choose_val_every
 from pdetransfer.errors import UserError
 
 

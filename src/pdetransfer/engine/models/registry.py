@@ -1,6 +1,6 @@
 """Model sizes without torch: the presets, :class:`ModelSpec`, parsing and parameter counts.
 
-Split from :mod:`pdetransfer.engine.models` so that the workflow's config check, which runs
+Split from :mod:`pdetransfer.engine.models.fno` so that the workflow's config check, which runs
 whenever Snakemake builds the DAG, can check sizes against grids without importing torch.
 """
 

@@ -4,12 +4,12 @@ The learning rates x seeds of one cell (pretrain, size, downstream, N, mode) sha
 architecture, the grid, the batch size and the normalisation, so their K training steps can
 be one step of a model whose every weight carries a leading member axis: ``(K, B, C, n, n)``
 inputs give ``(K, B, 1, n, n)`` outputs, member ``k`` seeing only its own weights and its own
-samples. Wrapped in :class:`~pdetransfer.engine.normalization.NormalizedOperator` (which
+samples. Wrapped in :class:`~pdetransfer.engine.models.normalization.NormalizedOperator` (which
 treats every leading axis as batch), it maps ``(K, B, n, n)`` sources and ``(K, B, 6)``
 coefficients to ``(K, B, n, n)`` predictions in physical units.
 
 Why layers with a member axis rather than ``torch.func`` (stacked parameters +
-``functional_call`` + ``vmap`` over the plain :class:`~pdetransfer.engine.models.FNO`): both
+``functional_call`` + ``vmap`` over the plain :class:`~pdetransfer.engine.models.fno.FNO`): both
 were timed for a whole training step (forward, backward, the same optimiser) on one CPU
 thread, K = 4, batch 8 and 32, sizes xs and s, grids 32 and 64
 (``benchmarks/results/packing_model.json``, ``packed_vs_vmap``): the member-axis layers were
@@ -18,8 +18,8 @@ very same ``bmm``/``baddbmm`` calls, whereas vmap puts its batching rules (and t
 they need) around each of the FNO's batched-matmul and broadcast ops. They also keep
 plain ``nn.Parameter`` weights, so autocast, DDP, ``state_dict`` and the optimiser need
 nothing from ``torch.func``. Nothing is written twice: the truncated DFT and the spectral
-weight blocks are :mod:`~pdetransfer.engine.models`' own, and the layer graph is
-:meth:`FNO.forward <pdetransfer.engine.models.FNO.forward>` itself.
+weight blocks are :mod:`~pdetransfer.engine.models.fno`' own, and the layer graph is
+:meth:`FNO.forward <pdetransfer.engine.models.fno.FNO.forward>` itself.
 
 Where packing pays is measured by ``benchmarks/packing_model.py``; :func:`packing_pays` is the
 rule derived from it.
@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pdetransfer.engine.models import _DFT, FNO, ModelSpec, spectral_blocks
+from pdetransfer.engine.models.fno import _DFT, FNO, ModelSpec, spectral_blocks
 from pdetransfer.errors import UserError
 
 
@@ -90,7 +90,7 @@ class EnsembleSpectralConv(nn.Module):
 class EnsembleFNO(nn.Module):
     """K FNOs of one specification with stacked weights, built from K ordinary FNOs.
 
-    Parameter names and order are those of :class:`~pdetransfer.engine.models.FNO`
+    Parameter names and order are those of :class:`~pdetransfer.engine.models.fno.FNO`
     (``lift.weight``, ``spectral.0.weight``, ..., ``head.2.bias``), each with the member axis
     in front, so member ``k``'s ``state_dict`` is a slice and an optimiser over
     ``parameters()`` sees them in the order a separate run's optimiser does.
@@ -171,7 +171,7 @@ def packing_pays(members: int, batch: int, grid: int, width: int, retained: bool
     Measured on one CPU thread (K = 4, 10; batch 8, 32; grids 32, 64; widths 16 and 32, the
     xs and s presets), packing paid for the xs width up to 1.24x and stayed within the
     measurement noise of parity at every xs point once freed memory is retained
-    (:func:`~pdetransfer.engine.allocator.retain_freed_memory`, ``retained=True``); without
+    (:func:`~pdetransfer.engine.runtime.allocator.retain_freed_memory`, ``retained=True``); without
     that, page faults on the ensemble's large activations made it up to 2.6x slower beyond
     ~1.3M activation floats. At width 32 it was 0.69x to 1.02x, so it is not packed. The
     per-step comparison leaves out what packing saves besides: K - 1 process start-ups

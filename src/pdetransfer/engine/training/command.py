@@ -4,9 +4,9 @@ The recipe is the study's: Adam, a cosine learning-rate schedule over the run's 
 ``--loss`` (default ``sse``, the per-sample sum of squared errors averaged over the batch;
 :mod:`pdetransfer.engine.losses`), batch = min(B, N), and the weights of the best validation
 check are the result. How long a run trains (fixed budget or plateau rule with a cap), when it
-validates and how the learning rate decays are in :mod:`pdetransfer.engine.schedule`; what one
-run knows about itself (best check, divergence, log rows) in :mod:`pdetransfer.engine.member`;
-its files in :mod:`pdetransfer.engine.run_files`. ``--min-steps`` raises the fixed budget's
+validates and how the learning rate decays are in :mod:`pdetransfer.engine.training.schedule`; what one
+run knows about itself (best check, divergence, log rows) in :mod:`pdetransfer.engine.training.member`;
+its files in :mod:`pdetransfer.engine.training.run_files`. ``--min-steps`` raises the fixed budget's
 epochs so that tiny downstream sets (N = 8 is one step per epoch) still get a meaningful number
 of updates, and is the earliest step a plateau stop may happen.
 
@@ -17,7 +17,7 @@ outcome of its learning rate, not an error, so it ends with exit status 0, ``sta
 Restartability is built in because SLURM kills jobs at their time limit: the full training
 state is written atomically at every validation check (and every ``--checkpoint-every`` steps)
 and when SIGTERM, SIGUSR1 or SIGURG arrives or the SLURM time limit nears
-(:mod:`pdetransfer.engine.deadline`), after which the process exits with 128 + signal number so
+(:mod:`pdetransfer.engine.runtime.deadline`), after which the process exits with 128 + signal number so
 that Snakemake/SLURM retry it. Re-running the same command resumes and says from where; an
 unreadable ``state.pt`` is reported and the run starts over. Since the data order of an epoch is
 a function of (seed, epoch) and the optimiser, scheduler and RNG states are restored, the
@@ -26,8 +26,8 @@ whose ``model.pt`` exists with the same configuration is not retrained.
 
 One call trains the K members of a cell (``--lr A B ... --seed 0 1 ...`` with
 ``--out-pattern``) in one process, as one batched ensemble where that pays
-(:mod:`pdetransfer.engine.cell`); a single run is the case K = 1 of the same loop
-(:mod:`pdetransfer.engine.loop`). Every member writes the files of its separate run.
+(:mod:`pdetransfer.engine.training.cell`); a single run is the case K = 1 of the same loop
+(:mod:`pdetransfer.engine.training.loop`). Every member writes the files of its separate run.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) training is data-parallel: each process takes every
 ``WORLD_SIZE``-th sample of the global batch, whose size stays ``--batch-size``; the loss is
@@ -48,24 +48,25 @@ import torch
 import torch.distributed as dist
 
 from pdetransfer import __version__
-from pdetransfer.engine.allocator import retain_freed_memory
-from pdetransfer.engine.cell import MemberSpec, member_config, member_specs, packs
 from pdetransfer.engine.checkpoints import check_grid, load_checkpoint
-from pdetransfer.engine.deadline import alarm_before_time_limit
-from pdetransfer.engine.ensemble import EnsembleFNO
-from pdetransfer.engine.ensemble_adam import EnsembleAdam
-from pdetransfer.engine.loop import LoopState, Member, Trainer
-from pdetransfer.engine.member import MemberState
-from pdetransfer.engine.models import FNO
-from pdetransfer.engine.normalization import Normalization, NormalizedOperator
-from pdetransfer.engine.plan import (
+from pdetransfer.engine.fields import FieldSet, load_fields, read_infos
+from pdetransfer.engine.models.fno import FNO
+from pdetransfer.engine.models.fno_ensemble import EnsembleFNO
+from pdetransfer.engine.models.normalization import Normalization, NormalizedOperator
+from pdetransfer.engine.runtime.allocator import retain_freed_memory
+from pdetransfer.engine.runtime.deadline import alarm_before_time_limit
+from pdetransfer.engine.runtime.processes import Processes, StopSignals, start_processes
+from pdetransfer.engine.training.cell import MemberSpec, member_config, member_specs, packs
+from pdetransfer.engine.training.ensemble_adam import EnsembleAdam
+from pdetransfer.engine.training.loop import LoopState, Member, Trainer
+from pdetransfer.engine.training.member import MemberState
+from pdetransfer.engine.training.plan import (
     Plan,
     checkpoint_header,
     normalization_from_data,
     resolve_plan,
 )
-from pdetransfer.engine.processes import Processes, StopSignals, start_processes
-from pdetransfer.engine.run_files import (
+from pdetransfer.engine.training.run_files import (
     finished_config,
     finite_or_none,
     read_state,
@@ -73,8 +74,7 @@ from pdetransfer.engine.run_files import (
     say,
     write_outputs,
 )
-from pdetransfer.engine.schedule import work_share
-from pdetransfer.engine.training_data import FieldSet, load_fields, read_infos
+from pdetransfer.engine.training.schedule import work_share
 from pdetransfer.errors import UserError
 
 
@@ -305,7 +305,7 @@ def _finish(
     k: int,
     pack_size: int,
 ) -> None:
-    """Write member ``k``'s outputs (see :mod:`pdetransfer.engine.run_files`) and say how it
+    """Write member ``k``'s outputs (see :mod:`pdetransfer.engine.training.run_files`) and say how it
     ended."""
     budget, spe = plan.budget, plan.steps_per_epoch
     member, header, out, train_set = slot.state, slot.header, slot.out, slot.train_set
