@@ -28,71 +28,15 @@ in another order (the same float32 tolerance as packed against separate).
 
 from __future__ import annotations
 
-import argparse
-import math
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pdetransfer.engine.models.fno_ensemble import packing_pays
-from pdetransfer.errors import UserError
+from pdetransfer.engine.training.config import MemberSpec
 
 
-@dataclass(frozen=True)
-class MemberSpec:
-    """One (learning rate, seed) of the call and its run directory."""
-
-    lr: float
-    seed: int
-    out: Path
-
-    def args(self, args: argparse.Namespace) -> argparse.Namespace:
-        """The arguments of this member's separate run."""
-        return argparse.Namespace(
-            **{**vars(args), "lr": self.lr, "seed": self.seed, "out": self.out}
-        )
-
-
-def member_specs(args: argparse.Namespace) -> list[MemberSpec]:
-    """The members asked for, learning rate major; refuses ambiguous or clashing outputs."""
-    lrs: list[str] = [str(v) for v in args.lr]
-    seeds: list[int] = list(args.seed)
-    values = []
-    for text in lrs:
-        try:
-            value = float(text)
-        except ValueError:
-            raise UserError(f"--lr takes numbers, got {text!r}") from None
-        if not (value > 0 and math.isfinite(value)):
-            raise UserError(f"--lr must be positive, got {text}")
-        values.append(value)
-    if len(set(values)) < len(values) or len(set(seeds)) < len(seeds):
-        raise UserError("--lr and --seed must not repeat a value")
-    pattern = args.out_pattern
-    if (args.out is None) == (pattern is None):
-        raise UserError("give exactly one of --out (one run) and --out-pattern (several)")
-    if pattern is None:
-        if len(lrs) * len(seeds) > 1:
-            raise UserError(
-                "several --lr or --seed values need --out-pattern with {lr} and {seed}, "
-                "e.g. --out-pattern 'runs/lr{lr}/s{seed}'"
-            )
-        return [MemberSpec(values[0], seeds[0], Path(args.out))]
-    for key, count in (("{lr}", len(lrs)), ("{seed}", len(seeds))):
-        if count > 1 and key not in pattern:
-            raise UserError(
-                f"--out-pattern {pattern!r} lacks {key}, so runs would share a directory"
-            )
-    return [
-        MemberSpec(value, seed, Path(pattern.replace("{lr}", text).replace("{seed}", str(seed))))
-        for text, value in zip(lrs, values, strict=True)
-        for seed in seeds
-    ]
-
-
-def member_config(config: dict[str, Any], spec: MemberSpec) -> dict[str, Any]:
-    """A member's run configuration: the cell's, with its own learning rate and seed."""
-    return {**config, "lr": spec.lr, "seed": spec.seed}
+def member_config(identity: dict[str, Any], spec: MemberSpec) -> dict[str, Any]:
+    """A member's run identity: the cell's, with its own learning rate and seed."""
+    return {**identity, "lr": spec.lr, "seed": spec.seed}
 
 
 def packs(positions: list[int], batch: int, grid: int, width: int, gpu: bool) -> list[list[int]]:

@@ -41,8 +41,9 @@ def cosine_lr(base: float, step: int, horizon: int) -> float:
 class EnsembleAdam:
     """Adam over stacked parameters ``(K, ...)`` with per-member lr, schedule and activity.
 
-    ``lr[k]`` is member ``k``'s base learning rate and ``horizon[k]`` the number of steps its
-    cosine schedule spans. Call :meth:`zero_grad`, backpropagate the sum of the members'
+    ``lr[k]`` is member ``k``'s base learning rate (checked where the run's configuration is
+    parsed, :mod:`pdetransfer.engine.training.config`) and ``horizon[k]`` the number of steps
+    its cosine schedule spans. Call :meth:`zero_grad`, backpropagate the sum of the members'
     losses (each member's gradient is then that of its own loss) and :meth:`step`.
     """
 
@@ -63,9 +64,6 @@ class EnsembleAdam:
                 raise UserError(
                     f"a parameter of shape {tuple(p.shape)} has no member axis of {self.members}"
                 )
-        for value in lr:
-            if not (value > 0 and math.isfinite(value)):
-                raise UserError(f"learning rates must be positive and finite, got {value}")
         for value in horizon:
             if value < 1:
                 raise UserError(f"schedule horizons must be at least 1 step, got {value}")

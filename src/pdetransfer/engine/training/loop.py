@@ -17,7 +17,6 @@ every layer and every optimiser operation is elementwise along the member axis.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import signal
 import time
@@ -35,6 +34,7 @@ from pdetransfer.engine.losses import per_sample_loss, relative_l2
 from pdetransfer.engine.models.fno_ensemble import EnsembleFNO
 from pdetransfer.engine.models.normalization import NormalizedOperator
 from pdetransfer.engine.runtime.processes import Processes, StopSignals
+from pdetransfer.engine.training.config import TrainConfig
 from pdetransfer.engine.training.ensemble_adam import EnsembleAdam
 from pdetransfer.engine.training.member import MemberState
 from pdetransfer.engine.training.plan import Plan
@@ -67,7 +67,7 @@ class Trainer:
 
     def __init__(
         self,
-        args: argparse.Namespace,
+        config: TrainConfig,
         procs: Processes,
         plan: Plan,
         operator: NormalizedOperator,
@@ -75,15 +75,15 @@ class Trainer:
         members: list[Member],
         val_set: FieldSet,
     ) -> None:
-        self.args = args
+        self.config = config
         self.procs = procs
         self.plan = plan
         self.operator = operator
         self.optimizer = optimizer
         self.members = members
         self.val_set = val_set
-        self.bf16 = bool(args.bf16 and procs.device.type == "cuda")
-        if args.bf16 and not self.bf16 and procs.main:
+        self.bf16 = bool(config.bf16 and procs.device.type == "cuda")
+        if config.bf16 and not self.bf16 and procs.main:
             say("--bf16 applies to CUDA devices only; training in float32 on the CPU")
         self.model: torch.nn.Module = operator
         if procs.world > 1:
@@ -124,9 +124,9 @@ class Trainer:
             budget.horizon - loop.step,
             "train",
             unit="step",
-            enabled=procs.main and not self.args.quiet,
+            enabled=procs.main and not self.config.quiet,
         )
-        every = self.args.checkpoint_every
+        every = self.config.checkpoint_every
         with progress:
             while self._active():
                 indices, global_batch = self._next_batch(loop)
@@ -210,7 +210,7 @@ class Trainer:
             prediction = self.model(f, c)
         members, batch = u.shape[:2]
         per_sample = per_sample_loss(
-            prediction.flatten(0, 1), u.flatten(0, 1), self.args.loss
+            prediction.flatten(0, 1), u.flatten(0, 1), self.config.loss
         ).view(members, batch)
         totals = per_sample.sum(1)
         losses = totals * (self.procs.world / global_batch)
