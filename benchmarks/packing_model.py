@@ -53,9 +53,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pdetransfer import __version__
-from pdetransfer.engine.models.fno import FNO, parse_model
+from pdetransfer.engine.models.fno import FNO
 from pdetransfer.engine.models.fno_ensemble import EnsembleFNO
 from pdetransfer.engine.models.normalization import CHANNELS, Normalization, NormalizedOperator
+from pdetransfer.engine.models.registry import parse_model
 from pdetransfer.engine.runtime.allocator import retain_freed_memory
 from pdetransfer.engine.training.ensemble_adam import EnsembleAdam
 

@@ -42,7 +42,9 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pdetransfer import __version__
-from pdetransfer.engine.models.fno import FNO, count_parameters, parse_model
+from pdetransfer.engine.models.build import count_parameters
+from pdetransfer.engine.models.fno import FNO
+from pdetransfer.engine.models.registry import parse_model
 
 SIZES = [(8, 32), (16, 64)]
 IN_CHANNELS = 7

@@ -34,13 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pdetransfer import __version__
 from pdetransfer.engine.losses import per_sample_loss, relative_l2
-from pdetransfer.engine.models.fno import FNO, parse_model
+from pdetransfer.engine.models.fno import FNO
 from pdetransfer.engine.models.normalization import (
     CHANNELS,
     COEFFICIENTS,
     Normalization,
     NormalizedOperator,
 )
+from pdetransfer.engine.models.registry import parse_model
 from pdetransfer.engine.training.schedule import checks, choose_val_every, validation_share
 
 NS = [8, 32, 128, 512, 1024]

@@ -23,9 +23,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pdetransfer.engine.models.fno import FNO, parse_model
+from pdetransfer.engine.models.fno import FNO
 from pdetransfer.engine.models.fno_ensemble import PACKING_LIMITS, EnsembleFNO, packing_pays
 from pdetransfer.engine.models.normalization import CHANNELS, Normalization, NormalizedOperator
+from pdetransfer.engine.models.registry import parse_model
 from pdetransfer.engine.training.ensemble_adam import EnsembleAdam, cosine_lr
 from pdetransfer.errors import UserError
 

@@ -26,8 +26,8 @@ from pdetransfer.engine.training.plan import resolve_plan
 from pdetransfer.errors import UserError
 
 TRAIN_JSON_KEYS = {
-    "model", "modes", "width", "parameters", "n_train", "lr", "epochs", "epochs_run",
-    "batch_size", "min_steps", "steps", "seed", "best_epoch", "best_val_rel_l2",
+    "model", "architecture", "modes", "width", "parameters", "n_train", "lr", "epochs",
+    "epochs_run", "batch_size", "min_steps", "steps", "seed", "best_epoch", "best_val_rel_l2",
     "train_seconds", "init", "data", "val", "pdetransfer_version", "torch_version",
     "status", "stop_reason", "max_steps", "best_step", "val_every", "val_checks", "patience",
     "still_improving", "diverged_at_step", "divergence", "loss",

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pdetransfer import __version__
+from pdetransfer.engine.models.registry import ARCHITECTURES, DEFAULT_ARCHITECTURE
 from pdetransfer.errors import UserError
 
 SYSTEMS = ("poisson", "advdiff", "helmholtz")
@@ -84,6 +85,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, nargs="+", help="train file(s); several = mixed")
     p.add_argument("--val", required=True, nargs="+", help="validation file(s)")
     p.add_argument("--model", required=True, help="size preset name or 'modes,width'")
+    p.add_argument(
+        "--architecture",
+        default=DEFAULT_ARCHITECTURE,
+        help=f"registered model architecture ({', '.join(ARCHITECTURES)})",
+    )
     p.add_argument("--out", help="run directory (one run)")
     p.add_argument(
         "--out-pattern",

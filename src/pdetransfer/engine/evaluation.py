@@ -368,6 +368,7 @@ def _identity(checkpoint: dict[str, Any], path: str) -> dict[str, Any]:
         "path": os.fspath(path),
         "sha256": sha256_file(path),
         "model": model["name"],
+        "architecture": model["architecture"],
         "modes": model["modes"],
         "width": model["width"],
         "parameters": model["parameters"],

@@ -1,12 +1,25 @@
-"""Model sizes without torch: the presets, :class:`ModelSpec`, parsing and parameter counts.
+"""The model registry without torch: the architectures, the size presets, :class:`ModelSpec`.
 
-Split from :mod:`pdetransfer.engine.models.fno` so that the workflow's config check, which runs
-whenever Snakemake builds the DAG, can check sizes against grids without importing torch.
+An architecture is one entry of :data:`ARCHITECTURES`: its network class and, where one is
+written, its packed implementation (K networks with a member axis in front of every weight),
+both named ``"module:Class"`` and imported only when a model is built
+(:mod:`pdetransfer.engine.models.build`), and its rules that need no torch: the closed-form
+parameter count and what grid a size needs. So the workflow's config check, which runs
+whenever Snakemake builds the DAG, checks sizes against grids without importing torch, and
+adding an architecture is an entry here plus its class. The class is built as ``Class(spec)``,
+keeps ``spec`` as an attribute and maps ``(B, in_channels, n, n)`` to ``(B, 1, n, n)``; the
+packed one is built from the K member networks (see
+:class:`pdetransfer.engine.models.packed.PackedNetwork`).
+
+A model is a :class:`ModelSpec`: its architecture and its size, ``modes`` and ``width`` (a
+preset name or ``"modes,width"``) with ``layers`` layers, which each architecture reads as its
+own hyperparameters.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from pdetransfer.errors import UserError
@@ -22,10 +35,14 @@ PRESETS: dict[str, tuple[int, int]] = {
 #: Fourier layers of every model in the study.
 LAYERS = 4
 
+#: The architecture of a spec or checkpoint that names none (every checkpoint written before
+#: the registry holds an FNO).
+DEFAULT_ARCHITECTURE = "fno"
+
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything needed to rebuild an FNO; stored in every checkpoint.
+    """Everything needed to rebuild a model; stored in every checkpoint.
 
     ``name`` is the preset name, or ``"modes,width"`` for a custom size, so tables and plots
     can label runs the way the user asked for them.
@@ -36,11 +53,12 @@ class ModelSpec:
     width: int
     in_channels: int
     layers: int = LAYERS
+    architecture: str = DEFAULT_ARCHITECTURE
 
     @property
     def parameters(self) -> int:
-        """Number of trainable real numbers, from the closed form."""
-        return parameter_count(self.modes, self.width, self.in_channels, self.layers)
+        """Number of trainable real numbers, from the architecture's closed form."""
+        return entry(self.architecture).parameters(self)
 
     def to_dict(self) -> dict[str, object]:
         """Plain-data form for checkpoints and JSON summaries."""
@@ -48,22 +66,43 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> ModelSpec:
-        """Inverse of :meth:`to_dict` (the derived ``parameters`` entry is ignored)."""
+        """Inverse of :meth:`to_dict` (the derived ``parameters`` entry is ignored); a dict
+        without ``architecture`` (written before the registry) describes an FNO."""
         return cls(
             name=str(data["name"]),
             modes=int(data["modes"]),  # type: ignore[arg-type]
             width=int(data["width"]),  # type: ignore[arg-type]
             in_channels=int(data["in_channels"]),  # type: ignore[arg-type]
             layers=int(data["layers"]),  # type: ignore[arg-type]
+            architecture=str(data.get("architecture", DEFAULT_ARCHITECTURE)),
         )
 
 
-def parse_model(spec: str, in_channels: int) -> ModelSpec:
+@dataclass(frozen=True)
+class Architecture:
+    """One registered architecture (see the module docstring)."""
+
+    network: str  # "module:Class" of the network, built as Class(spec)
+    packed: str | None  # "module:Class" built from K networks; None: the torch.func ensemble
+    parameters: Callable[[ModelSpec], int]  # closed form; a complex weight counts as two reals
+    resolution_problem: Callable[[ModelSpec, int], str | None]  # see resolution_problem()
+
+
+def entry(name: str) -> Architecture:
+    """The registry entry of ``name``; a :class:`UserError` naming the known ones otherwise."""
+    if name not in ARCHITECTURES:
+        known = ", ".join(ARCHITECTURES)
+        raise UserError(f"architecture {name!r} is not registered (known: {known})")
+    return ARCHITECTURES[name]
+
+
+def parse_model(spec: str, in_channels: int, architecture: str = DEFAULT_ARCHITECTURE) -> ModelSpec:
     """Turn ``--model`` (a preset name or ``"modes,width"``) into a :class:`ModelSpec`."""
+    entry(architecture)
     text = spec.strip()
     if text in PRESETS:
         modes, width = PRESETS[text]
-        return ModelSpec(text, modes, width, in_channels)
+        return ModelSpec(text, modes, width, in_channels, architecture=architecture)
     match = re.fullmatch(r"\s*(\d+)\s*,\s*(\d+)\s*", text)
     if not match:
         names = ", ".join(PRESETS)
@@ -71,11 +110,20 @@ def parse_model(spec: str, in_channels: int) -> ModelSpec:
     modes, width = int(match.group(1)), int(match.group(2))
     if modes < 1 or width < 1:
         raise UserError(f"--model {spec!r} needs modes >= 1 and width >= 1")
-    return ModelSpec(f"{modes},{width}", modes, width, in_channels)
+    return ModelSpec(f"{modes},{width}", modes, width, in_channels, architecture=architecture)
+
+
+def resolution_problem(spec: ModelSpec, grid: int) -> str | None:
+    """Why a model cannot run on a grid, as the end of a sentence, or None if it can.
+
+    The one rule behind both the training command and the workflow's config check; each
+    architecture states its own.
+    """
+    return entry(spec.architecture).resolution_problem(spec, grid)
 
 
 def parameter_count(modes: int, width: int, in_channels: int, layers: int = LAYERS) -> int:
-    """Closed-form parameter count of :class:`FNO`, counting a complex weight as two reals.
+    """Closed-form parameter count of the FNO, counting a complex weight as two reals.
 
     Each spectral layer holds a complex ``w x w`` matrix for each of the ``2m x m`` kept modes
     (both signs on the first axis, non-negative on the second): ``4 m^2 w^2`` reals, hence the
@@ -88,16 +136,23 @@ def parameter_count(modes: int, width: int, in_channels: int, layers: int = LAYE
     return spectral + skips + lift + head
 
 
-def resolution_problem(spec: ModelSpec, grid: int) -> str | None:
-    """Why a model cannot run on a grid, as the end of a sentence, or None if it can.
-
-    A spectral layer keeps ``modes`` Fourier modes per direction; an n x n grid resolves n / 2
-    (the Nyquist limit), so more modes than that would index modes that do not exist. The one
-    rule behind both the training command and the workflow's config check.
-    """
+def _fno_resolution_problem(spec: ModelSpec, grid: int) -> str | None:
+    """A spectral layer keeps ``modes`` Fourier modes per direction; an n x n grid resolves
+    n / 2 (the Nyquist limit), so more modes than that would index modes that do not exist."""
     if 2 * spec.modes > grid:
         return (
             f"keeps {spec.modes} modes per direction but a {grid}x{grid} grid resolves at most "
             f"{grid // 2}"
         )
     return None
+
+
+#: Every architecture a run or checkpoint may name.
+ARCHITECTURES: dict[str, Architecture] = {
+    "fno": Architecture(
+        network="pdetransfer.engine.models.fno:FNO",
+        packed="pdetransfer.engine.models.fno_ensemble:EnsembleFNO",
+        parameters=lambda s: parameter_count(s.modes, s.width, s.in_channels, s.layers),
+        resolution_problem=_fno_resolution_problem,
+    ),
+}

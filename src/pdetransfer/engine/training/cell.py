@@ -17,8 +17,8 @@ Each member is in one of four states, decided from its own directory:
 
 Members to train are grouped by the step they resume from (a pack shares one loop position),
 and a group is trained as one pack when that pays (on a GPU always: one small model uses a
-sliver of it; on the CPU by :func:`pdetransfer.engine.models.fno_ensemble.packing_pays`, measured per
-step), else member by member in this same process -- which still saves a process start-up,
+sliver of it; on the CPU where the architecture's packed implementation was measured to pay
+per step, :meth:`pdetransfer.engine.models.packed.PackedNetwork.pays`), else member by member in this same process -- which still saves a process start-up,
 the data loads and the validation set's load per member. Either way every member's result is
 that of its separate run (``tests/test_packing.py`` states the tolerances). A pack resumed
 with all its members is bit-identical to an uninterrupted one; when some members had already
@@ -30,7 +30,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pdetransfer.engine.models.fno_ensemble import packing_pays
+from pdetransfer.engine.models.build import packed_class
+from pdetransfer.engine.models.registry import ModelSpec
 from pdetransfer.engine.training.config import MemberSpec
 
 
@@ -39,7 +40,9 @@ def member_config(identity: dict[str, Any], spec: MemberSpec) -> dict[str, Any]:
     return {**identity, "lr": spec.lr, "seed": spec.seed}
 
 
-def packs(positions: list[int], batch: int, grid: int, width: int, gpu: bool) -> list[list[int]]:
+def packs(
+    positions: list[int], batch: int, grid: int, spec: ModelSpec, gpu: bool
+) -> list[list[int]]:
     """Members (by index) grouped into packs: same resume step, and packed only if it pays.
 
     ``positions[k]`` is the step member ``k`` resumes from (0: a fresh start).
@@ -50,7 +53,7 @@ def packs(positions: list[int], batch: int, grid: int, width: int, gpu: bool) ->
     out: list[list[int]] = []
     for step in sorted(groups):
         group = groups[step]
-        if gpu or packing_pays(len(group), batch, grid, width):
+        if gpu or packed_class(spec).pays(spec, len(group), batch, grid):
             out.append(group)
         else:
             out.extend([k] for k in group)

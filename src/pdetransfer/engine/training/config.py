@@ -34,7 +34,7 @@ class TrainConfig:
     """What ``pdetransfer train`` was asked to do (see ``pdetransfer train --help``).
 
     ``members`` are the (learning rate, seed) runs of the call, learning rate major; ``model``
-    is ``--model`` resolved for the canonical input channels.
+    is ``--model`` of ``--architecture`` resolved for the canonical input channels.
     """
 
     data: tuple[str, ...]
@@ -72,7 +72,7 @@ class TrainConfig:
         return cls(
             data=tuple(args.data),
             val=tuple(args.val),
-            model=parse_model(args.model, len(CHANNELS)),
+            model=parse_model(args.model, len(CHANNELS), args.architecture),
             members=members,
             init=args.init,
             stats=args.stats,

@@ -1,7 +1,7 @@
 """The optimisation loop shared by the members of a pack: batches, steps, checks, state saves.
 
 One loop trains K members of one cell (its learning rates x seeds) as one
-:class:`~pdetransfer.engine.models.fno_ensemble.EnsembleFNO` with an
+:class:`~pdetransfer.engine.models.packed.PackedNetwork` with an
 :class:`~pdetransfer.engine.training.ensemble_adam.EnsembleAdam`; a single run is the case K = 1 (so a
 separate run and a packed member go through the very same code). The loop owns what the
 members share: the position in the epoch, the step counter, the budget and validation
@@ -31,8 +31,8 @@ from torch.nn.parallel import DistributedDataParallel
 from pdetransfer.engine.checkpoints import save_checkpoint
 from pdetransfer.engine.fields import FieldSet, epoch_order
 from pdetransfer.engine.losses import per_sample_loss, relative_l2
-from pdetransfer.engine.models.fno_ensemble import EnsembleFNO
 from pdetransfer.engine.models.normalization import NormalizedOperator
+from pdetransfer.engine.models.packed import PackedNetwork
 from pdetransfer.engine.runtime.processes import Processes, StopSignals
 from pdetransfer.engine.training.config import TrainConfig
 from pdetransfer.engine.training.ensemble_adam import EnsembleAdam
@@ -97,7 +97,7 @@ class Trainer:
                 optimizer.deactivate(k)
 
     @property
-    def network(self) -> EnsembleFNO:
+    def network(self) -> PackedNetwork:
         return self.operator.network  # type: ignore[return-value]
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -265,7 +265,7 @@ class Trainer:
     def _save_states(self, loop: LoopState) -> None:
         """Write each running member's ``state.pt`` (rank 0 only; every sum is already global).
 
-        A member's state is that of a separate run (one FNO's weights, ``torch.optim.Adam``
+        A member's state is that of a separate run (one network's weights, ``torch.optim.Adam``
         and ``LambdaLR`` state dicts), so any member resumes alone or in any pack.
         """
         if not self.procs.main:

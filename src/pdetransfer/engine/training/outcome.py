@@ -79,6 +79,7 @@ def write_member_outputs(
     }
     summary = {
         "model": plan.spec.name,
+        "architecture": plan.spec.architecture,
         "modes": plan.spec.modes,
         "width": plan.spec.width,
         "parameters": plan.spec.parameters,

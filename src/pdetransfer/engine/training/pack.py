@@ -15,8 +15,7 @@ from typing import Any
 import torch
 
 from pdetransfer.engine.fields import FieldSet
-from pdetransfer.engine.models.fno import FNO
-from pdetransfer.engine.models.fno_ensemble import EnsembleFNO
+from pdetransfer.engine.models.build import build_model, build_packed
 from pdetransfer.engine.models.normalization import Normalization, NormalizedOperator
 from pdetransfer.engine.runtime.deadline import alarm_before_time_limit
 from pdetransfer.engine.runtime.processes import Processes, StopSignals
@@ -59,11 +58,11 @@ class Pack:
         networks = []
         for spec, _ in entries:
             torch.manual_seed(spec.seed)  # a separate run's initialisation, member by member
-            network = FNO(plan.spec)
+            network = build_model(plan.spec)
             if init is not None:
                 network.load_state_dict(init["weights"])
             networks.append(network)
-        ensemble = EnsembleFNO(networks)
+        ensemble = build_packed(networks)
         operator = NormalizedOperator(ensemble, self.normalization).to(procs.device)
         optimizer = EnsembleAdam(
             ensemble.parameters(), [s.lr for s, _ in entries], [plan.budget.horizon] * len(entries)

@@ -56,6 +56,11 @@ def resolve_plan(
     spec = config.model
     if init is not None:
         pre = ModelSpec.from_dict(init["model"])
+        if pre.architecture != spec.architecture:
+            raise UserError(
+                f"--architecture {spec.architecture} but {config.init} holds a model of "
+                f"architecture {pre.architecture}"
+            )
         if (pre.modes, pre.width, pre.layers) != (spec.modes, spec.width, spec.layers):
             raise UserError(
                 f"--model {spec.name} is (modes {spec.modes}, width {spec.width}) but "
@@ -85,7 +90,12 @@ def resolve_plan(
     elif config.stats:
         normalization_source = normalization_from_data(config).to_dict()
     identity = {
-        "model": {"modes": spec.modes, "width": spec.width, "layers": spec.layers},
+        "model": {
+            "architecture": spec.architecture,
+            "modes": spec.modes,
+            "width": spec.width,
+            "layers": spec.layers,
+        },
         "channels": list(CHANNELS),
         "data": [file_identity(info) for info in data_infos],
         "val": [file_identity(info) for info in val_infos],
