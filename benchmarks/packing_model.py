@@ -6,8 +6,8 @@ interleaved round by round so that load from other processes hits both alike:
 
 * ``separate``: K ordinary runs one after another, each ``FNO`` + ``NormalizedOperator`` +
   ``torch.optim.Adam`` + ``LambdaLR``, exactly as ``pdetransfer train`` builds them;
-* ``packed``: one :class:`~pdetransfer.engine.models.fno_ensemble.EnsembleFNO` in a ``NormalizedOperator``
-  with :class:`~pdetransfer.engine.training.ensemble_adam.EnsembleAdam`;
+* ``packed``: one :class:`~pdetransfer.engine.models.fno_ensemble.EnsembleFNO` in a
+  ``NormalizedOperator`` with :class:`~pdetransfer.engine.training.ensemble_adam.EnsembleAdam`;
 * ``vmap`` (at K = 4): the alternative design, ``torch.func.vmap`` of the plain FNO over the
   same stacked parameters, with the same optimiser.
 

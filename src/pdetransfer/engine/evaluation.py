@@ -329,9 +329,10 @@ def _write_diverged(
 ) -> None:
     """Metrics of a diverged run: status and reason, every metric null; the model is not run.
 
-    A diverged run is a result of its learning rate (see :mod:`pdetransfer.engine.training.command`),
-    so its metrics file exists and says so; aggregation skips it when choosing a learning rate.
-    ``--predictions`` gets the first test samples with NaN predictions, for the same reason.
+    A diverged run is a result of its learning rate (see
+    :mod:`pdetransfer.engine.training.command`), so its metrics file exists and says so;
+    aggregation skips it when choosing a learning rate. ``--predictions`` gets the first test
+    samples with NaN predictions, for the same reason.
     """
     nulls: dict[str, Any] = {key: None for key in METRICS}
     infos = test.infos

@@ -82,11 +82,11 @@ def source_norm(f: torch.Tensor) -> torch.Tensor:
 class NormalizedOperator(nn.Module):
     """The model as the study uses it: ``(f, coefficients) -> u`` in physical units.
 
-    Builds the normalised 7-channel input, runs the network (any registered architecture,
-    :mod:`pdetransfer.engine.models.registry`) and undoes the per-sample source
-    scaling on the output. The statistics are non-persistent buffers: they follow the module
-    to the GPU but are not in its ``state_dict``, because checkpoints store them as plain
-    numbers next to the network weights (readable without torch by ``pdetransfer info``).
+    Builds the normalised 7-channel input, runs the network (of any registered architecture,
+    :mod:`pdetransfer.engine.models.registry`) and undoes the per-sample source scaling on the
+    output. The statistics are non-persistent buffers: they follow the module to the GPU but
+    are not in its ``state_dict``, because checkpoints store them as plain numbers next to the
+    network weights (readable without torch by ``pdetransfer info``).
 
     Every sample is treated on its own, so any leading axes ride along: ``network`` may be a
     packed model (:class:`~pdetransfer.engine.models.packed.PackedNetwork`), which takes and

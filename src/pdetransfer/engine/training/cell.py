@@ -9,17 +9,18 @@ Each member is in one of four states, decided from its own directory:
 
 * ``model.pt`` with the same configuration: finished, left alone;
 * ``final.pt`` (the second name of a finished ``model.pt``, see
-  :mod:`pdetransfer.engine.training.run_files`) with the same configuration: finished, its outputs are
-  re-emitted without training (what makes adding a learning rate or seed to a packed
-  Snakemake job cheap);
+  :mod:`pdetransfer.engine.training.run_files`) with the same configuration: finished, its
+  outputs are re-emitted without training (what makes adding a learning rate or seed to a
+  packed Snakemake job cheap);
 * ``state.pt``: interrupted, resumed from its own state;
 * none of these: trained from the start.
 
 Members to train are grouped by the step they resume from (a pack shares one loop position),
 and a group is trained as one pack when that pays (on a GPU always: one small model uses a
 sliver of it; on the CPU where the architecture's packed implementation was measured to pay
-per step, :meth:`pdetransfer.engine.models.packed.PackedNetwork.pays`), else member by member in this same process -- which still saves a process start-up,
-the data loads and the validation set's load per member. Either way every member's result is
+per step, :meth:`pdetransfer.engine.models.packed.PackedNetwork.pays`), else member by member
+in this same process -- which still saves a process start-up, the data loads and the
+validation set's load per member. Either way every member's result is
 that of its separate run (``tests/test_packing.py`` states the tolerances). A pack resumed
 with all its members is bit-identical to an uninterrupted one; when some members had already
 finished before the kill, the others resume as a smaller pack, whose products may be summed

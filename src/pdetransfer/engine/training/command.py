@@ -4,11 +4,12 @@ The recipe is the study's: Adam, a cosine learning-rate schedule over the run's 
 ``--loss`` (default ``sse``, the per-sample sum of squared errors averaged over the batch;
 :mod:`pdetransfer.engine.losses`), batch = min(B, N), and the weights of the best validation
 check are the result. How long a run trains (fixed budget or plateau rule with a cap), when it
-validates and how the learning rate decays are in :mod:`pdetransfer.engine.training.schedule`; what one
-run knows about itself (best check, divergence, log rows) in :mod:`pdetransfer.engine.training.member`;
-its files in :mod:`pdetransfer.engine.training.run_files`. ``--min-steps`` raises the fixed budget's
-epochs so that tiny downstream sets (N = 8 is one step per epoch) still get a meaningful number
-of updates, and is the earliest step a plateau stop may happen.
+validates and how the learning rate decays are in :mod:`pdetransfer.engine.training.schedule`;
+what one run knows about itself (best check, divergence, log rows) in
+:mod:`pdetransfer.engine.training.member`; its files in
+:mod:`pdetransfer.engine.training.run_files`. ``--min-steps`` raises the fixed budget's epochs
+so that tiny downstream sets (N = 8 is one step per epoch) still get a meaningful number of
+updates, and is the earliest step a plateau stop may happen.
 
 A run whose loss or validation error becomes non-finite or explodes has *diverged*: that is an
 outcome of its learning rate, not an error, so it ends with exit status 0, ``status:
@@ -17,8 +18,8 @@ outcome of its learning rate, not an error, so it ends with exit status 0, ``sta
 Restartability is built in because SLURM kills jobs at their time limit: the full training
 state is written atomically at every validation check (and every ``--checkpoint-every`` steps)
 and when SIGTERM, SIGUSR1 or SIGURG arrives or the SLURM time limit nears
-(:mod:`pdetransfer.engine.runtime.deadline`), after which the process exits with 128 + signal number so
-that Snakemake/SLURM retry it. Re-running the same command resumes and says from where; an
+(:mod:`pdetransfer.engine.runtime.deadline`), after which the process exits with 128 + signal
+number so that Snakemake/SLURM retry it. Re-running the same command resumes and says from where; an
 unreadable ``state.pt`` is reported and the run starts over. Since the data order of an epoch is
 a function of (seed, epoch) and the optimiser, scheduler and RNG states are restored, the
 resumed run ends with bit-identical weights to an uninterrupted one on the same hardware. A run

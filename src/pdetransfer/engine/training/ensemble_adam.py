@@ -1,7 +1,5 @@
-"""Adam with a cosine schedule for each member of a packed model.
-
-The members' weights are stacked along a leading axis
-(:class:`~pdetransfer.engine.models.packed.PackedNetwork`).
+"""Adam with a cosine schedule for each member of a packed model (its weights stacked along a
+leading member axis, :class:`~pdetransfer.engine.models.packed.PackedNetwork`).
 
 A separate run trains with ``torch.optim.Adam(lr=base)`` and a ``LambdaLR`` whose factor after
 ``s`` steps is ``0.5 * (1 + cos(pi * min(s, T) / T))`` over its ``T`` optimiser steps. Members

@@ -2,12 +2,12 @@
 
 One loop trains K members of one cell (its learning rates x seeds) as one
 :class:`~pdetransfer.engine.models.packed.PackedNetwork` with an
-:class:`~pdetransfer.engine.training.ensemble_adam.EnsembleAdam`; a single run is the case K = 1 (so a
-separate run and a packed member go through the very same code). The loop owns what the
-members share: the position in the epoch, the step counter, the budget and validation
-schedule, the validation data and the stop signals. Each member keeps its own bookkeeping in a
-:class:`~pdetransfer.engine.training.member.MemberState` and has its own seed (hence its own N-subset and
-epoch order, :class:`Member`), learning rate and run directory.
+:class:`~pdetransfer.engine.training.ensemble_adam.EnsembleAdam`; a single run is the case
+K = 1 (so a separate run and a packed member go through the very same code). The loop owns
+what the members share: the position in the epoch, the step counter, the budget and
+validation schedule, the validation data and the stop signals. Each member keeps its own
+bookkeeping in a :class:`~pdetransfer.engine.training.member.MemberState` and has its own seed
+(hence its own N-subset and epoch order, :class:`Member`), learning rate and run directory.
 
 A member that stops (plateau, cap, divergence) is deactivated in the optimiser, so its weights
 and moments no longer change, and its outputs are written at once (``finish``); its loss no

@@ -1,9 +1,10 @@
 """A training run's resolved recipe: model, sizes, budget and schedule, and its identity.
 
 The ``identity`` of a plan is what determines a run's result (stored in checkpoints as their
-``config``); a rerun of ``train`` compares it with the one in ``model.pt``/``state.pt`` to decide between "already finished",
-"resume" and "a different run is in the way". It holds the *resolved* validation interval, so
-``--val-every K`` given explicitly and the same ``K`` chosen automatically are the same run.
+``config``); a rerun of ``train`` compares it with the one in ``model.pt``/``state.pt`` to
+decide between "already finished", "resume" and "a different run is in the way". It holds the
+*resolved* validation interval, so ``--val-every K`` given explicitly and the same ``K``
+chosen automatically are the same run.
 """
 
 from __future__ import annotations
