@@ -9,8 +9,8 @@ its own validation passes. For each point (size, grid, N, K):
 * ``packed``: ``pdetransfer train --lr ... --seed ... --out-pattern ...`` training the K
   members of a cell (learning rates x seeds) in one process; the pack falls back to training
   the members one after another in that process where
-  :func:`pdetransfer.engine.ensemble.packing_pays` says a packed step would be slower, and the
-  results record which it did (``pack_size`` of the members' ``train.json``);
+  :func:`pdetransfer.engine.models.fno_ensemble.packing_pays` says a packed step would be
+  slower, and the results record which it did (``pack_size`` of the members' ``train.json``);
 * ``separate``: one ``pdetransfer train --out ...`` process per member, one after another.
   Members of a cell do the same work (same N, batch, steps and model; only lr and seed
   differ), so to keep the whole benchmark within ~10 minutes on a shared 2-core machine only

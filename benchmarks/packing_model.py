@@ -6,27 +6,27 @@ interleaved round by round so that load from other processes hits both alike:
 
 * ``separate``: K ordinary runs one after another, each ``FNO`` + ``NormalizedOperator`` +
   ``torch.optim.Adam`` + ``LambdaLR``, exactly as ``pdetransfer train`` builds them;
-* ``packed``: one :class:`~pdetransfer.engine.ensemble.EnsembleFNO` in a ``NormalizedOperator``
-  with :class:`~pdetransfer.engine.ensemble_adam.EnsembleAdam`;
+* ``packed``: one :class:`~pdetransfer.engine.models.fno_ensemble.EnsembleFNO` in a
+  ``NormalizedOperator`` with :class:`~pdetransfer.engine.training.ensemble_adam.EnsembleAdam`;
 * ``vmap`` (at K = 4): the alternative design, ``torch.func.vmap`` of the plain FNO over the
   same stacked parameters, with the same optimiser.
 
 The whole grid runs twice, each time in a fresh process: with glibc's malloc as it comes
-(``default``) and after :func:`~pdetransfer.engine.allocator.retain_freed_memory`
+(``default``) and after :func:`~pdetransfer.engine.runtime.allocator.retain_freed_memory`
 (``retain``), because the packed step's large activations make the allocator's page faults a
 first-order cost.
 
 The batch is ``min(32, N)``: N = 8 trains at batch 8 and N = 32, 128, 1024 all at batch 32, so
 per step they are one measurement (their runs differ in steps per epoch, not in step time); the
 results list every N with the batch it implies. Separately, the start-up every run process
-pays before its first step (``import torch, pdetransfer.engine.training`` in a fresh
+pays before its first step (``import torch, pdetransfer.engine.training.command`` in a fresh
 interpreter) is timed, since packing saves K - 1 of those as well.
 
 For each mode and model width, the largest ensemble activation size
 ``K * batch * width * grid**2`` up to which every measured point was packed no slower than
 separate (speedup >= 1 - :data:`TOLERANCE`) is written out as ``derived_limits_by_width``;
-:data:`pdetransfer.engine.ensemble.PACKING_LIMITS` holds those values (a test checks they
-agree) and :func:`pdetransfer.engine.ensemble.packing_pays` applies them.
+:data:`pdetransfer.engine.models.fno_ensemble.PACKING_LIMITS` holds those values (a test checks they
+agree) and :func:`pdetransfer.engine.models.fno_ensemble.packing_pays` applies them.
 ``--derive-only`` recomputes them from the stored points.
 
 Run ``python benchmarks/packing_model.py`` (about 7 minutes on one core) or with ``--quick``
@@ -53,11 +53,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pdetransfer import __version__
-from pdetransfer.engine.allocator import retain_freed_memory
-from pdetransfer.engine.ensemble import EnsembleFNO
-from pdetransfer.engine.ensemble_adam import EnsembleAdam
-from pdetransfer.engine.models import FNO, parse_model
-from pdetransfer.engine.normalization import CHANNELS, Normalization, NormalizedOperator
+from pdetransfer.engine.models.fno import FNO
+from pdetransfer.engine.models.fno_ensemble import EnsembleFNO
+from pdetransfer.engine.models.normalization import CHANNELS, Normalization, NormalizedOperator
+from pdetransfer.engine.models.registry import parse_model
+from pdetransfer.engine.runtime.allocator import retain_freed_memory
+from pdetransfer.engine.training.ensemble_adam import EnsembleAdam
 
 NORM = Normalization(1.0, (1.0,) * 6)
 N_VALUES = (8, 32, 128, 1024)
@@ -153,7 +154,7 @@ def time_point(
 def startup_seconds(repeats: int) -> tuple[float, float]:
     """Best wall and CPU seconds of a fresh interpreter importing torch and the trainer."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    command = [sys.executable, "-c", "import torch, pdetransfer.engine.training"]
+    command = [sys.executable, "-c", "import torch, pdetransfer.engine.training.command"]
     wall = cpu = math.inf
     for _ in range(repeats):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     startup, startup_cpu = startup_seconds(2 if args.quick else 3)
     print(
-        f"start-up (import torch, pdetransfer.engine.training): {startup:.2f} s wall, "
+        f"start-up (import torch, pdetransfer.engine.training.command): {startup:.2f} s wall, "
         f"{startup_cpu:.2f} s CPU",
         flush=True,
     )
@@ -299,10 +300,10 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "startup_s": round(startup, 3),
         "startup_cpu_s": round(startup_cpu, 3),
-        "startup_what": "fresh python -c 'import torch, pdetransfer.engine.training'",
+        "startup_what": "fresh python -c 'import torch, pdetransfer.engine.training.command'",
         "allocator_modes": {
             "default": "glibc malloc as configured by default",
-            "retain": "after pdetransfer.engine.allocator.retain_freed_memory()",
+            "retain": "after pdetransfer.engine.runtime.allocator.retain_freed_memory()",
         },
         **modes,
         "benchmark_seconds": round(time.perf_counter() - started, 1),

@@ -3,7 +3,8 @@
 Measures forward + backward samples per second at (modes, width) = (8, 32) and (16, 64) on a
 64 x 64 grid, for three implementations of the same architecture in the same process:
 
-* ``ours``: :class:`pdetransfer.engine.models.FNO` (truncated-DFT matmuls, batched-matmul 1x1 layers);
+* ``ours``: :class:`pdetransfer.engine.models.fno.FNO` (truncated-DFT matmuls, batched-matmul
+  1x1 layers);
 * ``neuraloperator``: ``neuralop.models.FNO`` configured to the same shape (lift 7 -> w, four
   spectral layers with linear skips, projection w -> 2w -> 1, no positional embedding, no
   channel MLP). Its ``n_modes = (2m, 2m)`` keeps ``[-m, m)`` on the first axis and ``m + 1``
@@ -42,7 +43,9 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pdetransfer import __version__
-from pdetransfer.engine.models import FNO, count_parameters, parse_model
+from pdetransfer.engine.models.build import count_parameters
+from pdetransfer.engine.models.fno import FNO
+from pdetransfer.engine.models.registry import parse_model
 
 SIZES = [(8, 32), (16, 64)]
 IN_CHANNELS = 7

@@ -3,7 +3,7 @@
 For the reproduce study's sizes (128 validation samples, 64 x 64 grid, model xs, batch
 min(32, N)) and N = 8 ... 1024, the share of a run's forward+backward work spent on validation
 is computed two ways, side by side, for validation every epoch ("before") and on the schedule
-of :mod:`pdetransfer.engine.schedule` ("after"):
+of :mod:`pdetransfer.engine.training.schedule` ("after"):
 
 * ``counted``: in forward-pass units (a validation pass over V samples = V units, a training
   step = 3 B units), as the schedule itself counts;
@@ -33,16 +33,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pdetransfer import __version__
-from pdetransfer.engine.evaluation import relative_l2
-from pdetransfer.engine.losses import per_sample_loss
-from pdetransfer.engine.models import FNO, parse_model
-from pdetransfer.engine.normalization import (
+from pdetransfer.engine.losses import per_sample_loss, relative_l2
+from pdetransfer.engine.models.fno import FNO
+from pdetransfer.engine.models.normalization import (
     CHANNELS,
     COEFFICIENTS,
     Normalization,
     NormalizedOperator,
 )
-from pdetransfer.engine.schedule import checks, choose_val_every, validation_share
+from pdetransfer.engine.models.registry import parse_model
+from pdetransfer.engine.training.schedule import checks, choose_val_every, validation_share
 
 NS = [8, 32, 128, 512, 1024]
 GRID, VAL, MODEL, BATCH = 64, 128, "xs", 32

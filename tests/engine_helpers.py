@@ -17,7 +17,7 @@ import torch
 
 from pdetransfer.cli import build_parser
 from pdetransfer.data.generate import generate_dataset
-from pdetransfer.engine.training import train_command
+from pdetransfer.engine.training.command import train_command
 
 GRID = 16
 #: name -> (system, range, split, n_samples, grid)

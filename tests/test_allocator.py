@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from pdetransfer.engine.allocator import retain_freed_memory
+from pdetransfer.engine.runtime.allocator import retain_freed_memory
 
 
 def test_retain_freed_memory_where_glibc() -> None:

@@ -18,8 +18,9 @@ from pdetransfer.engine.checkpoints import (
     save_checkpoint,
     sha256_file,
 )
-from pdetransfer.engine.models import FNO, ModelSpec
-from pdetransfer.engine.normalization import CHANNELS
+from pdetransfer.engine.models.fno import FNO
+from pdetransfer.engine.models.normalization import CHANNELS
+from pdetransfer.engine.models.registry import ModelSpec
 from pdetransfer.errors import UserError
 
 
@@ -33,6 +34,7 @@ def test_model_checkpoint_describes_itself() -> None:
         "width": 16,
         "in_channels": 7,
         "layers": 4,
+        "architecture": "fno",
         "parameters": 67329,
     }
     assert checkpoint["channels"] == list(CHANNELS) and checkpoint["grid"] == 16
@@ -60,7 +62,7 @@ def test_operator_from_checkpoint_reproduces_its_weights() -> None:
 def test_info_prints_text_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info", str(pretrained())]) == 0
     text = capsys.readouterr().out
-    assert "xs: modes 4, width 16, 4 layers, 67,329 parameters" in text
+    assert "xs (fno): modes 4, width 16, 4 layers, 67,329 parameters" in text
     assert "poisson (1, 5) train, 64 of 64 samples" in text
     assert "init         none (from scratch)" in text
     assert main(["info", str(pretrained()), "--json"]) == 0

@@ -1,4 +1,4 @@
-"""Stopping before the SLURM time limit (engine.deadline): the time left, the margin, and a
+"""Stopping before the SLURM time limit (engine.runtime.deadline): the time left, the margin, and a
 training that stops on its own alarm, exits 128 + SIGALRM and resumes to identical weights."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from engine_helpers import same_weights, train, train_args
 
-from pdetransfer.engine import deadline
+from pdetransfer.engine.runtime import deadline
 
 
 @pytest.mark.parametrize(

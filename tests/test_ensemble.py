@@ -23,10 +23,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pdetransfer.engine.ensemble import PACKING_LIMITS, EnsembleFNO, packing_pays
-from pdetransfer.engine.ensemble_adam import EnsembleAdam, cosine_lr
-from pdetransfer.engine.models import FNO, parse_model
-from pdetransfer.engine.normalization import CHANNELS, Normalization, NormalizedOperator
+from pdetransfer.engine.models.fno import FNO
+from pdetransfer.engine.models.fno_ensemble import PACKING_LIMITS, EnsembleFNO, packing_pays
+from pdetransfer.engine.models.normalization import CHANNELS, Normalization, NormalizedOperator
+from pdetransfer.engine.models.registry import parse_model
+from pdetransfer.engine.training.ensemble_adam import EnsembleAdam, cosine_lr
 from pdetransfer.errors import UserError
 
 SPEC = parse_model("xs", len(CHANNELS))
@@ -36,7 +37,7 @@ BATCH = 3
 
 
 def seeded(seed: int) -> FNO:
-    """The network a separate run with this seed starts from (training.py's order)."""
+    """The network a separate run with this seed starts from (the training command's order)."""
     torch.manual_seed(seed)
     return FNO(SPEC)
 
@@ -115,7 +116,7 @@ def test_steps_match_separate_adam_and_cosine_runs() -> None:
     assert optimizer.steps == [steps] * len(seeds)
 
     for k, (seed, lr, total) in enumerate(zip(seeds, lrs, horizons, strict=True)):
-        # training.py's recipe for one run.
+        # The training recipe for one run.
         alone = NormalizedOperator(seeded(seed), NORM)
         adam = torch.optim.Adam(alone.parameters(), lr=lr)
         schedule = torch.optim.lr_scheduler.LambdaLR(

@@ -18,7 +18,8 @@ from pdetransfer.cli import main
 from pdetransfer.data.datasets import read_samples
 from pdetransfer.engine import evaluation
 from pdetransfer.engine.checkpoints import build_operator, sha256_file
-from pdetransfer.engine.evaluation import relative_l2, sample_errors, summarize
+from pdetransfer.engine.evaluation import sample_errors, summarize
+from pdetransfer.engine.losses import relative_l2
 
 METRIC_KEYS = {
     "rel_l2_mean", "rel_l2_median", "rel_l2_std", "nrmse", "max_abs_error",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pdetransfer.engine import gpu, launching
+from pdetransfer.engine.runtime import gpu, launching
 from pdetransfer.errors import UserError
 
 PROBE = textwrap.dedent(
@@ -373,7 +373,7 @@ def test_launch_runs_a_two_process_gloo_training_on_cpu(tmp_path: Path) -> None:
 
 def test_auto_device_refuses_the_cpu_when_gpus_were_given(monkeypatch: pytest.MonkeyPatch) -> None:
     """A job given GPUs whose torch cannot use CUDA fails in one sentence, not on the CPU."""
-    from pdetransfer.engine.evaluation import resolve_device
+    from pdetransfer.engine.runtime.devices import resolve_device
 
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     for name in ("SLURM_JOB_ID", "CUDA_VISIBLE_DEVICES", gpu.LAUNCHED_GPUS_ENV, gpu.ALLOW_CPU_ENV):

@@ -6,20 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from pdetransfer.engine.models import (
-    FNO,
-    PRESETS,
-    SpectralConv2d,
-    count_parameters,
-    parameter_count,
-    parse_model,
-)
-from pdetransfer.engine.normalization import (
+from pdetransfer.engine.models.build import count_parameters
+from pdetransfer.engine.models.fno import FNO, SpectralConv2d
+from pdetransfer.engine.models.normalization import (
     CHANNELS,
     Normalization,
     NormalizedOperator,
     source_norm,
 )
+from pdetransfer.engine.models.registry import PRESETS, parameter_count, parse_model
 from pdetransfer.errors import UserError
 
 # The paper's table (4 input channels): ~67K, ~1.06M, ~16.8M, ~268M.

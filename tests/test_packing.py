@@ -25,11 +25,13 @@ import pytest
 import torch
 from engine_helpers import dataset, load, same_weights, train
 
-from pdetransfer.engine import cell
 from pdetransfer.engine.checkpoints import build_operator, load_checkpoint
 from pdetransfer.engine.evaluation import relative_l2_sums
-from pdetransfer.engine.loop import Trainer
-from pdetransfer.engine.training_data import load_fields, read_infos
+from pdetransfer.engine.fields import load_fields, read_infos
+from pdetransfer.engine.models.fno_ensemble import EnsembleFNO
+from pdetransfer.engine.models.registry import parse_model
+from pdetransfer.engine.training import cell
+from pdetransfer.engine.training.loop import Trainer
 from pdetransfer.errors import UserError
 
 LRS = ("3e-3", "1e-3")
@@ -232,7 +234,7 @@ def test_without_packing_members_train_one_after_another_as_separate_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     separate(tmp_path / "separate", "--max-steps", "3")
-    monkeypatch.setattr(cell, "packing_pays", lambda *a, **k: False)
+    monkeypatch.setattr(EnsembleFNO, "pays", classmethod(lambda *a: False))
     assert train(argv(str(tmp_path / "seq" / "lr{lr}" / "s{seed}"), "--max-steps", "3")) == 0
     for a, b in zip(runs(tmp_path / "separate"), runs(tmp_path / "seq"), strict=True):
         assert same_weights(a / "model.pt", b / "model.pt")  # K = 1 is a separate run
@@ -240,9 +242,10 @@ def test_without_packing_members_train_one_after_another_as_separate_runs(
 
 
 def test_packs_group_by_resume_step_and_by_the_packing_rule() -> None:
-    assert cell.packs([0, 0, 5, 0], 8, 16, 16, gpu=False) == [[0, 1, 3], [2]]
-    assert cell.packs([0] * 4, 32, 64, 32, gpu=False) == [[0], [1], [2], [3]]  # s: not packed
-    assert cell.packs([0] * 4, 32, 64, 32, gpu=True) == [[0, 1, 2, 3]]
+    xs, s = parse_model("xs", 7), parse_model("s", 7)
+    assert cell.packs([0, 0, 5, 0], 8, 16, xs, gpu=False) == [[0, 1, 3], [2]]
+    assert cell.packs([0] * 4, 32, 64, s, gpu=False) == [[0], [1], [2], [3]]  # s: not packed
+    assert cell.packs([0] * 4, 32, 64, s, gpu=True) == [[0, 1, 2, 3]]
 
 
 @pytest.mark.parametrize(

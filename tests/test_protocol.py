@@ -15,7 +15,7 @@ from engine_helpers import dataset, load, pretrained, same_weights, train, train
 
 from pdetransfer.cli import main
 from pdetransfer.engine.losses import per_sample_loss
-from pdetransfer.engine.member import MemberState
+from pdetransfer.engine.training.member import MemberState
 
 # 8 samples in one batch: one step per epoch, so the model overfits and validation plateaus.
 PLATEAU = ("--n-train", "8", "--batch-size", "8", "--val-every", "2", "--max-steps", "300")

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from workflow_helpers import ROOT, snakemake
 
-from pdetransfer.engine.schedule import (
+from pdetransfer.engine.training.schedule import (
     Budget,
     checks,
     choose_val_every,

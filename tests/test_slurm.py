@@ -34,7 +34,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pdetransfer.engine.deadline import parse_time_left
+from pdetransfer.engine.runtime.deadline import parse_time_left
 
 pytestmark = pytest.mark.slurm
 

@@ -19,14 +19,15 @@ from engine_helpers import dataset, load, pretrained, same_weights, train, train
 
 from pdetransfer.cli import build_parser, main
 from pdetransfer.data.stats import compute_stats
-from pdetransfer.engine.plan import resolve_plan
-from pdetransfer.engine.processes import Processes
-from pdetransfer.engine.training_data import epoch_order, load_fields, read_infos, subset_indices
+from pdetransfer.engine.fields import epoch_order, load_fields, read_infos, subset_indices
+from pdetransfer.engine.runtime.processes import Processes
+from pdetransfer.engine.training.config import TrainConfig
+from pdetransfer.engine.training.plan import resolve_plan
 from pdetransfer.errors import UserError
 
 TRAIN_JSON_KEYS = {
-    "model", "modes", "width", "parameters", "n_train", "lr", "epochs", "epochs_run",
-    "batch_size", "min_steps", "steps", "seed", "best_epoch", "best_val_rel_l2",
+    "model", "architecture", "modes", "width", "parameters", "n_train", "lr", "epochs",
+    "epochs_run", "batch_size", "min_steps", "steps", "seed", "best_epoch", "best_val_rel_l2",
     "train_seconds", "init", "data", "val", "pdetransfer_version", "torch_version",
     "status", "stop_reason", "max_steps", "best_step", "val_every", "val_checks", "patience",
     "still_improving", "diverged_at_step", "divergence", "loss",
@@ -256,11 +257,13 @@ def test_stats_file_is_used_for_a_scratch_run(tmp_path: Path) -> None:
 
 
 def test_processes_must_not_outnumber_the_batch() -> None:
-    args = build_parser().parse_args(train_args(workdir() / "unused", "--n-train", "2"))
+    config = TrainConfig.from_args(
+        build_parser().parse_args(train_args(workdir() / "unused", "--n-train", "2"))
+    )
     infos = read_infos([dataset("pre_train")], "train")
     vals = read_infos([dataset("pre_val")], "val")
     with pytest.raises(UserError, match="batch of 2 samples cannot be split over 4 processes"):
-        resolve_plan(args, Processes(0, 4, torch.device("cpu")), infos, vals, 16, None)
+        resolve_plan(config, Processes(0, 4, torch.device("cpu")), infos, vals, 16, None)
 
 
 def _corrupt(tmp_path: Path) -> Path:

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pdetransfer import __version__
+from pdetransfer.engine.models.registry import ARCHITECTURES, DEFAULT_ARCHITECTURE
 from pdetransfer.errors import UserError
 
 SYSTEMS = ("poisson", "advdiff", "helmholtz")
@@ -84,6 +85,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, nargs="+", help="train file(s); several = mixed")
     p.add_argument("--val", required=True, nargs="+", help="validation file(s)")
     p.add_argument("--model", required=True, help="size preset name or 'modes,width'")
+    p.add_argument(
+        "--architecture",
+        default=DEFAULT_ARCHITECTURE,
+        help=f"registered model architecture ({', '.join(ARCHITECTURES)})",
+    )
     p.add_argument("--out", help="run directory (one run)")
     p.add_argument(
         "--out-pattern",
@@ -153,7 +159,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="also checkpoint every K steps (0: at validation checks only)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    _handler(p, "pdetransfer.engine.training:train_command")
+    _handler(p, "pdetransfer.engine.training.command:train_command")
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -202,7 +208,7 @@ def _add_launch(sub: argparse._SubParsersAction) -> None:
         "(default: $PDETRANSFER_GPU_LOCK_DIR or /tmp/pdetransfer-gpu-locks)",
     )
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- SUBCOMMAND ARGS")
-    _handler(p, "pdetransfer.engine.launching:launch_command")
+    _handler(p, "pdetransfer.engine.runtime.launching:launch_command")
 
 
 def _add_study(sub: argparse._SubParsersAction) -> None:

@@ -10,7 +10,7 @@ import re
 import yaml
 from snakemake.utils import validate
 
-from pdetransfer.engine.schedule import recipe_flags
+from pdetransfer.engine.training.schedule import recipe_flags
 from pdetransfer.study.config import ConfigError, Study
 from pdetransfer.study.validation import check_schema, coerce_numbers
 

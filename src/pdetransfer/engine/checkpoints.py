@@ -9,31 +9,34 @@ A checkpoint is a ``torch.save`` dictionary of plain data and tensors only (it l
 ``pdetransfer_version``, ``torch_version``, ``created``
     Who wrote it and when (UTC, ISO 8601).
 ``model``
-    :meth:`pdetransfer.engine.models.ModelSpec.to_dict`: name, modes, width, in_channels, layers,
-    parameters.
+    :meth:`pdetransfer.engine.models.registry.ModelSpec.to_dict`: name, modes, width,
+    in_channels, layers, architecture (a registry entry; a checkpoint without it, written
+    before the registry, holds an FNO and is read as one), parameters.
 ``channels``, ``grid``
     The input layout the weights expect and the grid they were trained on.
 ``normalization``
-    :meth:`pdetransfer.engine.normalization.Normalization.to_dict` -- reused by every fine-tune.
+    :meth:`pdetransfer.engine.models.normalization.Normalization.to_dict` -- reused by every
+    fine-tune.
 ``trained_on``
     ``data`` and ``val`` (path, system, split, param_range, grid, n_samples, seed and, for
     ``data``, how many samples were ``used``), ``n_train``, ``seed``, and ``init`` (path and
     sha256 of the pre-trained checkpoint, or None).
 ``status``, ``divergence``, ``training``
     ``"completed"`` or ``"diverged"`` (with the step and reason), and the recipe and its
-    outcome: the keys of ``train.json`` described in :mod:`pdetransfer.engine.run_files`
+    outcome: the keys of ``train.json`` described in :mod:`pdetransfer.engine.training.run_files`
     (lr, epochs, batch_size, min_steps, steps, max_steps, stop_reason, best_step,
     best_val_rel_l2, val_every, ...), ``weights_from``, train_seconds, world_size, device, bf16.
 ``config``
-    What determines the result (see :func:`pdetransfer.engine.plan.resolve_plan`); a rerun of
-    ``train`` compares it to decide between "resume", "already finished" and "a different
-    run is in the way".
+    What determines the result (see :func:`pdetransfer.engine.training.plan.resolve_plan`); a
+    rerun of ``train`` compares it to decide between "resume", "already finished" and "a
+    different run is in the way".
 ``weights``
-    The FNO's ``state_dict``, never wrapped (no DDP ``module.`` prefix).
+    The network's ``state_dict``, never wrapped (no DDP ``module.`` prefix).
 
 A ``state`` checkpoint adds ``best_weights``, ``optimizer``, ``scheduler``, ``progress``
 (epoch, batch, step, seconds), ``member`` (the run's own state:
-:meth:`pdetransfer.engine.member.MemberState.to_state`, with the log rows so far) and ``rng``.
+:meth:`pdetransfer.engine.training.member.MemberState.to_state`, with the log rows so far) and
+``rng``.
 """
 
 from __future__ import annotations
@@ -49,8 +52,9 @@ from typing import Any
 import torch
 
 from pdetransfer.atomic import atomic_path
-from pdetransfer.engine.models import FNO, ModelSpec
-from pdetransfer.engine.normalization import CHANNELS, Normalization, NormalizedOperator
+from pdetransfer.engine.models.build import build_model
+from pdetransfer.engine.models.normalization import CHANNELS, Normalization, NormalizedOperator
+from pdetransfer.engine.models.registry import ARCHITECTURES, DEFAULT_ARCHITECTURE, ModelSpec
 from pdetransfer.errors import UserError
 
 FORMAT = "pdetransfer-checkpoint"
@@ -97,13 +101,29 @@ def load_checkpoint(path: str | os.PathLike[str], kind: str | None = "model") ->
             f"checkpoint {path} expects input channels {channels}, but the data provides "
             f"the canonical {list(CHANNELS)}"
         )
+    _name_architecture(data)
+    architecture = data["model"]["architecture"]
+    if architecture not in ARCHITECTURES:
+        raise UserError(
+            f"checkpoint {path} holds a model of architecture {architecture!r}, which this "
+            f"pdetransfer does not know (registered: {', '.join(ARCHITECTURES)})"
+        )
     return data
+
+
+def _name_architecture(data: dict[str, Any]) -> None:
+    """Give a checkpoint written before the registry its architecture, an FNO's, in its model
+    and in its run identity, so that it loads, describes itself and compares as one."""
+    data["model"].setdefault("architecture", DEFAULT_ARCHITECTURE)
+    model = data.get("config", {}).get("model")
+    if isinstance(model, dict):
+        model.setdefault("architecture", DEFAULT_ARCHITECTURE)
 
 
 def check_grid(checkpoint: dict[str, Any], path: str | os.PathLike[str], grid: int) -> None:
     """Refuse data on another grid than the checkpoint was trained on.
 
-    An FNO runs on any grid, but the study never transfers across resolutions; a mismatch
+    The FNO runs on any grid, but the study never transfers across resolutions; a mismatch
     means files of two different study configurations were mixed up.
     """
     if int(checkpoint["grid"]) != grid:
@@ -115,8 +135,7 @@ def check_grid(checkpoint: dict[str, Any], path: str | os.PathLike[str], grid: i
 
 def build_operator(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> NormalizedOperator:
     """The model a checkpoint describes, with its normalisation and its (best) weights."""
-    spec = ModelSpec.from_dict(checkpoint["model"])
-    network = FNO(spec)
+    network = build_model(ModelSpec.from_dict(checkpoint["model"]))
     try:
         network.load_state_dict(checkpoint["weights"])
     except (RuntimeError, KeyError) as err:
@@ -171,8 +190,8 @@ def _text(s: dict[str, Any]) -> str:
     lines = [
         f"checkpoint   {s['path']} ({s['kind']}, format {s['format_version']})",
         f"sha256       {s['sha256']}",
-        f"model        {model['name']}: modes {model['modes']}, width {model['width']}, "
-        f"{model['layers']} layers, {model['parameters']:,} parameters",
+        f"model        {model['name']} ({model['architecture']}): modes {model['modes']}, "
+        f"width {model['width']}, {model['layers']} layers, {model['parameters']:,} parameters",
         f"input        {', '.join(s['channels'])} on a {s['grid']}x{s['grid']} grid",
         f"normalised   source rms median {norm['source_norm_median']:.6g}; coefficient "
         "medians " + ", ".join(f"{v:.4g}" for v in norm["coefficient_abs_median"]),

@@ -36,6 +36,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,11 @@ import torch
 from pdetransfer import __version__
 from pdetransfer.atomic import atomic_path, write_json
 from pdetransfer.data.datasets import DatasetInfo
-from pdetransfer.engine import gpu
 from pdetransfer.engine.checkpoints import build_operator, check_grid, load_checkpoint, sha256_file
-from pdetransfer.engine.normalization import NormalizedOperator
-from pdetransfer.engine.training_data import FieldSet, file_record, load_fields, read_infos
+from pdetransfer.engine.fields import FieldSet, file_record, load_fields, read_infos
+from pdetransfer.engine.losses import relative_l2
+from pdetransfer.engine.models.normalization import NormalizedOperator
+from pdetransfer.engine.runtime.devices import resolve_device
 from pdetransfer.errors import UserError
 from pdetransfer.progress import Progress
 
@@ -65,36 +67,6 @@ METRICS = (
     "max_abs_error",
     *(f"rel_l2_band_{name}" for name in BANDS),
 )
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` (CUDA if present, else CPU), ``cpu``, ``cuda`` (this process's GPU) or ``cuda:K``.
-
-    ``auto`` falls back to the CPU only when no GPU was given to the process: a job that asked
-    for GPUs but got a torch without CUDA would otherwise train for days on the CPU.
-    """
-    if name == "auto":
-        if torch.cuda.is_available():
-            name = "cuda"
-        elif (given := gpu.expected_gpus()) is not None:
-            raise UserError(
-                f"{given} but torch {torch.__version__} cannot use CUDA (is it a CPU-only "
-                "build? see the README's SLURM section for a CUDA build); pass --device cpu "
-                f"to run on the CPU anyway, or set {gpu.ALLOW_CPU_ENV}=1 on a test cluster"
-            )
-        else:
-            name = "cpu"
-    if name == "cpu":
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {name} was asked for but no CUDA device is available")
-        if name == "cuda":
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name!r} is not a device (auto, cpu, cuda or cuda:K)") from None
 
 
 @torch.no_grad()
@@ -114,12 +86,6 @@ def predict(
         with autocast:
             u_pred = operator(f.to(device), c.to(device))
         yield chunk, u_pred.float().cpu()
-
-
-def relative_l2(u_pred: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Per-sample ``||u_pred - u||_2 / ||u||_2`` over the grid, in float64."""
-    err = (u_pred.double() - u.double()).square().sum(dim=(-2, -1)).sqrt()
-    return err / u.double().square().sum(dim=(-2, -1)).sqrt()
 
 
 def relative_l2_sums(
@@ -222,6 +188,52 @@ def check_outputs(checkpoints: Sequence[str], outs: Sequence[str], predictions: 
         )
 
 
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """What ``pdetransfer evaluate`` was asked to do, parsed and checked once.
+
+    ``outs[k]`` is ``checkpoints[k]``'s metrics file; ``n_predictions`` is how many test
+    samples ``predictions`` holds (0 without a predictions file).
+    """
+
+    checkpoints: tuple[str, ...]
+    data: tuple[str, ...]
+    outs: tuple[str, ...]
+    threads: int | None
+    device: str
+    batch_size: int
+    predictions: Path | None
+    n_predictions: int
+    quiet: bool
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> EvaluateConfig:
+        """Check the ``evaluate`` subcommand's arguments; one :class:`UserError` each."""
+        check_outputs(args.checkpoint, args.out, args.predictions)
+        if args.n_predictions is not None and not args.predictions:
+            raise UserError("--n-predictions needs --predictions to say where to write them")
+        if args.n_predictions is not None and args.n_predictions < 1:
+            raise UserError(f"--n-predictions must be at least 1, got {args.n_predictions}")
+        if args.batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+        if args.threads is not None and args.threads < 1:
+            raise UserError(f"--threads must be at least 1, got {args.threads}")
+        n_predictions = 0
+        if args.predictions:
+            n_predictions = args.n_predictions or DEFAULT_PREDICTIONS
+        return cls(
+            checkpoints=tuple(args.checkpoint),
+            data=tuple(args.data),
+            outs=tuple(args.out),
+            threads=args.threads,
+            device=args.device,
+            batch_size=args.batch_size,
+            predictions=Path(args.predictions) if args.predictions else None,
+            n_predictions=n_predictions,
+            quiet=args.quiet,
+        )
+
+
 def evaluate_command(args: argparse.Namespace) -> int:
     """Run ``pdetransfer evaluate``: each --checkpoint's metrics JSON at its --out, in order.
 
@@ -229,29 +241,22 @@ def evaluate_command(args: argparse.Namespace) -> int:
     (a packed cell's members are evaluated by one job with one run's memory); a checkpoint
     that cannot be evaluated stops the command with the checkpoints before it written.
     """
-    check_outputs(args.checkpoint, args.out, args.predictions)
-    if args.n_predictions is not None and not args.predictions:
-        raise UserError("--n-predictions needs --predictions to say where to write them")
-    if args.n_predictions is not None and args.n_predictions < 1:
-        raise UserError(f"--n-predictions must be at least 1, got {args.n_predictions}")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UserError(f"--threads must be at least 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    test = SharedTestSet(read_infos(args.data, None), keep=len(args.checkpoint) > 1)
+    config = EvaluateConfig.from_args(args)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    test = SharedTestSet(read_infos(config.data, None), keep=len(config.checkpoints) > 1)
     # Resolved when the first checkpoint that runs needs it: a diverged one runs no model, so
     # a cell of diverged members needs no device, as their separate evaluations did not.
-    device = functools.cache(functools.partial(resolve_device, args.device))
-    for k, (path, out) in enumerate(zip(args.checkpoint, args.out, strict=True)):
-        label = "evaluate" if len(args.checkpoint) == 1 else f"evaluate {k + 1}/{len(args.out)}"
-        evaluate_checkpoint(args, path, out, test, device, label)
+    device = functools.cache(functools.partial(resolve_device, config.device))
+    count = len(config.checkpoints)
+    for k, (path, out) in enumerate(zip(config.checkpoints, config.outs, strict=True)):
+        label = "evaluate" if count == 1 else f"evaluate {k + 1}/{count}"
+        evaluate_checkpoint(config, path, out, test, device, label)
     return 0
 
 
 def evaluate_checkpoint(
-    args: argparse.Namespace,
+    config: EvaluateConfig,
     path: str,
     out: str,
     test: SharedTestSet,
@@ -264,22 +269,21 @@ def evaluate_checkpoint(
     for info in test.infos:
         check_grid(checkpoint, path, int(info.grid))
     if checkpoint.get("status") == "diverged":
-        _write_diverged(args, path, out, checkpoint, test, started)
+        _write_diverged(config, path, out, checkpoint, test, started)
         return
     operator = build_operator(checkpoint, path).to(device()).eval()
-    n_predictions = DEFAULT_PREDICTIONS if args.n_predictions is None else args.n_predictions
 
     parts, per_file, kept = [], [], []
     total = sum(int(info.n_samples) for info in test.infos)
-    with Progress(total, label, unit="sample", enabled=not args.quiet) as progress:
+    with Progress(total, label, unit="sample", enabled=not config.quiet) as progress:
         for index, info in enumerate(test.infos):
             fields = test.fields(index)
             errors: list[dict[str, np.ndarray]] = []
             indices = torch.arange(len(fields))
-            for chunk, u_pred in predict(operator, fields, indices, args.batch_size, device()):
+            for chunk, u_pred in predict(operator, fields, indices, config.batch_size, device()):
                 errors.append(sample_errors(u_pred, fields.u[chunk]))
-                room = n_predictions - sum(len(k[0]) for k in kept)
-                if args.predictions and room > 0:
+                room = config.n_predictions - sum(len(k[0]) for k in kept)
+                if room > 0:
                     take = chunk[:room]
                     kept.append(
                         (
@@ -301,7 +305,7 @@ def evaluate_checkpoint(
         **summarize(everything),
         # Per sample in test-set order, so the tables can bootstrap over test samples.
         "rel_l2_per_sample": [float(e) for e in everything["rel_l2"]],
-        "data": [os.fspath(p) for p in args.data],
+        "data": [os.fspath(p) for p in config.data],
         "files": per_file,
         "bands": {name: [lo, None if math.isinf(hi) else hi] for name, (lo, hi) in BANDS.items()},
         "checkpoint": _identity(checkpoint, path),
@@ -311,12 +315,12 @@ def evaluate_checkpoint(
         "torch_version": str(torch.__version__),
     }
     write_json(out, metrics)
-    if args.predictions:
-        _write_predictions(Path(args.predictions), kept, metrics)
+    if config.predictions is not None:
+        _write_predictions(config.predictions, kept, metrics)
 
 
 def _write_diverged(
-    args: argparse.Namespace,
+    config: EvaluateConfig,
     path: str,
     out: str,
     checkpoint: dict[str, Any],
@@ -325,9 +329,10 @@ def _write_diverged(
 ) -> None:
     """Metrics of a diverged run: status and reason, every metric null; the model is not run.
 
-    A diverged run is a result of its learning rate (see :mod:`pdetransfer.engine.training`),
-    so its metrics file exists and says so; aggregation skips it when choosing a learning rate.
-    ``--predictions`` gets the first test samples with NaN predictions, for the same reason.
+    A diverged run is a result of its learning rate (see
+    :mod:`pdetransfer.engine.training.command`), so its metrics file exists and says so;
+    aggregation skips it when choosing a learning rate. ``--predictions`` gets the first test
+    samples with NaN predictions, for the same reason.
     """
     nulls: dict[str, Any] = {key: None for key in METRICS}
     infos = test.infos
@@ -338,7 +343,7 @@ def _write_diverged(
         **nulls,
         "rel_l2_per_sample": None,
         "n_samples": total,
-        "data": [os.fspath(p) for p in args.data],
+        "data": [os.fspath(p) for p in config.data],
         "files": [
             {**file_record(info), **nulls, "n_samples": int(info.n_samples)} for info in infos
         ],
@@ -350,12 +355,12 @@ def _write_diverged(
         "torch_version": str(torch.__version__),
     }
     write_json(out, metrics)
-    if args.predictions:
+    if config.predictions is not None:
         fields = test.fields(0)
-        take = torch.arange(min(len(fields), args.n_predictions or DEFAULT_PREDICTIONS))
+        take = torch.arange(min(len(fields), config.n_predictions))
         nan = torch.full_like(fields.u[take], math.nan)
         kept = [(fields.f[take], fields.u[take], nan, fields.coefficients[take], nan[:, 0, 0])]
-        _write_predictions(Path(args.predictions), kept, metrics)
+        _write_predictions(config.predictions, kept, metrics)
 
 
 def _identity(checkpoint: dict[str, Any], path: str) -> dict[str, Any]:
@@ -364,6 +369,7 @@ def _identity(checkpoint: dict[str, Any], path: str) -> dict[str, Any]:
         "path": os.fspath(path),
         "sha256": sha256_file(path),
         "model": model["name"],
+        "architecture": model["architecture"],
         "modes": model["modes"],
         "width": model["width"],
         "parameters": model["parameters"],

@@ -10,7 +10,7 @@
 
 Both are a mean over samples of a per-sample term, which is what makes data-parallel training
 exact for either: each process sums its share's terms and divides by the *global* batch size
-(see :meth:`pdetransfer.engine.training.Trainer._loss`).
+(see :meth:`pdetransfer.engine.training.loop.Trainer._losses`).
 """
 
 from __future__ import annotations
@@ -33,3 +33,9 @@ def per_sample_loss(prediction: torch.Tensor, target: torch.Tensor, kind: str) -
     if kind == "rel_l2":
         return squared.sqrt() / target.square().sum(dim=(1, 2)).sqrt()
     raise ValueError(f"unknown loss {kind!r}; expected one of {LOSSES}")
+
+
+def relative_l2(u_pred: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``||u_pred - u||_2 / ||u||_2`` over the grid, in float64."""
+    err = (u_pred.double() - u.double()).square().sum(dim=(-2, -1)).sqrt()
+    return err / u.double().square().sum(dim=(-2, -1)).sqrt()

@@ -5,7 +5,7 @@ an argument the config gave it. So each rule a job applies to its arguments is c
 when Snakemake reads the config, through the very function the job calls (the parameter range
 through :func:`pdetransfer.data.systems.range_problem`, the reachable advection ratio through
 :func:`pdetransfer.data.systems.advdiff_reach`, a size against a grid through
-:func:`pdetransfer.engine.model_specs.resolution_problem`), so the check and the job cannot
+:func:`pdetransfer.engine.models.registry.resolution_problem`), so the check and the job cannot
 disagree. Cross-references (names, N versus train sets) are :class:`~pdetransfer.study.config.Study`'s.
 
 Numbers: YAML 1.1 (PyYAML, hence Snakemake's ``--configfile``) reads ``1e-3`` as a string,
@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pdetransfer.data import datasets, systems
-from pdetransfer.engine.model_specs import parse_model, resolution_problem
+from pdetransfer.engine.models.registry import parse_model, resolution_problem
 from pdetransfer.errors import UserError
 
 if TYPE_CHECKING:

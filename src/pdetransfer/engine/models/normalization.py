@@ -22,8 +22,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pdetransfer.engine.ensemble import EnsembleFNO
-from pdetransfer.engine.models import FNO
 from pdetransfer.errors import UserError
 
 #: The canonical input channels, in order; datasets store the last six as ``coefficients``.
@@ -84,17 +82,19 @@ def source_norm(f: torch.Tensor) -> torch.Tensor:
 class NormalizedOperator(nn.Module):
     """The model as the study uses it: ``(f, coefficients) -> u`` in physical units.
 
-    Builds the normalised 7-channel input, runs the FNO and undoes the per-sample source
-    scaling on the output. The statistics are non-persistent buffers: they follow the module
-    to the GPU but are not in its ``state_dict``, because checkpoints store them as plain
-    numbers next to the network weights (readable without torch by ``pdetransfer info``).
+    Builds the normalised 7-channel input, runs the network (of any registered architecture,
+    :mod:`pdetransfer.engine.models.registry`) and undoes the per-sample source scaling on the
+    output. The statistics are non-persistent buffers: they follow the module to the GPU but
+    are not in its ``state_dict``, because checkpoints store them as plain numbers next to the
+    network weights (readable without torch by ``pdetransfer info``).
 
-    Every sample is treated on its own, so any leading axes ride along: ``network`` may be an
-    :class:`~pdetransfer.engine.ensemble.EnsembleFNO`, which takes and returns a member axis
-    in front of the batch (``(K, B, n, n)`` sources give ``(K, B, n, n)`` predictions).
+    Every sample is treated on its own, so any leading axes ride along: ``network`` may be a
+    packed model (:class:`~pdetransfer.engine.models.packed.PackedNetwork`), which takes and
+    returns a member axis in front of the batch (``(K, B, n, n)`` sources give
+    ``(K, B, n, n)`` predictions).
     """
 
-    def __init__(self, network: FNO | EnsembleFNO, normalization: Normalization) -> None:
+    def __init__(self, network: nn.Module, normalization: Normalization) -> None:
         super().__init__()
         if network.spec.in_channels != len(CHANNELS):
             raise UserError(

@@ -15,7 +15,7 @@ epochs, min_steps, seed, init, data, val, versions) it records the outcome:
     The best validation check (null without one); ``best_epoch`` is the epoch it fell in.
 ``val_every``, ``val_checks``, ``val_share``
     The validation interval, the checks made and validation's share of the forward+backward
-    work (counted, see :mod:`pdetransfer.engine.schedule`).
+    work (counted, see :mod:`pdetransfer.engine.training.schedule`).
 ``patience``
     The plateau rule's patience in steps (null: fixed budget).
 ``still_improving``
@@ -23,7 +23,7 @@ epochs, min_steps, seed, init, data, val, versions) it records the outcome:
     at the cap with its best check fewer than ``patience`` steps before its last step (the rule
     had not fired); without one, its best check lies within the last ``max(val_every,
     ceil(10% of steps))`` steps. False for plateau stops and diverged runs
-    (:meth:`pdetransfer.engine.schedule.Budget.still_improving`).
+    (:meth:`pdetransfer.engine.training.schedule.Budget.still_improving`).
 ``diverged_at_step``, ``divergence``
     The step and one-line reason of a divergence (null otherwise).
 ``loss``
@@ -31,7 +31,7 @@ epochs, min_steps, seed, init, data, val, versions) it records the outcome:
 
 ``packed``, ``pack_size``
     Whether the run was trained as a member of a pack, and how many members the pack had
-    (1: trained alone; see :mod:`pdetransfer.engine.cell`).
+    (1: trained alone; see :mod:`pdetransfer.engine.training.cell`).
 
 **Evidence of a finished run.** Besides ``model.pt`` a finished run keeps ``final.pt``, a
 second name (hard link) of the same file, which holds the ``train.json`` summary and the log

@@ -1,10 +1,12 @@
-"""The Fourier Neural Operator of the study, its size presets and its parameter count.
+"""The Fourier Neural Operator of the study: the ``"fno"`` entry of the model registry.
 
 The architecture is the one of STUDY.md (after Li et al. 2021, as used by Subramanian et al.):
 a pointwise lift from the input channels to width ``w``, four Fourier layers (spectral
 convolution over the lowest ``m`` modes plus a pointwise linear skip, GELU after all but the
-last), and a pointwise head ``w -> 2w -> GELU -> 1``. Only the network lives here; the
-canonical input channels and their normalisation are :mod:`pdetransfer.engine.normalization`'s job.
+last), and a pointwise head ``w -> 2w -> GELU -> 1``. Only the network lives here: its size
+presets and closed-form parameter count are in :mod:`pdetransfer.engine.models.registry`, the
+canonical input channels and their normalisation in
+:mod:`pdetransfer.engine.models.normalization`.
 """
 
 from __future__ import annotations
@@ -16,33 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-# The size presets and specs live in a torch-free module, so the workflow's config check
-# (run at every DAG build) can use them without importing torch; re-exported here.
-from pdetransfer.engine.model_specs import (
-    LAYERS,
-    PRESETS,
-    ModelSpec,
-    parameter_count,
-    parse_model,
-    resolution_problem,
-)
-
-__all__ = [
-    "FNO",
-    "LAYERS",
-    "PRESETS",
-    "ModelSpec",
-    "SpectralConv2d",
-    "count_parameters",
-    "parameter_count",
-    "parse_model",
-    "resolution_problem",
-]
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Trainable real numbers of an instantiated model (complex entries count twice)."""
-    return sum(p.numel() * (2 if p.is_complex() else 1) for p in model.parameters())
+from pdetransfer.engine.models.registry import ModelSpec
 
 
 class SpectralConv2d(nn.Module):

@@ -1,4 +1,5 @@
-"""Adam with a cosine schedule for each member of an :class:`~pdetransfer.engine.ensemble.EnsembleFNO`.
+"""Adam with a cosine schedule for each member of a packed model (its weights stacked along a
+leading member axis, :class:`~pdetransfer.engine.models.packed.PackedNetwork`).
 
 A separate run trains with ``torch.optim.Adam(lr=base)`` and a ``LambdaLR`` whose factor after
 ``s`` steps is ``0.5 * (1 + cos(pi * min(s, T) / T))`` over its ``T`` optimiser steps. Members
@@ -34,15 +35,16 @@ from pdetransfer.errors import UserError
 
 def cosine_lr(base: float, step: int, horizon: int) -> float:
     """The learning rate after ``step`` steps of a cosine decay from ``base`` to 0 over
-    ``horizon`` steps, computed exactly as training.py's ``LambdaLR`` computes it."""
+    ``horizon`` steps, computed exactly as a ``LambdaLR`` of that factor computes it."""
     return base * (0.5 * (1.0 + math.cos(math.pi * min(step, horizon) / horizon)))
 
 
 class EnsembleAdam:
     """Adam over stacked parameters ``(K, ...)`` with per-member lr, schedule and activity.
 
-    ``lr[k]`` is member ``k``'s base learning rate and ``horizon[k]`` the number of steps its
-    cosine schedule spans. Call :meth:`zero_grad`, backpropagate the sum of the members'
+    ``lr[k]`` is member ``k``'s base learning rate (checked where the run's configuration is
+    parsed, :mod:`pdetransfer.engine.training.config`) and ``horizon[k]`` the number of steps
+    its cosine schedule spans. Call :meth:`zero_grad`, backpropagate the sum of the members'
     losses (each member's gradient is then that of its own loss) and :meth:`step`.
     """
 
@@ -63,9 +65,6 @@ class EnsembleAdam:
                 raise UserError(
                     f"a parameter of shape {tuple(p.shape)} has no member axis of {self.members}"
                 )
-        for value in lr:
-            if not (value > 0 and math.isfinite(value)):
-                raise UserError(f"learning rates must be positive and finite, got {value}")
         for value in horizon:
             if value < 1:
                 raise UserError(f"schedule horizons must be at least 1 step, got {value}")
@@ -184,9 +183,9 @@ class EnsembleAdam:
     def member_state(self, member: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """Member ``member``'s optimiser and scheduler state as a separate run stores them.
 
-        The pair is ``state_dict()`` of the ``torch.optim.Adam`` and ``LambdaLR`` that
-        training.py builds, after this member's steps: a packed member's ``state.pt`` can be
-        resumed by an ordinary run and reads like one.
+        The pair is ``state_dict()`` of the ``torch.optim.Adam`` and ``LambdaLR`` of the
+        recipe after this member's steps: a packed member's ``state.pt`` can be resumed by an
+        ordinary run and reads like one.
         """
         count = self.steps[member]
         copies = [torch.zeros_like(p[member], device="cpu") for p in self.params]

@@ -11,9 +11,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from pdetransfer.engine.evaluation import resolve_device
+from pdetransfer.engine.runtime.devices import resolve_device
 
-# SIGURG: the slurm profile's --signal (see engine.deadline); SIGALRM: the deadline alarm.
+# SIGURG: the slurm profile's --signal (see engine.runtime.deadline); SIGALRM: the deadline alarm.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGURG, signal.SIGALRM)
 
 

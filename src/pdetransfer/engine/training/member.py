@@ -4,7 +4,7 @@ A member is one (learning rate, seed) of a cell. Everything specific to it lives
 seed and learning rate, its best validation check and weights, its first loss and validation
 error (the references of the divergence criteria), its log rows, the training loss summed since
 its last check, why it stopped and whether it diverged. The loop that feeds it batches, the
-budget and the validation schedule are shared (:mod:`pdetransfer.engine.schedule`), so that
+budget and the validation schedule are shared (:mod:`pdetransfer.engine.training.schedule`), so that
 several members can later be trained by one loop; the plateau counter is derived (steps since
 ``best_step``), so nothing here depends on how often the loop validates.
 

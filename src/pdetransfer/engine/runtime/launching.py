@@ -4,10 +4,10 @@ Workflow rules call ``pdetransfer launch --gpus {resources.gpu} -- train ...`` s
 number of processes follows the rule's resources rather than a number written into the rule:
 
 * no GPUs and one process: the subcommand runs in this very process (no start-up cost);
-* K GPUs: K free devices are claimed (:mod:`pdetransfer.engine.gpu`) -- or, inside a SLURM job, the
-  ones SLURM assigned are used (claimed among themselves when a group job's allocation holds
-  more than K, so grouped commands do not pile onto device 0) -- and ``CUDA_VISIBLE_DEVICES``
-  is set before anything touches CUDA;
+* K GPUs: K free devices are claimed (:mod:`pdetransfer.engine.runtime.gpu`) -- or, inside a
+  SLURM job, the ones SLURM assigned are used (claimed among themselves when a group job's
+  allocation holds more than K, so grouped commands do not pile onto device 0) -- and
+  ``CUDA_VISIBLE_DEVICES`` is set before anything touches CUDA;
 * more than one process: ``torchrun --standalone`` starts them (data-parallel; the engine
   reads ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``).
 
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from pdetransfer.engine import gpu
+from pdetransfer.engine.runtime import gpu
 from pdetransfer.errors import UserError
 
 

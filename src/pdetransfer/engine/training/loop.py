@@ -1,13 +1,13 @@
 """The optimisation loop shared by the members of a pack: batches, steps, checks, state saves.
 
 One loop trains K members of one cell (its learning rates x seeds) as one
-:class:`~pdetransfer.engine.ensemble.EnsembleFNO` with an
-:class:`~pdetransfer.engine.ensemble_adam.EnsembleAdam`; a single run is the case K = 1 (so a
-separate run and a packed member go through the very same code). The loop owns what the
-members share: the position in the epoch, the step counter, the budget and validation
-schedule, the validation data and the stop signals. Each member keeps its own bookkeeping in a
-:class:`~pdetransfer.engine.member.MemberState` and has its own seed (hence its own N-subset and
-epoch order, :class:`Member`), learning rate and run directory.
+:class:`~pdetransfer.engine.models.packed.PackedNetwork` with an
+:class:`~pdetransfer.engine.training.ensemble_adam.EnsembleAdam`; a single run is the case
+K = 1 (so a separate run and a packed member go through the very same code). The loop owns
+what the members share: the position in the epoch, the step counter, the budget and
+validation schedule, the validation data and the stop signals. Each member keeps its own
+bookkeeping in a :class:`~pdetransfer.engine.training.member.MemberState` and has its own seed
+(hence its own N-subset and epoch order, :class:`Member`), learning rate and run directory.
 
 A member that stops (plateau, cap, divergence) is deactivated in the optimiser, so its weights
 and moments no longer change, and its outputs are written at once (``finish``); its loss no
@@ -17,7 +17,6 @@ every layer and every optimiser operation is elementwise along the member axis.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import signal
 import time
@@ -30,16 +29,16 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from pdetransfer.engine.checkpoints import save_checkpoint
-from pdetransfer.engine.ensemble import EnsembleFNO
-from pdetransfer.engine.ensemble_adam import EnsembleAdam
-from pdetransfer.engine.evaluation import relative_l2
-from pdetransfer.engine.losses import per_sample_loss
-from pdetransfer.engine.member import MemberState
-from pdetransfer.engine.normalization import NormalizedOperator
-from pdetransfer.engine.plan import Plan
-from pdetransfer.engine.processes import Processes, StopSignals
-from pdetransfer.engine.run_files import now, say, write_log
-from pdetransfer.engine.training_data import FieldSet, epoch_order
+from pdetransfer.engine.fields import FieldSet, epoch_order
+from pdetransfer.engine.losses import per_sample_loss, relative_l2
+from pdetransfer.engine.models.normalization import NormalizedOperator
+from pdetransfer.engine.models.packed import PackedNetwork
+from pdetransfer.engine.runtime.processes import Processes, StopSignals
+from pdetransfer.engine.training.config import TrainConfig
+from pdetransfer.engine.training.ensemble_adam import EnsembleAdam
+from pdetransfer.engine.training.member import MemberState
+from pdetransfer.engine.training.plan import Plan
+from pdetransfer.engine.training.run_files import now, say, write_log
 from pdetransfer.progress import Progress
 
 
@@ -68,7 +67,7 @@ class Trainer:
 
     def __init__(
         self,
-        args: argparse.Namespace,
+        config: TrainConfig,
         procs: Processes,
         plan: Plan,
         operator: NormalizedOperator,
@@ -76,15 +75,15 @@ class Trainer:
         members: list[Member],
         val_set: FieldSet,
     ) -> None:
-        self.args = args
+        self.config = config
         self.procs = procs
         self.plan = plan
         self.operator = operator
         self.optimizer = optimizer
         self.members = members
         self.val_set = val_set
-        self.bf16 = bool(args.bf16 and procs.device.type == "cuda")
-        if args.bf16 and not self.bf16 and procs.main:
+        self.bf16 = bool(config.bf16 and procs.device.type == "cuda")
+        if config.bf16 and not self.bf16 and procs.main:
             say("--bf16 applies to CUDA devices only; training in float32 on the CPU")
         self.model: torch.nn.Module = operator
         if procs.world > 1:
@@ -98,7 +97,7 @@ class Trainer:
                 optimizer.deactivate(k)
 
     @property
-    def network(self) -> EnsembleFNO:
+    def network(self) -> PackedNetwork:
         return self.operator.network  # type: ignore[return-value]
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -125,9 +124,9 @@ class Trainer:
             budget.horizon - loop.step,
             "train",
             unit="step",
-            enabled=procs.main and not self.args.quiet,
+            enabled=procs.main and not self.config.quiet,
         )
-        every = self.args.checkpoint_every
+        every = self.config.checkpoint_every
         with progress:
             while self._active():
                 indices, global_batch = self._next_batch(loop)
@@ -211,7 +210,7 @@ class Trainer:
             prediction = self.model(f, c)
         members, batch = u.shape[:2]
         per_sample = per_sample_loss(
-            prediction.flatten(0, 1), u.flatten(0, 1), self.args.loss
+            prediction.flatten(0, 1), u.flatten(0, 1), self.config.loss
         ).view(members, batch)
         totals = per_sample.sum(1)
         losses = totals * (self.procs.world / global_batch)
@@ -266,7 +265,7 @@ class Trainer:
     def _save_states(self, loop: LoopState) -> None:
         """Write each running member's ``state.pt`` (rank 0 only; every sum is already global).
 
-        A member's state is that of a separate run (one FNO's weights, ``torch.optim.Adam``
+        A member's state is that of a separate run (one network's weights, ``torch.optim.Adam``
         and ``LambdaLR`` state dicts), so any member resumes alone or in any pack.
         """
         if not self.procs.main:

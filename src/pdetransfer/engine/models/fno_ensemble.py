@@ -1,15 +1,16 @@
-"""K FNOs of one cell as one batched model: a member axis in front of every weight.
+"""K FNOs of one cell as one batched model: FNO layers with a member axis on every weight.
 
 The learning rates x seeds of one cell (pretrain, size, downstream, N, mode) share the
 architecture, the grid, the batch size and the normalisation, so their K training steps can
 be one step of a model whose every weight carries a leading member axis: ``(K, B, C, n, n)``
 inputs give ``(K, B, 1, n, n)`` outputs, member ``k`` seeing only its own weights and its own
-samples. Wrapped in :class:`~pdetransfer.engine.normalization.NormalizedOperator` (which
+samples. Wrapped in :class:`~pdetransfer.engine.models.normalization.NormalizedOperator` (which
 treats every leading axis as batch), it maps ``(K, B, n, n)`` sources and ``(K, B, 6)``
 coefficients to ``(K, B, n, n)`` predictions in physical units.
 
-Why layers with a member axis rather than ``torch.func`` (stacked parameters +
-``functional_call`` + ``vmap`` over the plain :class:`~pdetransfer.engine.models.FNO`): both
+Why layers with a member axis rather than the generic ``torch.func`` ensemble
+(:class:`~pdetransfer.engine.models.packed.FunctionalEnsemble`: stacked parameters +
+``functional_call`` + ``vmap`` over the plain :class:`~pdetransfer.engine.models.fno.FNO`): both
 were timed for a whole training step (forward, backward, the same optimiser) on one CPU
 thread, K = 4, batch 8 and 32, sizes xs and s, grids 32 and 64
 (``benchmarks/results/packing_model.json``, ``packed_vs_vmap``): the member-axis layers were
@@ -18,8 +19,8 @@ very same ``bmm``/``baddbmm`` calls, whereas vmap puts its batching rules (and t
 they need) around each of the FNO's batched-matmul and broadcast ops. They also keep
 plain ``nn.Parameter`` weights, so autocast, DDP, ``state_dict`` and the optimiser need
 nothing from ``torch.func``. Nothing is written twice: the truncated DFT and the spectral
-weight blocks are :mod:`~pdetransfer.engine.models`' own, and the layer graph is
-:meth:`FNO.forward <pdetransfer.engine.models.FNO.forward>` itself.
+weight blocks are :mod:`~pdetransfer.engine.models.fno`' own, and the layer graph is
+:meth:`FNO.forward <pdetransfer.engine.models.fno.FNO.forward>` itself.
 
 Where packing pays is measured by ``benchmarks/packing_model.py``; :func:`packing_pays` is the
 rule derived from it.
@@ -32,8 +33,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pdetransfer.engine.models import _DFT, FNO, ModelSpec, spectral_blocks
-from pdetransfer.errors import UserError
+from pdetransfer.engine.models.fno import _DFT, FNO, spectral_blocks
+from pdetransfer.engine.models.packed import PackedNetwork, shared_spec, stacked
+from pdetransfer.engine.models.registry import ModelSpec
 
 
 class EnsemblePointwise(nn.Module):
@@ -87,10 +89,11 @@ class EnsembleSpectralConv(nn.Module):
         return out.view(members, batch, cout, nx, ny)
 
 
-class EnsembleFNO(nn.Module):
-    """K FNOs of one specification with stacked weights, built from K ordinary FNOs.
+class EnsembleFNO(PackedNetwork):
+    """K FNOs of one specification with stacked weights, built from K ordinary FNOs: the
+    FNO's registered packed implementation.
 
-    Parameter names and order are those of :class:`~pdetransfer.engine.models.FNO`
+    Parameter names and order are those of :class:`~pdetransfer.engine.models.fno.FNO`
     (``lift.weight``, ``spectral.0.weight``, ..., ``head.2.bias``), each with the member axis
     in front, so member ``k``'s ``state_dict`` is a slice and an optimiser over
     ``parameters()`` sees them in the order a separate run's optimiser does.
@@ -98,70 +101,42 @@ class EnsembleFNO(nn.Module):
 
     def __init__(self, networks: Sequence[FNO]) -> None:
         super().__init__()
-        if not networks:
-            raise UserError("an ensemble needs at least one member network")
-        spec = networks[0].spec
-        for network in networks:
-            if network.spec != spec:
-                raise UserError(
-                    f"ensemble members must share one model, got {network.spec} and {spec}"
-                )
-        self.spec: ModelSpec = spec
+        spec = shared_spec(networks)
+        self.spec = spec
 
-        def stacked(name: str) -> torch.Tensor:
-            return torch.stack([dict(n.named_parameters())[name].detach() for n in networks])
+        def weights(name: str) -> torch.Tensor:
+            return stacked(networks, name)
 
-        self.lift = EnsemblePointwise(stacked("lift.weight"), stacked("lift.bias"))
+        self.lift = EnsemblePointwise(weights("lift.weight"), weights("lift.bias"))
         self.spectral = nn.ModuleList(
-            EnsembleSpectralConv(stacked(f"spectral.{i}.weight"), spec.modes)
+            EnsembleSpectralConv(weights(f"spectral.{i}.weight"), spec.modes)
             for i in range(spec.layers)
         )
         self.skips = nn.ModuleList(
-            EnsemblePointwise(stacked(f"skips.{i}.weight"), stacked(f"skips.{i}.bias"))
+            EnsemblePointwise(weights(f"skips.{i}.weight"), weights(f"skips.{i}.bias"))
             for i in range(spec.layers)
         )
         self.head = nn.Sequential(
-            EnsemblePointwise(stacked("head.0.weight"), stacked("head.0.bias")),
+            EnsemblePointwise(weights("head.0.weight"), weights("head.0.bias")),
             nn.GELU(),
-            EnsemblePointwise(stacked("head.2.weight"), stacked("head.2.bias")),
+            EnsemblePointwise(weights("head.2.weight"), weights("head.2.bias")),
         )
         names = [name for name, _ in networks[0].named_parameters()]
         if [name for name, _ in self.named_parameters()] != names:
             raise RuntimeError("EnsembleFNO's parameters no longer mirror FNO's")
 
-    @property
-    def members(self) -> int:
-        """Number of members K."""
-        return int(self.lift.weight.shape[0])
+    def member_parameters(self) -> dict[str, torch.Tensor]:
+        return dict(self.named_parameters())
+
+    @classmethod
+    def pays(cls, spec: ModelSpec, members: int, batch: int, grid: int) -> bool:
+        """:func:`packing_pays`, measured for these layers."""
+        return packing_pays(members, batch, grid, spec.width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``(K, B, in_channels, nx, ny)`` to ``(K, B, out_channels, nx, ny)``."""
         # The FNO's own layer graph; every layer it calls here carries the member axis.
         return FNO.forward(self, x)  # type: ignore[arg-type]
-
-    def member_state_dict(self, member: int) -> dict[str, torch.Tensor]:
-        """Member ``member``'s weights as an ordinary FNO ``state_dict`` (CPU copies)."""
-        self._check_member(member)
-        return {
-            name: p[member].detach().to("cpu", copy=True) for name, p in self.named_parameters()
-        }
-
-    @torch.no_grad()
-    def load_member(self, member: int, state: dict[str, torch.Tensor]) -> None:
-        """Overwrite member ``member``'s weights with an ordinary FNO ``state_dict``."""
-        self._check_member(member)
-        params = dict(self.named_parameters())
-        if set(state) != set(params):
-            raise UserError(
-                f"weights for ensemble member {member} do not fit the model "
-                f"(keys {sorted(set(state) ^ set(params))} differ)"
-            )
-        for name, p in params.items():
-            p[member].copy_(state[name])
-
-    def _check_member(self, member: int) -> None:
-        if not 0 <= member < self.members:
-            raise IndexError(f"member {member} of an ensemble of {self.members}")
 
 
 def packing_pays(members: int, batch: int, grid: int, width: int, retained: bool = True) -> bool:
@@ -171,7 +146,7 @@ def packing_pays(members: int, batch: int, grid: int, width: int, retained: bool
     Measured on one CPU thread (K = 4, 10; batch 8, 32; grids 32, 64; widths 16 and 32, the
     xs and s presets), packing paid for the xs width up to 1.24x and stayed within the
     measurement noise of parity at every xs point once freed memory is retained
-    (:func:`~pdetransfer.engine.allocator.retain_freed_memory`, ``retained=True``); without
+    (:func:`~pdetransfer.engine.runtime.allocator.retain_freed_memory`, ``retained=True``); without
     that, page faults on the ensemble's large activations made it up to 2.6x slower beyond
     ~1.3M activation floats. At width 32 it was 0.69x to 1.02x, so it is not packed. The
     per-step comparison leaves out what packing saves besides: K - 1 process start-ups

@@ -1,0 +1,158 @@
+"""The model registry without torch: the architectures, the size presets, :class:`ModelSpec`.
+
+An architecture is one entry of :data:`ARCHITECTURES`: its network class and, where one is
+written, its packed implementation (K networks with a member axis in front of every weight),
+both named ``"module:Class"`` and imported only when a model is built
+(:mod:`pdetransfer.engine.models.build`), and its rules that need no torch: the closed-form
+parameter count and what grid a size needs. So the workflow's config check, which runs
+whenever Snakemake builds the DAG, checks sizes against grids without importing torch, and
+adding an architecture is an entry here plus its class. The class is built as ``Class(spec)``,
+keeps ``spec`` as an attribute and maps ``(B, in_channels, n, n)`` to ``(B, 1, n, n)``; the
+packed one is built from the K member networks (see
+:class:`pdetransfer.engine.models.packed.PackedNetwork`).
+
+A model is a :class:`ModelSpec`: its architecture and its size, ``modes`` and ``width`` (a
+preset name or ``"modes,width"``) with ``layers`` layers, which each architecture reads as its
+own hyperparameters.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from pdetransfer.errors import UserError
+
+#: The paper's model-scaling sizes as (modes, width), each about 16x the previous in parameters.
+PRESETS: dict[str, tuple[int, int]] = {
+    "xs": (4, 16),
+    "s": (8, 32),
+    "m": (16, 64),
+    "l": (32, 128),
+}
+
+#: Fourier layers of every model in the study.
+LAYERS = 4
+
+#: The architecture of a spec or checkpoint that names none (every checkpoint written before
+#: the registry holds an FNO).
+DEFAULT_ARCHITECTURE = "fno"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a model; stored in every checkpoint.
+
+    ``name`` is the preset name, or ``"modes,width"`` for a custom size, so tables and plots
+    can label runs the way the user asked for them.
+    """
+
+    name: str
+    modes: int
+    width: int
+    in_channels: int
+    layers: int = LAYERS
+    architecture: str = DEFAULT_ARCHITECTURE
+
+    @property
+    def parameters(self) -> int:
+        """Number of trainable real numbers, from the architecture's closed form."""
+        return entry(self.architecture).parameters(self)
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain-data form for checkpoints and JSON summaries."""
+        return {**asdict(self), "parameters": self.parameters}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> ModelSpec:
+        """Inverse of :meth:`to_dict` (the derived ``parameters`` entry is ignored); a dict
+        without ``architecture`` (written before the registry) describes an FNO."""
+        return cls(
+            name=str(data["name"]),
+            modes=int(data["modes"]),  # type: ignore[arg-type]
+            width=int(data["width"]),  # type: ignore[arg-type]
+            in_channels=int(data["in_channels"]),  # type: ignore[arg-type]
+            layers=int(data["layers"]),  # type: ignore[arg-type]
+            architecture=str(data.get("architecture", DEFAULT_ARCHITECTURE)),
+        )
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One registered architecture (see the module docstring)."""
+
+    network: str  # "module:Class" of the network, built as Class(spec)
+    packed: str | None  # "module:Class" built from K networks; None: the torch.func ensemble
+    parameters: Callable[[ModelSpec], int]  # closed form; a complex weight counts as two reals
+    resolution_problem: Callable[[ModelSpec, int], str | None]  # see resolution_problem()
+
+
+def entry(name: str) -> Architecture:
+    """The registry entry of ``name``; a :class:`UserError` naming the known ones otherwise."""
+    if name not in ARCHITECTURES:
+        known = ", ".join(ARCHITECTURES)
+        raise UserError(f"architecture {name!r} is not registered (known: {known})")
+    return ARCHITECTURES[name]
+
+
+def parse_model(spec: str, in_channels: int, architecture: str = DEFAULT_ARCHITECTURE) -> ModelSpec:
+    """Turn ``--model`` (a preset name or ``"modes,width"``) into a :class:`ModelSpec`."""
+    entry(architecture)
+    text = spec.strip()
+    if text in PRESETS:
+        modes, width = PRESETS[text]
+        return ModelSpec(text, modes, width, in_channels, architecture=architecture)
+    match = re.fullmatch(r"\s*(\d+)\s*,\s*(\d+)\s*", text)
+    if not match:
+        names = ", ".join(PRESETS)
+        raise UserError(f"--model {spec!r} is neither a preset ({names}) nor 'modes,width'")
+    modes, width = int(match.group(1)), int(match.group(2))
+    if modes < 1 or width < 1:
+        raise UserError(f"--model {spec!r} needs modes >= 1 and width >= 1")
+    return ModelSpec(f"{modes},{width}", modes, width, in_channels, architecture=architecture)
+
+
+def resolution_problem(spec: ModelSpec, grid: int) -> str | None:
+    """Why a model cannot run on a grid, as the end of a sentence, or None if it can.
+
+    The one rule behind both the training command and the workflow's config check; each
+    architecture states its own.
+    """
+    return entry(spec.architecture).resolution_problem(spec, grid)
+
+
+def parameter_count(modes: int, width: int, in_channels: int, layers: int = LAYERS) -> int:
+    """Closed-form parameter count of the FNO, counting a complex weight as two reals.
+
+    Each spectral layer holds a complex ``w x w`` matrix for each of the ``2m x m`` kept modes
+    (both signs on the first axis, non-negative on the second): ``4 m^2 w^2`` reals, hence the
+    paper's "about 16 w^2 m^2" for four layers. The rest is the lift, the skips and the head.
+    """
+    spectral = layers * 2 * (2 * modes * modes) * width * width
+    skips = layers * (width * width + width)
+    lift = in_channels * width + width
+    head = (width * 2 * width + 2 * width) + (2 * width + 1)
+    return spectral + skips + lift + head
+
+
+def _fno_resolution_problem(spec: ModelSpec, grid: int) -> str | None:
+    """A spectral layer keeps ``modes`` Fourier modes per direction; an n x n grid resolves
+    n / 2 (the Nyquist limit), so more modes than that would index modes that do not exist."""
+    if 2 * spec.modes > grid:
+        return (
+            f"keeps {spec.modes} modes per direction but a {grid}x{grid} grid resolves at most "
+            f"{grid // 2}"
+        )
+    return None
+
+
+#: Every architecture a run or checkpoint may name.
+ARCHITECTURES: dict[str, Architecture] = {
+    "fno": Architecture(
+        network="pdetransfer.engine.models.fno:FNO",
+        packed="pdetransfer.engine.models.fno_ensemble:EnsembleFNO",
+        parameters=lambda s: parameter_count(s.modes, s.width, s.in_channels, s.layers),
+        resolution_problem=_fno_resolution_problem,
+    ),
+}
