@@ -97,14 +97,15 @@ def train_flags(stage):
 # With sweep.pack a training job of a mode trains, and another evaluates, a whole cell (all
 # learning rates x seeds); without it each job is one run, lr{lr}/s{seed} of its cell. Where
 # those jobs' files live is pdetransfer.layout's (layout.Jobs).
+RESULTS = "results"  # the results root: pdetransfer.layout's paths are relative to it
 PACK = config["sweep"]["pack"]
-JOBS = layout.Jobs("results", PACK, layout.members(STUDY.lrs, STUDY.seeds))
+JOBS = layout.Jobs(RESULTS, PACK, layout.members(STUDY.lrs, STUDY.seeds))
 TRAINING_MODES = [mode for mode in MODES.values() if mode.trains]
 
 
 def results(path):
-    """A path of pdetransfer.layout (relative to the results root) below results/."""
-    return f"results/{path}"
+    """A path of pdetransfer.layout (relative to the results root) below the root."""
+    return f"{RESULTS}/{path}"
 
 
 def member_flags(wildcards):
