@@ -14,7 +14,8 @@ import yaml
 from snakemake.utils import validate
 
 from pdetransfer.cli import main
-from pdetransfer.study.config import Run, Study
+from pdetransfer.layout import Run
+from pdetransfer.study.config import Study
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"

@@ -23,8 +23,9 @@ from study_helpers import (
 
 from pdetransfer.cli import main
 from pdetransfer.errors import UserError
+from pdetransfer.layout import format_lr
 from pdetransfer.study.aggregation import read_csv, summarize, warnings, write_csv
-from pdetransfer.study.config import ConfigError, Study, format_lr
+from pdetransfer.study.config import ConfigError, Study
 from pdetransfer.study.efficiency import data_efficiency
 from pdetransfer.study.publishing import (
     format_error,

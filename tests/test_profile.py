@@ -11,10 +11,13 @@ from pathlib import Path
 import yaml
 from workflow_helpers import snakemake
 
+from pdetransfer.modes import MODES
+
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = yaml.safe_load((ROOT / "slurm" / "profile.yaml").read_text())
-GPU_RULES = ("pretrain", "finetune", "scratch", "evaluate", "predict", "finetune_cell")
-GPU_RULES += ("scratch_cell", "evaluate_finetune_cell", "evaluate_scratch_cell")  # sweep.pack
+#: Every rule that runs on a GPU: each mode's training and evaluation rules (one name each,
+#: whatever sweep.pack is), pre-training and the gallery's predictions.
+GPU_RULES = ("pretrain", "predict", *(rule for mode in MODES.values() for rule in mode.rules))
 #: Resources the config's `resources:` section decides (threads reach sbatch as CPUs).
 NEEDS = {"mem_mb", "mem", "runtime", "gpu", "threads", "cpus_per_task", "cpus_per_gpu", "gres"}
 
@@ -32,6 +35,7 @@ def test_every_gpu_rule_is_placed_alike_and_no_group_outgrows_its_members() -> N
     resources = PROFILE["set-resources"]
     placement = {k: v for k, v in resources["pretrain"].items() if k != "slurm_extra"}
     assert placement["nodes"] == 1  # torchrun --standalone: one node
+    assert set(resources) == set(GPU_RULES)  # every GPU rule, and no rule that no longer exists
     for rule in GPU_RULES:
         assert {k: v for k, v in resources[rule].items() if k != "slurm_extra"} == placement
     # Group members run one at a time in their allocation (plugin issue #469) while Snakemake

@@ -46,9 +46,11 @@ STUDY = "config/slurm-test.yaml"  # written by _write_study
 TABLES = ("runs.csv", "summary.csv", "data_efficiency.csv")
 # Rules that must run as SLURM jobs (the workflow's `localrules`, tables and plots, may not).
 COMPUTE_RULES = {"generate", "dataset_stats", "mixed_stats", "pretrain"}
-COMPUTE_RULES.update(["finetune_cell", "scratch_cell"])  # sweep.pack: true, the default
-COMPUTE_RULES.update(["evaluate_finetune_cell", "evaluate_scratch_cell"])  # ditto
-COMPUTE_RULES.update(["evaluate", "predict"])  # zero-shot runs; gallery predictions
+# One job per cell with sweep.pack: true, the default (the same rules train and evaluate one
+# run per job without it).
+CELL_RULES = {"finetune", "scratch", "evaluate_finetune", "evaluate_scratch"}
+COMPUTE_RULES.update(CELL_RULES)
+COMPUTE_RULES.update(["evaluate_zeroshot", "predict"])  # zero-shot runs; gallery predictions
 # What the study's jobs need: distinct values per stage, so that the test can tell that each
 # job asked SLURM for its own stage's (threads stay 1, as in the local reference run).
 RESOURCES = {
@@ -58,9 +60,9 @@ RESOURCES = {
     "evaluate": {"gpu": 1, "mem_mb": 1100, "runtime": 20},
 }
 STAGE = {"generate": "data", "check": "data", "dataset_stats": "data", "mixed_stats": "data"}
-STAGE.update(pretrain="pretrain", finetune_cell="train", scratch_cell="train")
-STAGE.update(evaluate="evaluate", predict="evaluate")
-STAGE.update(evaluate_finetune_cell="evaluate", evaluate_scratch_cell="evaluate")
+STAGE.update(pretrain="pretrain", finetune="train", scratch="train")
+STAGE.update(evaluate_zeroshot="evaluate", predict="evaluate")
+STAGE.update(evaluate_finetune="evaluate", evaluate_scratch="evaluate")
 # Pre-training epochs (1,600 steps single-physics, 3,200 mixed). One attempt of a one-minute
 # limit trains 20-30 s: 60-100 steps/s on an idle two-core machine, 10-25 beside busy
 # processes, so the mixed pre-training needs 2-3 attempts there and up to 13 here (the test
@@ -334,7 +336,7 @@ def test_every_job_asks_slurm_for_its_stage_resources_from_the_config(runs) -> N
         wanted = dict(RESOURCES[STAGE[rule]])
         if rule == "pretrain" and log.parent.name == f"{SIGNALLED}_tiny":
             wanted["runtime"] = SIGNALLED_RUNTIME  # the test's signal profile sets it
-        if rule.endswith("_cell"):
+        if rule in CELL_RULES:
             wanted["runtime"] *= CELL_MEMBERS
             if STAGE[rule] == "train":
                 wanted["mem_mb"] *= CELL_MEMBERS

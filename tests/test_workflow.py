@@ -29,7 +29,8 @@ def expected_jobs(cfg: dict, pack: bool = True) -> Counter:
     """Job counts per rule implied by a config's lists (written independently of the code).
 
     With ``pack`` a fine-tune or scratch job trains a whole cell (all learning rates x seeds)
-    and another evaluates it; zero-shot runs are evaluated one by one either way.
+    and another evaluates it, else each job is one run (the rule names are the same); zero-shot
+    runs are evaluated one by one either way.
     """
     sweep = cfg.get("sweep", {})
     ns, lrs, seeds = sweep["n"], sweep["lr"], sweep.get("seeds", [0])
@@ -90,13 +91,11 @@ def expected_jobs(cfg: dict, pack: bool = True) -> Counter:
         dataset_stats=len(dataset_stats),
         mixed_stats=len(mixed),
         pretrain=len(pretrains),
-        finetune=0 if pack else len(finetunes),
-        scratch=0 if pack else len(scratches),
-        finetune_cell=len(finetune_cells) if pack else 0,
-        scratch_cell=len(scratch_cells) if pack else 0,
-        evaluate=len(zeroshots) + (0 if pack else len(finetunes) + len(scratches)),
-        evaluate_finetune_cell=len(finetune_cells) if pack else 0,
-        evaluate_scratch_cell=len(scratch_cells) if pack else 0,
+        finetune=len(finetune_cells) if pack else len(finetunes),
+        scratch=len(scratch_cells) if pack else len(scratches),
+        evaluate_finetune=len(finetune_cells) if pack else len(finetunes),
+        evaluate_scratch=len(scratch_cells) if pack else len(scratches),
+        evaluate_zeroshot=len(zeroshots),
         predict=len(predicts),
         study=1,
         aggregate=1,

@@ -203,7 +203,7 @@ def test_study_survives_divergence_kill_and_truncation(tmp_path: Path) -> None:
     # fault 2: the training process of one job is SIGKILLed once it has saved a resume state
     result = kill_training_mid_way(faulted, options)
     assert result.returncode == 1
-    assert failed_rules(result.stderr) == ["scratch_cell"], result.stderr[-5000:]
+    assert failed_rules(result.stderr) == ["scratch"], result.stderr[-5000:]
     assert "exit status 137" in result.stderr  # 128 + SIGKILL
     finished = int(re.findall(r"(\d+) of \d+ steps", result.stdout + result.stderr)[-1])
     # meanwhile the partial tables say what is missing, and only that
@@ -219,7 +219,7 @@ def test_study_survives_divergence_kill_and_truncation(tmp_path: Path) -> None:
     result = snakemake(faulted, *options, "--rerun-incomplete")
     assert result.returncode == 0, result.stderr[-5000:]
     rerun = job_counts(result.stdout + result.stderr)
-    assert rerun["scratch_cell"] == 1 and not {"finetune", "pretrain", "generate"} & set(rerun)
+    assert rerun["scratch"] == 1 and not {"finetune", "pretrain", "generate"} & set(rerun)
     train_log = (
         (
             faulted
@@ -242,7 +242,7 @@ def test_study_survives_divergence_kill_and_truncation(tmp_path: Path) -> None:
     result = snakemake(faulted, *options)
     assert result.returncode != 0
     detected = failed_rules(result.stderr)  # its check and every job that reads it
-    readers = {"check", "evaluate_finetune_cell", "evaluate_scratch_cell", "predict"}
+    readers = {"check", "evaluate_finetune", "evaluate_scratch", "predict"}
     assert set(detected) == readers, result.stderr[-5000:]
     logs = re.findall(r"log: (\S+) \(check log file", result.stderr)
     assert len(logs) == len(detected)

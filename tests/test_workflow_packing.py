@@ -35,16 +35,17 @@ def _config(workdir: Path, **sweep: object) -> str:
 
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = {}
+    out, counts = {}, {}
     for name, pack in (("packed", True), ("unpacked", False)):
         workdir = tmp_path_factory.mktemp(name)
         config = _config(workdir, pack=pack)
         result = snakemake(workdir, "--cores", "2", "--configfile", config)
         assert result.returncode == 0, result.stderr[-5000:]
-        rules = set(job_counts(result.stdout + result.stderr))
-        assert ({"finetune_cell", "scratch_cell"} <= rules) == pack
-        assert ({"finetune", "scratch"} <= rules) != pack
+        counts[name] = job_counts(result.stdout + result.stderr)
         out[name] = workdir
+    # the same rules either way: one job per cell (of len(LRS) members), or one per run
+    for rule in ("finetune", "scratch", "evaluate_finetune", "evaluate_scratch"):
+        assert counts["unpacked"][rule] == len(LRS) * counts["packed"][rule] > 0, rule
     return out
 
 

@@ -20,10 +20,7 @@ from workflow_helpers import ROOT, job_counts, snakemake, snakemake_argv, snakem
 
 CONFIG = str(ROOT / "config" / "test.yaml")
 RUN = "results/runs/finetune/poisson_1_5/tiny/poisson_5_10/n4/lr0.001/s0"
-TRAINING_RULES = {
-    "generate", "dataset_stats", "mixed_stats", "pretrain", "finetune", "scratch",
-    "finetune_cell", "scratch_cell",
-}  # fmt: skip
+TRAINING_RULES = {"generate", "dataset_stats", "mixed_stats", "pretrain", "finetune", "scratch"}
 
 pytestmark = pytest.mark.slow
 
@@ -114,10 +111,10 @@ def test_new_sweep_values_add_only_their_jobs(study_dir: Path) -> None:
     # trained by one job and evaluated by another
     config = _edited_config(study_dir, "more_n", sweep={"n": [4, 8, 16]})
     assert _dry_run(study_dir, config=config) == {
-        "finetune_cell": 5,
-        "scratch_cell": 4,
-        "evaluate_finetune_cell": 5,
-        "evaluate_scratch_cell": 4,
+        "finetune": 5,
+        "scratch": 4,
+        "evaluate_finetune": 5,
+        "evaluate_scratch": 4,
         **tables,
         **plots,
     }
@@ -126,10 +123,10 @@ def test_new_sweep_values_add_only_their_jobs(study_dir: Path) -> None:
     # every gallery prediction redone; zero-shot runs are not touched
     config = _edited_config(study_dir, "more_lr", sweep={"lr": [0.001, 0.01]})
     assert _dry_run(study_dir, config=config) == {
-        "finetune_cell": 10,
-        "scratch_cell": 8,
-        "evaluate_finetune_cell": 10,
-        "evaluate_scratch_cell": 8,
+        "finetune": 10,
+        "scratch": 8,
+        "evaluate_finetune": 10,
+        "evaluate_scratch": 8,
         "predict": 8,
         **tables,
         **plots,
@@ -148,7 +145,7 @@ def test_partial_rerun_of_one_run(study_dir: Path) -> None:
     result = snakemake(study_dir, f"{RUN}/metrics.json", "--cores", "2", "--configfile", CONFIG)
     assert result.returncode == 0, result.stderr[-3000:]
     counts = job_counts(result.stdout + result.stderr)
-    assert counts == {"finetune_cell": 1, "evaluate_finetune_cell": 1}
+    assert counts == {"finetune": 1, "evaluate_finetune": 1}
     for path, mtime in others.items():
         if path.parent != run:
             assert path.stat().st_mtime_ns == mtime, path

@@ -10,7 +10,9 @@ import re
 import yaml
 from snakemake.utils import validate
 
+from pdetransfer import layout
 from pdetransfer.engine.training.schedule import recipe_flags
+from pdetransfer.modes import MODES
 from pdetransfer.study.config import ConfigError, Study
 from pdetransfer.study.validation import check_schema, coerce_numbers
 
@@ -47,11 +49,6 @@ def _names(names):
     return "|".join(re.escape(n) for n in names) or "(?!)"
 
 
-# Run directories below results/runs: trained (fine-tune, scratch) and zero-shot.
-TRAINED_RUN = r"(finetune/[^/]+/|scratch/)[^/]+/[^/]+/n[0-9]+/lr[^/]+/s[0-9]+"
-ZEROSHOT_RUN = r"zeroshot/[^/]+/[^/]+/[^/]+"
-
-
 wildcard_constraints:
     dataset=_names(STUDY.datasets),
     split="train|val|test",
@@ -60,10 +57,10 @@ wildcard_constraints:
     size=_names(STUDY.sizes),
     downstream=_names(STUDY.datasets),
     experiment=_names(STUDY.experiments),
-    n=r"[1-9][0-9]*",
-    lr=r"[0-9][0-9.e+-]*",
-    seed=r"[0-9]+",
-    run=f"{TRAINED_RUN}|{ZEROSHOT_RUN}",
+    n=layout.FIELD_PATTERNS["n"],
+    lr=layout.FIELD_PATTERNS["lr"],
+    seed=layout.FIELD_PATTERNS["seed"],
+    run=layout.run_pattern(),
 
 
 # ---------------------------------------------------------------- per-job settings
@@ -97,34 +94,18 @@ def train_flags(stage):
 
 
 # ---------------------------------------------------------------- packed cells (sweep.pack)
-# With sweep.pack a fine-tune or scratch job trains, and another evaluates, a whole cell (all
-# learning rates x seeds); without it each job is one run, lr{lr}/s{seed} of its cell.
+# With sweep.pack a training job of a mode trains, and another evaluates, a whole cell (all
+# learning rates x seeds); without it each job is one run, lr{lr}/s{seed} of its cell. Where
+# those jobs' files live is pdetransfer.layout's (layout.Jobs).
+RESULTS = "results"  # the results root: pdetransfer.layout's paths are relative to it
 PACK = config["sweep"]["pack"]
-CELLS = {
-    "finetune": "results/runs/finetune/{pretrain}/{size}/{downstream}/n{n}",
-    "scratch": "results/runs/scratch/{size}/{downstream}/n{n}",
-}
-CELL_MEMBERS = [f"lr{lr}/s{seed}" for lr in STUDY.lrs for seed in STUDY.seeds]
+JOBS = layout.Jobs(RESULTS, PACK, layout.members(STUDY.lrs, STUDY.seeds))
+TRAINING_MODES = [mode for mode in MODES.values() if mode.trains]
 
 
-def cell_files(cell, name):
-    """One file of every member of a cell (wildcards of the cell left in)."""
-    return [f"{cell}/{member}/{name}" for member in CELL_MEMBERS]
-
-
-def job_dir(cell):
-    """The directory one training job of a mode covers: its cell, or one run of the cell."""
-    return cell if PACK else f"{cell}/lr{{lr}}/s{{seed}}"
-
-
-def job_files(cell, name):
-    """One file of every run a training job of a mode writes (a cell's members, or one)."""
-    return cell_files(cell, name) if PACK else [f"{job_dir(cell)}/{name}"]
-
-
-def log_file(directory, tree, name):
-    """A job's log or benchmark: its directory below results/runs, moved under results/<tree>."""
-    return f"{directory.replace('results/runs/', f'results/{tree}/runs/', 1)}/{name}"
+def results(path):
+    """A path of pdetransfer.layout (relative to the results root) below the root."""
+    return f"{RESULTS}/{path}"
 
 
 def member_flags(wildcards):
@@ -136,15 +117,15 @@ def member_flags(wildcards):
     return f"--lr {wildcards.lr} --seed {wildcards.seed}"
 
 
-def out_flag(cell):
+def out_flag(mode):
     """Where a training job of a mode writes: --out-pattern with {lr} and {seed} for a cell
     (the cell's directory, then lr{lr}/s{seed}), --out the run's directory for one run.
     """
 
     def flag(wildcards):
-        directory = job_dir(cell).format(**wildcards)
+        directory = JOBS.directory(mode).format(**wildcards)
         return (
-            f"--out-pattern '{directory}/lr{{lr}}/s{{seed}}'"
+            f"--out-pattern '{directory}/{layout.MEMBER}'"
             if PACK
             else f"--out {directory}"
         )
@@ -162,13 +143,13 @@ def train_resource(key):
     value = res("train", key)
     if key == "gpu":
         return min(value, 1)
-    return value * len(CELL_MEMBERS)
+    return value * len(JOBS.members)
 
 
 # ---------------------------------------------------------------- input functions
 def dataset_file(name, split):
     """One split of a named dataset."""
-    return f"results/data/{name}/{split}.h5"
+    return results(layout.DATASET_FILE.format(dataset=name, split=split))
 
 
 def pretrain_files(wildcards, split):
@@ -180,24 +161,18 @@ def pretrain_stats(wildcards):
     """Normalisation stats of a pre-training entry: its dataset's, or the mixed set's."""
     members = STUDY.pretrain[wildcards.pretrain]
     if len(members) == 1:
-        return f"results/data/{members[0]}/stats.json"
-    return f"results/pretrain/{wildcards.pretrain}/stats.json"
+        return results(layout.DATASET_STATS.format(dataset=members[0]))
+    return results(layout.MIXED_STATS.format(pretrain=wildcards.pretrain))
 
 
 def run_checkpoint(wildcards):
-    """The model a run evaluates: its own, or for zero-shot the pre-trained checkpoint."""
-    mode, *rest = wildcards.run.split("/")
-    if mode == "zeroshot":
-        pretrain, size, _ = rest
-        return f"results/pretrain/{pretrain}/{size}/model.pt"
-    return f"results/runs/{wildcards.run}/model.pt"
+    """The model a run evaluates: its own, or the pre-trained checkpoint it starts from."""
+    return results(layout.parse_run(f"{layout.RUNS}/{wildcards.run}").checkpoint)
 
 
 def run_test_file(wildcards):
     """The test split of the run's downstream dataset (named in the run path)."""
-    parts = wildcards.run.split("/")
-    downstream = parts[3] if parts[0] == "zeroshot" else parts[-4]
-    return dataset_file(downstream, "test")
+    return results(layout.parse_run(f"{layout.RUNS}/{wildcards.run}").test_file)
 
 
 # ---------------------------------------------------------------- targets
@@ -205,16 +180,16 @@ def run_outputs():
     """metrics.json and (for trained runs) train.json of every run of the study."""
     files = []
     for run in STUDY.runs():
-        files.append(f"results/{run.directory}/metrics.json")
+        files.append(results(f"{run.directory}/metrics.json"))
         if run.trains:
-            files.append(f"results/{run.directory}/train.json")
+            files.append(results(f"{run.directory}/train.json"))
     return files
 
 
 def data_checks():
     """Check reports of every dataset file the study generates."""
     return [
-        f"results/data/{ds}/{split}.check.txt"
+        results(layout.DATASET_CHECK.format(dataset=ds, split=split))
         for ds, splits in STUDY.dataset_splits().items()
         for split in splits
     ]
@@ -224,8 +199,8 @@ def gallery_inputs(wildcards):
     """Prediction files (and validation summaries) of the runs a dataset's gallery shows."""
     experiment = STUDY.gallery_experiment(wildcards.downstream)
     runs = STUDY.gallery_runs(experiment, wildcards.downstream)
-    files = [f"results/{run.directory}/predictions.h5" for run in runs]
-    files += [f"results/{run.directory}/train.json" for run in runs if run.trains]
+    files = [results(f"{run.directory}/predictions.h5") for run in runs]
+    files += [results(f"{run.directory}/train.json") for run in runs if run.trains]
     return files
 
 

@@ -3,7 +3,7 @@
 
 rule generate:
     output:
-        "results/data/{dataset}/{split}.h5",
+        dataset_file("{dataset}", "{split}"),
     log:
         "results/logs/data/{dataset}/{split}.log",
     benchmark:
@@ -33,9 +33,9 @@ rule generate:
 # console, since Snakemake deletes the report of a failed job.
 rule check:
     input:
-        "results/data/{dataset}/{split}.h5",
+        dataset_file("{dataset}", "{split}"),
     output:
-        "results/data/{dataset}/{split}.check.txt",
+        results(layout.DATASET_CHECK),
     log:
         "results/logs/data/{dataset}/{split}.check.log",
     conda:
@@ -50,9 +50,9 @@ rule check:
 
 rule dataset_stats:
     input:
-        "results/data/{dataset}/train.h5",
+        dataset_file("{dataset}", "train"),
     output:
-        "results/data/{dataset}/stats.json",
+        results(layout.DATASET_STATS),
     log:
         "results/logs/data/{dataset}/stats.log",
     benchmark:
@@ -71,7 +71,7 @@ rule mixed_stats:
     input:
         lambda wc: [dataset_file(ds, "train") for ds in STUDY.pretrain[wc.mixed]],
     output:
-        "results/pretrain/{mixed}/stats.json",
+        results(layout.MIXED_STATS.format(pretrain="{mixed}")),
     log:
         "results/logs/pretrain/{mixed}/stats.log",
     benchmark:

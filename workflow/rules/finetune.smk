@@ -1,43 +1,33 @@
 # Downstream training on the first N examples (a seeded permutation) of a downstream train
-# set, once per learning rate and seed. Fine-tuning starts from a pre-trained checkpoint (its
-# normalisation travels with it); scratch runs start from random weights, depend on no
-# pre-training and are shared by every experiment with the same downstream dataset.
+# set, once per learning rate and seed, one rule per mode that trains (pdetransfer.modes).
+# Fine-tuning starts from a pre-trained checkpoint (its normalisation travels with it);
+# scratch runs start from random weights, depend on no pre-training and are shared by every
+# experiment with the same downstream dataset.
 #
-# sweep.pack (default true): one job per cell (pretrain, size, downstream, N / size,
-# downstream, N), rules finetune_cell and scratch_cell, trains all its learning rates x seeds
-# in one process and writes every member's model.pt and train.json at the paths of the
-# per-run rules, so a single run's target still works (it rebuilds its cell; members that had
-# finished are re-emitted from their final.pt, not retrained). sweep.pack false: one job per
-# run, rules finetune and scratch. Exactly one of the two rule sets exists, so exactly one
-# rule produces each path.
-#
-# The four rules are one definition: the mode sets the first input, sweep.pack the name, the
-# paths, the --lr/--seed/--out flags and the resources (common.smk: job_dir, job_files,
-# member_flags, out_flag, train_resource). `use rule` cannot share it: its base rule would
-# exist, under one name, in both settings.
+# The rule of a mode has the mode's name whatever sweep.pack is. sweep.pack (default true):
+# one job per cell (pretrain, size, downstream, N / size, downstream, N) trains all its
+# learning rates x seeds in one process and writes every member's model.pt and train.json at
+# the paths of its runs, so a single run's target still works (it rebuilds its cell; members
+# that had finished are re-emitted from their final.pt, not retrained). sweep.pack false: one
+# job per run. The mode sets the start and the paths, sweep.pack the paths, the --lr/--seed/
+# --out flags and the resources (common.smk: JOBS, member_flags, out_flag, train_resource).
 
-# What a mode's training starts from: its flag and file.
-TRAIN_START = {
-    "finetune": ("--init", "results/pretrain/{pretrain}/{size}/model.pt"),
-    "scratch": ("--stats", "results/data/{downstream}/stats.json"),
-}
-
-for mode, cell in CELLS.items():
+for mode in TRAINING_MODES:
 
     rule:
         name:
-            f"{mode}_cell" if PACK else mode
+            mode.train_rule
         input:
-            start=TRAIN_START[mode][1],
-            data="results/data/{downstream}/train.h5",
-            val="results/data/{downstream}/val.h5",
+            start=JOBS.start(mode)[1],
+            data=dataset_file("{downstream}", "train"),
+            val=dataset_file("{downstream}", "val"),
         output:
-            models=job_files(cell, "model.pt"),
-            summaries=job_files(cell, "train.json"),
+            models=JOBS.files(mode, "model.pt"),
+            summaries=JOBS.files(mode, "train.json"),
         log:
-            log_file(job_dir(cell), "logs", "train.log"),
+            JOBS.log(mode, "logs", "train.log"),
         benchmark:
-            log_file(job_dir(cell), "benchmarks", "train.tsv")
+            JOBS.log(mode, "benchmarks", "train.tsv")
         conda:
             ENV
         threads: res("train", "threads")
@@ -47,10 +37,10 @@ for mode, cell in CELLS.items():
             mem_mb=train_resource("mem_mb"),
             runtime=train_resource("runtime"),
         params:
-            start=TRAIN_START[mode][0],
+            start=JOBS.start(mode)[0],
             model=lambda wc: config["sizes"][wc.size],
             members=member_flags,
-            out=out_flag(cell),
+            out=out_flag(mode),
             recipe=train_flags("downstream"),
             every=config["training"]["checkpoint_every"],
         shell:

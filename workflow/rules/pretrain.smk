@@ -10,8 +10,8 @@ rule pretrain:
         val=lambda wc: pretrain_files(wc, "val"),
         stats=pretrain_stats,
     output:
-        model="results/pretrain/{pretrain}/{size}/model.pt",
-        summary="results/pretrain/{pretrain}/{size}/train.json",
+        model=results(layout.PRETRAINED_MODEL),
+        summary=results(f"{layout.PRETRAIN_DIR}/train.json"),
     log:
         "results/logs/pretrain/{pretrain}/{size}.log",
     benchmark:

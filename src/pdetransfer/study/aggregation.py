@@ -51,7 +51,9 @@ import pandas as pd
 from pdetransfer import __version__
 from pdetransfer.atomic import atomic_path
 from pdetransfer.errors import UserError
-from pdetransfer.study.config import Run, Study
+from pdetransfer.layout import Run
+from pdetransfer.modes import TRAINING, Mode
+from pdetransfer.study.config import Study
 from pdetransfer.study.efficiency import data_efficiency
 from pdetransfer.study.fits import scaling_fits
 from pdetransfer.study.statistics import Bootstrap, RunErrors, percentile_interval
@@ -264,7 +266,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         base = dict(zip(CELL, key, strict=True))
         base["parameters"] = cell["parameters"].iloc[0]
         n_diverged = int((cell["status"] == "diverged").sum())
-        if base["mode"] == "zeroshot":
+        if base["mode"] not in TRAINING:
             chosen, best_lr, n_lrs, edge = cell, math.nan, 0, ""
         else:
             grid = sorted(set(cell["lr"]))
@@ -302,11 +304,18 @@ def summary_rows(summary: pd.DataFrame, **match: Any) -> pd.DataFrame:
     return summary[mask].sort_values("n")
 
 
+def mode_rows(summary: pd.DataFrame, mode: Mode, pretrain: str, **match: Any) -> pd.DataFrame:
+    """One curve of a mode: its rows from ``pretrain`` (if it starts from a pre-trained
+    checkpoint; its runs are shared otherwise) matching ``column=value``, sorted by N."""
+    source = pretrain if mode.needs_pretrained else ""
+    return summary_rows(summary, mode=mode.name, pretrain=source, **match)
+
+
 def chosen_errors(
     runs: pd.DataFrame, summary: pd.DataFrame, samples: Mapping[str, np.ndarray]
 ) -> dict[Cell, list[RunErrors]]:
-    """Per cell, the test errors of the completed runs at the chosen learning rate (zero-shot:
-    its one evaluation)."""
+    """Per cell, the test errors of the completed runs at the chosen learning rate (a mode
+    that does not train: its one evaluation)."""
     done = runs[runs["status"] != "diverged"]
     by_cell = {tuple(key): group for key, group in done.groupby(CELL, sort=False)}
     out: dict[Cell, list[RunErrors]] = {}
@@ -315,7 +324,7 @@ def chosen_errors(
         cell = by_cell.get(key)
         if cell is None:
             continue
-        picked = cell if row.mode == "zeroshot" else cell[cell["lr"] == row.best_lr]
+        picked = cell if row.mode not in TRAINING else cell[cell["lr"] == row.best_lr]
         out[key] = [
             RunErrors(float(r.test_rel_l2_mean), samples.get(r.run_dir))
             for r in picked.itertuples()
@@ -342,7 +351,7 @@ def point_intervals(
 
 
 def _cell_name(row: Any) -> str:
-    n = "" if row.mode == "zeroshot" else f"n{row.n}"
+    n = f"n{row.n}" if row.mode in TRAINING else ""
     parts = [row.mode, row.pretrain, row.size, row.downstream, n]
     return "/".join(str(p) for p in parts if p != "")
 
@@ -355,8 +364,8 @@ def _some(frame: pd.DataFrame, limit: int = 3) -> str:
 def warnings(runs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
     """One line per kind of problem the tables flag, with counts (empty when there is none)."""
     lines = []
-    trained_runs = runs[runs["mode"] != "zeroshot"]
-    cells = summary[summary["mode"] != "zeroshot"]
+    trained_runs = runs[runs["mode"].isin(TRAINING)]
+    cells = summary[summary["mode"].isin(TRAINING)]
     total = f"of {len(cells)} trained cells"
     diverged = trained_runs[trained_runs["status"] == "diverged"]
     if len(diverged):
@@ -397,7 +406,7 @@ def missing_table(missing: Sequence[Run]) -> pd.DataFrame:
     for run in missing:
         key = (run.mode, run.pretrain or "", run.size, run.downstream, run.n or 0)
         entry = rows.setdefault(key, {**dict(zip(CELL, key, strict=True)), "missing": []})
-        entry["missing"].append("zero-shot" if not run.trains else f"lr{run.lr}/s{run.seed}")
+        entry["missing"].append(f"lr{run.lr}/s{run.seed}" if run.trains else run.spec.label)
     table = [
         {**entry, "n_missing": len(entry["missing"]), "missing": " ".join(entry["missing"])}
         for entry in rows.values()

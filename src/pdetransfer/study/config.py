@@ -8,10 +8,9 @@ checks what a schema cannot: names that refer to other entries, N versus the tra
 (through :mod:`pdetransfer.study.validation`) every rule a job would apply to its arguments.
 Every problem is reported as a :class:`ConfigError` naming the offending key.
 
-Paths are relative to the results root (``results/`` in the workflow). One run directory per
-(source, size, downstream dataset, N, learning rate, seed): fine-tuning runs live under the
-pre-training entry they start from; scratch runs depend on no pre-training and are therefore
-shared by every experiment with the same downstream dataset; zero-shot "runs" train nothing.
+Which runs a cell has follows the modes (:mod:`pdetransfer.modes`), and where they live the
+run layout (:mod:`pdetransfer.layout`): one run per (mode, source, size, downstream dataset,
+N, learning rate, seed), a mode that trains nothing having one run per cell.
 """
 
 from __future__ import annotations
@@ -20,67 +19,14 @@ import argparse
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from pdetransfer import __version__
 from pdetransfer.atomic import write_json
 from pdetransfer.errors import UserError
+from pdetransfer.layout import NAME_PATTERN, Run, format_lr
+from pdetransfer.modes import MODES, Mode
 from pdetransfer.study.validation import ConfigError, check_ranges, check_runnable
-
-MODES = ("finetune", "scratch", "zeroshot")
-NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
-
-# Run directories relative to the results root (workflow/rules spell the same paths).
-FINETUNE_DIR = "runs/finetune/{pretrain}/{size}/{downstream}/n{n}/lr{lr}/s{seed}"
-SCRATCH_DIR = "runs/scratch/{size}/{downstream}/n{n}/lr{lr}/s{seed}"
-ZEROSHOT_DIR = "runs/zeroshot/{pretrain}/{size}/{downstream}"
-
-
-def format_lr(lr: float) -> str:
-    """The learning rate as it appears in paths: short, exact for typical values, unique.
-
-    ``repr``-like ``%g`` keeps 1e-3 as ``0.001`` and 5e-5 as ``5e-05``; parsing it back with
-    ``float`` gives the same number the config holds (up to 6 significant digits).
-    """
-    return f"{lr:g}"
-
-
-@dataclass(frozen=True)
-class Run:
-    """One evaluated model of the sweep (a zero-shot run has no n, lr or seed)."""
-
-    mode: str
-    size: str
-    downstream: str
-    pretrain: str | None = None
-    n: int | None = None
-    lr: str | None = None
-    seed: int | None = None
-
-    @property
-    def directory(self) -> str:
-        """The run directory relative to the results root."""
-        if self.mode == "finetune":
-            return FINETUNE_DIR.format(**self._fields())
-        if self.mode == "scratch":
-            return SCRATCH_DIR.format(**self._fields())
-        return ZEROSHOT_DIR.format(**self._fields())
-
-    @property
-    def trains(self) -> bool:
-        """Whether the run trains a model (zero-shot evaluates the pre-trained one)."""
-        return self.mode != "zeroshot"
-
-    def _fields(self) -> dict[str, Any]:
-        return {
-            "pretrain": self.pretrain,
-            "size": self.size,
-            "downstream": self.downstream,
-            "n": self.n,
-            "lr": self.lr,
-            "seed": self.seed,
-        }
 
 
 class Study:
@@ -152,7 +98,12 @@ class Study:
                 raise ConfigError(f"config key '{key}' is an empty list")
             if len(set(values)) != len(values):
                 raise ConfigError(f"config key '{key}' has duplicate values: {values}")
-        if {"finetune", "scratch"} & set(self.modes):
+        for name in self.modes:
+            if name not in MODES:
+                raise ConfigError(
+                    f"config key 'sweep.modes': {name!r} is not a mode ({', '.join(MODES)})"
+                )
+        if self.trains():
             for name, exp in self.experiments.items():
                 for ds in exp["downstream"]:
                     n_train = int(self.datasets[ds]["train"])
@@ -180,6 +131,18 @@ class Study:
             )
 
     # ------------------------------------------------------------------ enumeration
+    def study_modes(self) -> list[Mode]:
+        """The study's modes, in the order of the mode table (not of ``sweep.modes``)."""
+        return [mode for name, mode in MODES.items() if name in self.modes]
+
+    def trains(self) -> bool:
+        """Whether some mode trains on the downstream sets."""
+        return any(mode.trains for mode in self.study_modes())
+
+    def builds_pretraining(self) -> bool:
+        """Whether some mode starts from a pre-trained checkpoint."""
+        return any(mode.needs_pretrained for mode in self.study_modes())
+
     def experiment_sizes(self, experiment: str) -> list[str]:
         """Model sizes of an experiment (all sizes, in config order, unless it lists some)."""
         sizes = self.experiments[experiment].get("sizes")
@@ -191,8 +154,7 @@ class Study:
 
     def pretrain_jobs(self) -> list[tuple[str, str]]:
         """(pre-training entry, size) pairs some experiment fine-tunes or evaluates."""
-        wanted = {"finetune", "zeroshot"} & set(self.modes)
-        if not wanted:
+        if not self.builds_pretraining():
             return []
         return _unique(
             (exp["pretrain"], size)
@@ -218,8 +180,7 @@ class Study:
         for p in self.used_pretrain_entries():
             for ds in self.pretrain[p]:
                 splits.setdefault(ds, set()).update(("train", "val"))
-        trains = bool({"finetune", "scratch"} & set(self.modes))
-        wanted = ("train", "val", "test") if trains else ("test",)
+        wanted = ("train", "val", "test") if self.trains() else ("test",)
         for exp in self.experiments.values():
             for ds in exp["downstream"]:
                 splits.setdefault(ds, set()).update(wanted)
@@ -236,23 +197,16 @@ class Study:
         return runs
 
     def cell_runs(self, pretrain: str, size: str, downstream: str) -> list[Run]:
-        """The runs comparing fine-tuning from one checkpoint with scratch on one dataset."""
+        """The runs of every mode from one pre-training entry on one dataset: the modes that
+        train nothing first (one run each), then each training mode's sweep."""
         runs: list[Run] = []
-        if "zeroshot" in self.modes:
-            runs.append(Run("zeroshot", size, downstream, pretrain=pretrain))
-        for mode in ("finetune", "scratch"):
-            if mode not in self.modes:
+        for mode in sorted(self.study_modes(), key=lambda mode: mode.trains):
+            source = pretrain if mode.needs_pretrained else None
+            if not mode.trains:
+                runs.append(Run(mode.name, size, downstream, pretrain=source))
                 continue
             runs.extend(
-                Run(
-                    mode,
-                    size,
-                    downstream,
-                    pretrain=pretrain if mode == "finetune" else None,
-                    n=n,
-                    lr=lr,
-                    seed=seed,
-                )
+                Run(mode.name, size, downstream, pretrain=source, n=n, lr=lr, seed=seed)
                 for n in self.n_values
                 for lr in self.lrs
                 for seed in self.seeds
@@ -260,7 +214,7 @@ class Study:
         return runs
 
     def runs(self) -> list[Run]:
-        """Every run of the study once (scratch runs shared between experiments)."""
+        """Every run of the study once (runs of a shared mode, scratch, appear once)."""
         return _unique(run for name in self.experiments for run in self.experiment_runs(name))
 
     # ------------------------------------------------------------------ report selections
@@ -307,7 +261,7 @@ class Study:
         return [
             run
             for run in self.cell_runs(exp["pretrain"], size, downstream)
-            if run.mode == "zeroshot" or (run.n == n and run.seed == self.seeds[0])
+            if not run.trains or (run.n == n and run.seed == self.seeds[0])
         ]
 
     def compare_pretrain(self, experiment: str, downstream: str) -> list[str]:
@@ -353,7 +307,7 @@ def study_command(args: argparse.Namespace) -> int:
             "config": config,
             "datasets": study.used_datasets(),
             "pretrain_checkpoints": [list(job) for job in study.pretrain_jobs()],
-            "runs": {mode: sum(r.mode == mode for r in runs) for mode in MODES},
+            "runs": {name: sum(r.mode == name for r in runs) for name in MODES},
             "pdetransfer_version": __version__,
         },
     )

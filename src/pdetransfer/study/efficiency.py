@@ -1,9 +1,14 @@
-"""data_efficiency.csv: the N fine-tuning and scratch need to reach target errors, and ratio.
+"""data_efficiency.csv: the N a mode and its baseline need to reach target errors, and ratio.
 
-For each target test error, the N at which fine-tuning and scratch first reach it,
-interpolated linearly in log N - log error between the sweep's N values, and their ratio
-N_scratch / N_finetune (the paper's "~128x fewer examples"). When a curve is already below the
-target at the smallest N, or never reaches it, the N is a bound, and the ratio says so.
+Each mode with a ``baseline`` in the mode table (:mod:`pdetransfer.modes`) is compared with
+it: fine-tuning with scratch. For each target test error, the N at which the mode and its
+baseline first reach it, interpolated linearly in log N - log error between the sweep's N
+values, and their ratio N_baseline / N_mode (for fine-tuning the paper's "~128x fewer
+examples", N_scratch / N_finetune). Columns are named after the pair: ``n_<mode>``,
+``<mode>_bound``, ``n_<mode>_lo``/``_hi``, then the baseline's. (A second comparison would
+fill only its own pair's columns; the table would then need a column naming the pair, left
+out while there is one so that the table keeps its shape.) When a curve is already below
+the target at the smallest N, or never reaches it, the N is a bound, and the ratio says so.
 
 Every N and ratio has a 95% bootstrap interval (``*_lo``/``*_hi``, see
 :mod:`pdetransfer.study.statistics`): 0 as a lower end means "below the smallest N of the
@@ -28,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pdetransfer.modes import Mode, comparisons
 from pdetransfer.study.statistics import (
     COARSE_SPACING,
     Bootstrap,
@@ -40,30 +46,26 @@ from pdetransfer.study.statistics import (
 
 Cell = tuple[str, str, str, str, int]  # (mode, pretrain, size, downstream, n)
 
-COLUMNS = [
-    "pretrain",
-    "size",
-    "downstream",
-    "target_rel_l2",
-    "n_finetune",
-    "finetune_bound",
-    "n_finetune_lo",
-    "n_finetune_hi",
-    "n_scratch",
-    "scratch_bound",
-    "n_scratch_lo",
-    "n_scratch_hi",
-    "ratio",
-    "ratio_bound",
-    "ratio_lo",
-    "ratio_hi",
-    "interval_from",
-    "bootstrap_replicates",
-    "bootstrap_seed",
-    "flags",
-]
+IDENTITY = ["pretrain", "size", "downstream", "target_rel_l2"]
+TRAILER = ["interval_from", "bootstrap_replicates", "bootstrap_seed", "flags"]
 
-# What N_scratch / N_finetune is known to be, given what each N is known to be.
+
+def curve_columns(mode: Mode) -> list[str]:
+    """The columns of one side of a comparison: its N, bound and interval."""
+    return [f"n_{mode.name}", f"{mode.name}_bound", f"n_{mode.name}_lo", f"n_{mode.name}_hi"]
+
+
+def columns() -> list[str]:
+    """data_efficiency.csv's columns: every comparison's, in the mode table's order."""
+    pairs = [
+        c for mode, base in comparisons() for c in (*curve_columns(mode), *curve_columns(base))
+    ]
+    ratio = ["ratio", "ratio_bound", "ratio_lo", "ratio_hi"]
+    return [*IDENTITY, *_unique(pairs), *ratio, *TRAILER]
+
+
+# What N_baseline / N_mode is known to be, given what each N is known to be: keyed by the
+# (baseline, mode) bounds.
 _RATIO_BOUND = {
     ("=", "="): "=",
     ("=", "<="): ">=",
@@ -124,12 +126,12 @@ def _intervals(
         return unknown
     out = {}
     for target in targets:
-        ft, sc = (
+        ours, base = (
             n_to_reach_replicates(u["n"], r, target) for u, r in zip(usable, reps, strict=True)
         )
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = sc / ft
-        out[target] = [percentile_interval(v) for v in (ft, sc, ratio)]
+            ratio = base / ours
+        out[target] = [percentile_interval(v) for v in (ours, base, ratio)]
     return out, source
 
 
@@ -141,40 +143,61 @@ def data_efficiency(
 ) -> pd.DataFrame:
     """data_efficiency.csv from the summary and, for the intervals, the chosen runs' errors
     and a bootstrap (without them the interval columns are empty)."""
+    rows = [
+        row
+        for mode, base in comparisons()
+        for row in compare(summary, mode, base, targets, chosen or {}, bootstrap)
+    ]
+    return pd.DataFrame(rows, columns=columns())
+
+
+def compare(
+    summary: pd.DataFrame,
+    mode: Mode,
+    base: Mode,
+    targets: Sequence[float],
+    chosen: Mapping[Cell, Sequence[RunErrors]],
+    bootstrap: Bootstrap | None,
+) -> list[dict[str, Any]]:
+    """The rows of one mode against its baseline: per cell (pre-training, size, downstream)
+    of the mode, the baseline's curve on the same size and dataset (and pre-training, unless
+    the baseline's runs are shared), per target."""
     rows: list[dict[str, Any]] = []
-    chosen = chosen or {}
-    finetune = summary[summary["mode"] == "finetune"]
-    scratch = summary[summary["mode"] == "scratch"]
-    for (pretrain, size, downstream), ft in finetune.groupby(
+    ours = summary[summary["mode"] == mode.name]
+    theirs = summary[summary["mode"] == base.name]
+    for (pretrain, size, downstream), curve in ours.groupby(
         ["pretrain", "size", "downstream"], sort=False
     ):
-        sc = scratch[(scratch["size"] == size) & (scratch["downstream"] == downstream)]
-        if sc.empty:
+        other = theirs[(theirs["size"] == size) & (theirs["downstream"] == downstream)]
+        if not base.shared:
+            other = other[other["pretrain"] == pretrain]
+        if other.empty:
             continue
-        intervals, source = _intervals([ft, sc], chosen, targets, bootstrap)
+        intervals, source = _intervals([curve, other], chosen, targets, bootstrap)
         unknown = source == "none"
         for target in targets:
-            n_ft, q_ft = n_to_reach(ft["n"], ft["test_rel_l2_mean"], target)
-            n_sc, q_sc = n_to_reach(sc["n"], sc["test_rel_l2_mean"], target)
-            bound = _RATIO_BOUND.get((q_sc, q_ft), "")
-            ratio = n_sc / n_ft if bound else math.nan
-            (ft_lo, ft_hi), (sc_lo, sc_hi), (r_lo, r_hi) = intervals[target]
-            flags = curve_flags(ft, "finetune", n_ft, q_ft, target)
-            flags += curve_flags(sc, "scratch", n_sc, q_sc, target)
+            n_ours, q_ours = n_to_reach(curve["n"], curve["test_rel_l2_mean"], target)
+            n_base, q_base = n_to_reach(other["n"], other["test_rel_l2_mean"], target)
+            bound = _RATIO_BOUND.get((q_base, q_ours), "")
+            ratio = n_base / n_ours if bound else math.nan
+            (ours_lo, ours_hi), (base_lo, base_hi), (r_lo, r_hi) = intervals[target]
+            flags = curve_flags(curve, mode.name, n_ours, q_ours, target)
+            flags += curve_flags(other, base.name, n_base, q_base, target)
+            sides = (
+                (mode, (n_ours, q_ours, ours_lo, ours_hi)),
+                (base, (n_base, q_base, base_lo, base_hi)),
+            )
             rows.append(
                 {
                     "pretrain": pretrain,
                     "size": size,
                     "downstream": downstream,
                     "target_rel_l2": target,
-                    "n_finetune": n_ft,
-                    "finetune_bound": q_ft,
-                    "n_finetune_lo": ft_lo,
-                    "n_finetune_hi": ft_hi,
-                    "n_scratch": n_sc,
-                    "scratch_bound": q_sc,
-                    "n_scratch_lo": sc_lo,
-                    "n_scratch_hi": sc_hi,
+                    **{
+                        column: value
+                        for side, values in sides
+                        for column, value in zip(curve_columns(side), values, strict=True)
+                    },
                     "ratio": ratio,
                     "ratio_bound": bound,
                     "ratio_lo": r_lo,
@@ -185,4 +208,9 @@ def data_efficiency(
                     "flags": ";".join(flags),
                 }
             )
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return rows
+
+
+def _unique(items: Sequence[str]) -> list[str]:
+    """Items in first-seen order without repeats."""
+    return list(dict.fromkeys(items))

@@ -175,7 +175,7 @@ def scaling_fits(
     """scaling_fits.csv: per experiment, downstream, mode and size a fit against N; per
     experiment with three or more sizes, downstream, mode and N a fit against model size."""
     rows: list[dict[str, Any]] = []
-    modes = [m for m in ("finetune", "scratch") if m in study.modes]
+    modes = [mode for mode in study.study_modes() if mode.trains]
 
     def add(ident: dict[str, Any], curve: pd.DataFrame, x: str) -> None:
         runs = [chosen.get(_cell_key(r), []) for r in curve.itertuples()]
@@ -194,13 +194,13 @@ def scaling_fits(
         sizes = study.experiment_sizes(name)
         for downstream in exp["downstream"]:
             for mode in modes:
-                pretrain = exp["pretrain"] if mode == "finetune" else ""
+                pretrain = exp["pretrain"] if mode.needs_pretrained else ""
                 cells = summary[
-                    (summary["mode"] == mode)
+                    (summary["mode"] == mode.name)
                     & (summary["pretrain"] == pretrain)
                     & (summary["downstream"] == downstream)
                 ]
-                ident = {"experiment": name, "downstream": downstream, "mode": mode}
+                ident = {"experiment": name, "downstream": downstream, "mode": mode.name}
                 ident["pretrain"] = pretrain
                 for size in sizes:
                     curve = _curve(cells[cells["size"] == size], "n")

@@ -4,9 +4,10 @@ Every curve is the test error at the learning rate chosen by validation error (s
 Its spread is the shaded 95% bootstrap interval over seeds and test samples
 (``test_rel_l2_lo``/``_hi``); a summary written before it had those columns gets error bars of
 one standard deviation over seeds instead. Cells whose every learning rate diverged have no
-error and are left out of the curves. Fine-tuning is drawn in blues, scratch in oranges
-(darker = larger model), zero-shot as grey horizontal dashed lines: zero-shot does not depend
-on N. With ``--fits`` (scaling_fits.csv) the error-vs-N plot overlays each fitted power law as
+error and are left out of the curves. Each mode is drawn in its palette and marker from the
+mode table (:mod:`pdetransfer.modes`; fine-tuning in blues, scratch in oranges, darker =
+larger model); a mode that does not train (zero-shot) as grey horizontal dashed lines: it
+does not depend on N. With ``--fits`` (scaling_fits.csv) the error-vs-N plot overlays each fitted power law as
 a thin dotted line over the N range it was fitted on.
 """
 
@@ -29,8 +30,10 @@ from matplotlib.ticker import FuncFormatter
 from pdetransfer import __version__
 from pdetransfer.atomic import atomic_path
 from pdetransfer.errors import UserError
-from pdetransfer.study.aggregation import load_study, read_csv, summary_rows
-from pdetransfer.study.config import Run, Study
+from pdetransfer.layout import Run
+from pdetransfer.modes import MODES, Mode
+from pdetransfer.study.aggregation import load_study, mode_rows, read_csv
+from pdetransfer.study.config import Study
 
 PARAMETER_SYMBOL = {"poisson": "e", "advdiff": "Ψ", "helmholtz": "ω"}
 FORMATS = ("png", "svg")
@@ -63,6 +66,12 @@ def dataset_label(study: Study, name: str) -> str:
 def _shades(palette: str, count: int) -> list[Any]:
     """``count`` colours of a sequential palette, light to dark, avoiding the palest."""
     return sns.color_palette(palette, count + 1)[1:]
+
+
+def _solid(mode: Mode) -> Any:
+    """The colour of a mode's one curve in a panel: dark in its palette; mid grey for a mode
+    that does not train (its palette's shades are for one line per model size)."""
+    return sns.color_palette(mode.palette, 3)[2] if mode.trains else "0.4"
 
 
 def spread_note(summary: pd.DataFrame) -> str:
@@ -105,7 +114,8 @@ def _draw_fit(
     ax.plot(n, fit["a"] * n ** -fit["b"] + fit["c"], color=color, ls=":", lw=1)
 
 
-def _zeroshot(ax: plt.Axes, rows: pd.DataFrame, color: Any, label: str) -> None:
+def _level(ax: plt.Axes, rows: pd.DataFrame, color: Any, label: str) -> None:
+    """A mode that does not train: its error as a horizontal line (it does not depend on N)."""
     if not rows.empty:
         ax.axhline(rows["test_rel_l2_mean"].iloc[0], color=color, ls="--", lw=1.2, label=label)
 
@@ -145,38 +155,24 @@ def _downstream_panel(
     fits: pd.DataFrame | None = None,
     experiment: str | None = None,
 ) -> None:
-    """Error vs N on one downstream dataset: finetune and scratch per size, zero-shot lines,
-    and with ``fits`` the fitted power laws of ``experiment``."""
-    blues, oranges, greys = (_shades(p, len(sizes)) for p in ("Blues", "Oranges", "Greys"))
+    """Error vs N on one downstream dataset: each training mode per size, the modes that do
+    not train as lines, and with ``fits`` the fitted power laws of ``experiment``."""
+    modes = study.study_modes()
+    shades = {mode.name: _shades(mode.palette, len(sizes)) for mode in modes}
     for i, size in enumerate(sizes):
         name = size_label(summary, size)
-        for mode, colors in (("finetune", blues), ("scratch", oranges)):
-            where = {"experiment": experiment, "downstream": downstream, "size": size}
-            _draw_fit(ax, fits, study.n_values, colors[i], mode=mode, **where)
-        _draw(
-            ax,
-            summary_rows(
-                summary, mode="finetune", pretrain=pretrain, size=size, downstream=downstream
-            ),
-            color=blues[i],
-            marker="o",
-            label=f"fine-tune {name}",
-        )
-        _draw(
-            ax,
-            summary_rows(summary, mode="scratch", size=size, downstream=downstream),
-            color=oranges[i],
-            marker="s",
-            label=f"scratch {name}",
-        )
-        _zeroshot(
-            ax,
-            summary_rows(
-                summary, mode="zeroshot", pretrain=pretrain, size=size, downstream=downstream
-            ),
-            greys[i],
-            f"zero-shot {name}",
-        )
+        cell = {"size": size, "downstream": downstream}
+        for mode in modes:
+            if mode.trains:
+                where = {"experiment": experiment, **cell}
+                _draw_fit(ax, fits, study.n_values, shades[mode.name][i], mode=mode.name, **where)
+        for mode in modes:
+            rows = mode_rows(summary, mode, pretrain, **cell)
+            label = f"{mode.label} {name}"
+            if mode.trains:
+                _draw(ax, rows, color=shades[mode.name][i], marker=mode.marker, label=label)
+            else:
+                _level(ax, rows, shades[mode.name][i], label)
     _loglog(ax, N_LABEL)
     ax.set_title(dataset_label(study, downstream))
 
@@ -232,41 +228,26 @@ def mixed(study: Study, summary: pd.DataFrame, experiment: str) -> plt.Figure:
     fig, axes = _panel_row(len(series))
     greens = _shades("Greens", 3)
     name = size_label(summary, size)
+    source = exp["pretrain"]
     for ax, downstream in zip(axes[0], series, strict=True):
-        _draw(
-            ax,
-            summary_rows(
-                summary, mode="finetune", pretrain=exp["pretrain"], size=size, downstream=downstream
-            ),
-            color=sns.color_palette("Blues", 3)[2],
-            marker="o",
-            label=f"fine-tune {name} from {exp['pretrain']}",
-        )
-        for i, other in enumerate(study.compare_pretrain(experiment, downstream)):
-            _draw(
-                ax,
-                summary_rows(
-                    summary, mode="finetune", pretrain=other, size=size, downstream=downstream
-                ),
-                color=greens[i % len(greens)],
-                marker="^",
-                label=f"fine-tune {name} from {other}",
-            )
-        _draw(
-            ax,
-            summary_rows(summary, mode="scratch", size=size, downstream=downstream),
-            color=sns.color_palette("Oranges", 3)[2],
-            marker="s",
-            label=f"scratch {name}",
-        )
-        _zeroshot(
-            ax,
-            summary_rows(
-                summary, mode="zeroshot", pretrain=exp["pretrain"], size=size, downstream=downstream
-            ),
-            "0.4",
-            f"zero-shot {name} from {exp['pretrain']}",
-        )
+        cell = {"size": size, "downstream": downstream}
+        for mode in study.study_modes():
+            rows = mode_rows(summary, mode, source, **cell)
+            if not mode.trains:
+                _level(ax, rows, _solid(mode), f"{mode.label} {name} from {source}")
+                continue
+            label = f"{mode.label} {name}" + (f" from {source}" if mode.needs_pretrained else "")
+            _draw(ax, rows, color=_solid(mode), marker=mode.marker, label=label)
+            if not mode.needs_pretrained:
+                continue
+            for i, other in enumerate(study.compare_pretrain(experiment, downstream)):
+                _draw(
+                    ax,
+                    mode_rows(summary, mode, other, **cell),
+                    color=greens[i % len(greens)],
+                    marker="^",
+                    label=f"{mode.label} {name} from {other}",
+                )
         _loglog(ax, N_LABEL)
         ax.set_title(dataset_label(study, downstream))
         ax.legend(fontsize="x-small", title=spread_note(summary), title_fontsize="xx-small")
@@ -282,37 +263,38 @@ def error_vs_size(study: Study, summary: pd.DataFrame, experiment: str) -> plt.F
     ns = study.size_n()
     series = exp["downstream"]
     fig, axes = _panel_row(len(series), panel_width=4.5)
-    blues, oranges = _shades("Blues", len(ns)), _shades("Oranges", len(ns))
+    modes = study.study_modes()
+    shades = {mode.name: _shades(mode.palette, len(ns)) for mode in modes}
     for ax, downstream in zip(axes[0], series, strict=True):
         rows = summary[(summary["downstream"] == downstream) & summary["size"].isin(sizes)]
+        curves = {
+            mode.name: rows[
+                (rows["mode"] == mode.name)
+                & (rows["pretrain"] == (exp["pretrain"] if mode.needs_pretrained else ""))
+            ]
+            for mode in modes
+        }
         for i, n in enumerate(ns):
-            ft = rows[(rows["mode"] == "finetune") & (rows["pretrain"] == exp["pretrain"])]
-            sc = rows[rows["mode"] == "scratch"]
+            for mode in (m for m in modes if m.trains):
+                curve = curves[mode.name]
+                _draw(
+                    ax,
+                    curve[curve["n"] == n].sort_values("parameters"),
+                    x="parameters",
+                    color=shades[mode.name][i],
+                    marker=mode.marker,
+                    label=f"{mode.label} N={n}",
+                )
+        for mode in (m for m in modes if not m.trains):
+            curve = curves[mode.name]
             _draw(
                 ax,
-                ft[ft["n"] == n].sort_values("parameters"),
+                curve.sort_values("parameters"),
                 x="parameters",
-                color=blues[i],
-                marker="o",
-                label=f"fine-tune N={n}",
+                color=_solid(mode),
+                ls="--",
+                label=mode.label,
             )
-            _draw(
-                ax,
-                sc[sc["n"] == n].sort_values("parameters"),
-                x="parameters",
-                color=oranges[i],
-                marker="s",
-                label=f"scratch N={n}",
-            )
-        zs = rows[(rows["mode"] == "zeroshot") & (rows["pretrain"] == exp["pretrain"])]
-        _draw(
-            ax,
-            zs.sort_values("parameters"),
-            x="parameters",
-            color="0.4",
-            ls="--",
-            label="zero-shot",
-        )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("model parameters (count)")
@@ -353,12 +335,12 @@ def gallery(study: Study, results: str | Path, experiment: str, downstream: str)
     results = Path(results)
     runs = study.gallery_runs(experiment, downstream)
     panels: list[tuple[str, Run]] = []
-    for mode in ("finetune", "scratch", "zeroshot"):
-        candidates = [r for r in runs if r.mode == mode]
+    for mode in MODES.values():
+        candidates = [r for r in runs if r.mode == mode.name]
         if candidates:
-            best = _best_by_validation(candidates, results) if mode != "zeroshot" else candidates[0]
+            best = _best_by_validation(candidates, results) if mode.trains else candidates[0]
             detail = f" N={best.n}, lr={best.lr}" if best.trains else ""
-            panels.append((f"{mode}{detail}", best))
+            panels.append((f"{mode.name}{detail}", best))
     preds = [_read_predictions(results / run.directory / "predictions.h5") for _, run in panels]
     truth = preds[0]
     k = truth["u"].shape[0]

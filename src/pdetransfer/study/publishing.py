@@ -26,7 +26,9 @@ import pandas as pd
 from pdetransfer import __version__
 from pdetransfer.atomic import atomic_path
 from pdetransfer.errors import UserError
-from pdetransfer.study.aggregation import load_study, read_csv, summary_rows
+from pdetransfer.layout import mode_root
+from pdetransfer.modes import MODES, TRAINING, Mode, comparisons
+from pdetransfer.study.aggregation import load_study, mode_rows, read_csv, summary_rows
 from pdetransfer.study.config import Study
 from pdetransfer.study.plotting import dataset_label
 
@@ -38,8 +40,7 @@ BOUND_SYMBOL = {"=": "", "<=": "≤", ">=": "≥", ">": ">", "<": "<"}
 STAGES = (
     ("data generation and checks", ("data/**/*.tsv", "pretrain/*/stats.tsv")),
     ("pre-training", ("pretrain/*/*.tsv",)),
-    ("fine-tuning", ("runs/finetune/**/train.tsv",)),
-    ("training from scratch", ("runs/scratch/**/train.tsv",)),
+    *((m.activity, (f"{mode_root(m)}/**/train.tsv",)) for m in MODES.values() if m.trains),
     ("evaluation", ("runs/**/evaluate.tsv",)),
     ("gallery predictions", ("runs/**/predict.tsv",)),
 )
@@ -89,34 +90,45 @@ def _task(study: Study, pretrain: str, downstream: str) -> str:
 
 
 def efficiency_section(study: Study, efficiency: pd.DataFrame) -> str:
-    """N that fine-tuning and scratch need per target error, and their ratio (the paper's "x"),
-    with intervals and flags where the table has them."""
+    """N that each mode and its baseline need per target error, and their ratio (for
+    fine-tuning against scratch the paper's "x"), with intervals and flags where the table
+    has them."""
+    return "\n\n".join(
+        _comparison_section(study, efficiency, mode, base)
+        for mode, base in comparisons()
+        if f"n_{mode.name}" in efficiency
+    )
+
+
+def _comparison_section(study: Study, efficiency: pd.DataFrame, mode: Mode, base: Mode) -> str:
+    """The data-efficiency rows of one mode against its baseline."""
     intervals = "ratio_lo" in efficiency
+    ours, theirs = mode.name, base.name
     rows = []
     for r in efficiency.itertuples():
         row = [
             _task(study, r.pretrain, r.downstream),
             r.size,
             f"{r.target_rel_l2:g}",
-            format_n(r.n_finetune, r.finetune_bound),
-            format_n(r.n_scratch, r.scratch_bound),
+            format_n(getattr(r, f"n_{ours}"), getattr(r, f"{ours}_bound")),
+            format_n(getattr(r, f"n_{theirs}"), getattr(r, f"{theirs}_bound")),
             format_ratio(r.ratio, r.ratio_bound),
         ]
         if intervals:
-            row[3] += format_interval(r.n_finetune_lo, r.n_finetune_hi)
-            row[4] += format_interval(r.n_scratch_lo, r.n_scratch_hi)
+            row[3] += format_interval(getattr(r, f"n_{ours}_lo"), getattr(r, f"n_{ours}_hi"))
+            row[4] += format_interval(getattr(r, f"n_{theirs}_lo"), getattr(r, f"n_{theirs}_hi"))
             if row[5] != MISSING:
                 row[5] += format_interval(r.ratio_lo, r.ratio_hi, ".1f")
             row += [r.interval_from, r.flags.replace(";", ", ") or "none"]
         rows.append(row)
-    header = ["pre-training → downstream", "size", "target error", "N fine-tune", "N scratch"]
-    header.append("ratio")
+    header = ["pre-training → downstream", "size", "target error", f"N {mode.label}"]
+    header += [f"N {base.label}", "ratio"]
     text = [
         "## Data efficiency",
         "",
         "Smallest N at which the best-lr mean test error reaches the target (interpolated in",
         "log N - log error between sweep points; ≤ = already at the smallest N, > = not",
-        "reached by the largest N), and N scratch / N fine-tune.",
+        f"reached by the largest N), and N {base.label} / N {mode.label}.",
     ]
     if intervals:
         header += ["interval from", "flags"]
@@ -147,7 +159,8 @@ def _cell_text(row: pd.Series) -> str:
 
 
 def error_section(study: Study, summary: pd.DataFrame) -> str:
-    """Test error by N per (pre-training, size, downstream): fine-tune, scratch and zero-shot."""
+    """Test error by N per (pre-training, size, downstream): a row per mode (one that does not
+    train only where the study has it)."""
     ns = sorted(study.n_values)
     parts = [
         "## Test error by N",
@@ -160,32 +173,32 @@ def error_section(study: Study, summary: pd.DataFrame) -> str:
             "In square brackets: the chosen lr is an end of the grid (or the only one), or",
             "k of the chosen runs stopped still improving (undertrained k/seeds).",
         ]
-    cells = summary[summary["mode"] == "finetune"][["pretrain", "size", "downstream"]]
+    fine_tuned = [m.name for m in MODES.values() if m.trains and m.needs_pretrained]
+    cells = summary[summary["mode"].isin(fine_tuned)][["pretrain", "size", "downstream"]]
     for pretrain, size, downstream in cells.drop_duplicates().itertuples(index=False):
         cell = {"size": size, "downstream": downstream}
         rows = []
-        for mode, curve in (
-            ("fine-tune", summary_rows(summary, mode="finetune", pretrain=pretrain, **cell)),
-            ("scratch", summary_rows(summary, mode="scratch", **cell)),
-        ):
-            picked = curve.set_index("n")
-            rows.append(
-                [mode, *(_cell_text(picked.loc[n]) if n in picked.index else MISSING for n in ns)]
-            )
-        zs = summary_rows(summary, mode="zeroshot", pretrain=pretrain, **cell)
-        if not zs.empty:
-            zero = format_error(zs["test_rel_l2_mean"].iloc[0])
-            rows.append(["zero-shot", *([zero] * len(ns))])
+        for mode in MODES.values():
+            curve = mode_rows(summary, mode, pretrain, **cell)
+            if mode.trains:
+                picked = curve.set_index("n")
+                texts = [_cell_text(picked.loc[n]) if n in picked.index else MISSING for n in ns]
+                rows.append([mode.label, *texts])
+            elif not curve.empty:
+                zero = format_error(curve["test_rel_l2_mean"].iloc[0])
+                rows.append([mode.label, *([zero] * len(ns))])
         title = f"### {_task(study, pretrain, downstream)}, size {size}"
         parts += ["", title, "", markdown_table(["mode", *(f"N={n}" for n in ns)], rows)]
     return "\n".join(parts)
 
 
 def mixed_section(study: Study, summary: pd.DataFrame) -> str:
-    """Per system: mixed-physics pre-training against the single-system one and scratch."""
+    """Per system: mixed-physics pre-training against the single-system one and scratch, with
+    the error of the mode that does not train (zero-shot) from each source as a column."""
     experiments = study.mixed_experiments()
     if not experiments:
         return ""
+    (level,) = (m for m in MODES.values() if not m.trains)
     ns = sorted(study.n_values)
     parts = [
         "## Mixed physics",
@@ -200,18 +213,20 @@ def mixed_section(study: Study, summary: pd.DataFrame) -> str:
             cell = {"size": size, "downstream": downstream}
             rows = []
             sources = [exp["pretrain"], *study.compare_pretrain(experiment, downstream)]
-            for source in [*sources, ""]:
-                label = "scratch" if source == "" else f"from {source}"
-                mode = "scratch" if source == "" else "finetune"
-                curve = summary_rows(summary, mode=mode, pretrain=source, **cell).set_index("n")
-                zs = summary_rows(summary, mode="zeroshot", pretrain=source, **cell)
-                zero = format_error(zs["test_rel_l2_mean"].iloc[0]) if not zs.empty else MISSING
-                errors = [
-                    format_error(curve.loc[n, "test_rel_l2_mean"]) if n in curve.index else MISSING
-                    for n in ns
-                ]
-                rows.append([label, zero, *errors])
-            header = ["initial weights", "zero-shot", *(f"N={n}" for n in ns)]
+            for mode in (m for m in MODES.values() if m.trains):
+                for source in sources if mode.needs_pretrained else [""]:
+                    label = f"from {source}" if mode.needs_pretrained else mode.label
+                    curve = mode_rows(summary, mode, source, **cell).set_index("n")
+                    zs = summary_rows(summary, mode=level.name, pretrain=source, **cell)
+                    zero = format_error(zs["test_rel_l2_mean"].iloc[0]) if not zs.empty else MISSING
+                    errors = [
+                        format_error(curve.loc[n, "test_rel_l2_mean"])
+                        if n in curve.index
+                        else MISSING
+                        for n in ns
+                    ]
+                    rows.append([label, zero, *errors])
+            header = ["initial weights", level.label, *(f"N={n}" for n in ns)]
             title = f"### {experiment} ({size}) on {dataset_label(study, downstream)}"
             parts += ["", title, "", markdown_table(header, rows)]
     return "\n".join(parts)
@@ -219,7 +234,7 @@ def mixed_section(study: Study, summary: pd.DataFrame) -> str:
 
 def learning_rate_section(study: Study, summary: pd.DataFrame) -> str:
     """How often the chosen lr is an end of the sweep: a hint that the sweep was too narrow."""
-    trained = summary[summary["mode"] != "zeroshot"]
+    trained = summary[summary["mode"].isin(TRAINING)]
     lrs = sorted(float(lr) for lr in study.lrs)
     rows = []
     for mode, cells in trained.groupby("mode", sort=False):
@@ -247,7 +262,7 @@ def diagnostics_section(summary: pd.DataFrame) -> str:
     if "lr_at_edge" not in summary:
         return ""
     rows = []
-    for mode, cells in summary[summary["mode"] != "zeroshot"].groupby("mode", sort=False):
+    for mode, cells in summary[summary["mode"].isin(TRAINING)].groupby("mode", sort=False):
         ok = cells[cells["status"] == "ok"]
         rows.append(
             [

@@ -132,13 +132,9 @@ def check_runnable(study: Study) -> None:
     _check_reachable(study)
 
 
-def _builds_pretraining(study: Study) -> bool:
-    return bool({"finetune", "zeroshot"} & set(study.modes))
-
-
 def _check_grids(study: Study) -> None:
     """Fine-tuned and zero-shot models meet their downstream data on the pre-training grid."""
-    if not _builds_pretraining(study):
+    if not study.builds_pretraining():
         return
     for name, exp in study.experiments.items():
         entry = exp["pretrain"]
@@ -162,7 +158,7 @@ def _check_sizes(study: Study) -> None:
             raise ConfigError(f"config key 'sizes.{size}': {err}") from None
     for name, exp in study.experiments.items():
         used = list(exp["downstream"])
-        if _builds_pretraining(study):
+        if study.builds_pretraining():
             used = [*study.pretrain[exp["pretrain"]], *used]
         for size in study.experiment_sizes(name):
             for ds in used:
@@ -183,9 +179,9 @@ def _check_batches(study: Study) -> None:
     training = study.config["training"]
     resources = study.config["resources"]
     checks = []
-    if {"finetune", "scratch"} & set(study.modes):
+    if study.trains():
         checks += [("train", "downstream", n, "sweep.n") for n in study.n_values]
-    if _builds_pretraining(study):
+    if study.builds_pretraining():
         for entry in study.used_pretrain_entries():
             n_total = sum(int(study.datasets[ds]["train"]) for ds in study.pretrain[entry])
             checks.append(("pretrain", "pretrain", n_total, f"pretrain.{entry}"))
