@@ -72,11 +72,28 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tolerance",
         type=float,
-        default=1e-6,
         help="relative residual accepted on top of twice the float32 rounding floor, which "
-        "grows like n^2 (about 1e-4 at n=128)",
+        "grows like n^2 (about 1e-4 at n=128); default 1e-6, for an imported file the "
+        "residual_tolerance it was imported with",
     )
     _handler(p, "pdetransfer.data.check:check_command")
+
+
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "import",
+        help="convert a dataset from files (reference, PDEBench Darcy, any HDF5) into "
+        "train/val/test files",
+    )
+    entry = p.add_mutually_exclusive_group(required=True)
+    entry.add_argument("--config", help="study config (YAML) whose datasets.NAME has a source")
+    entry.add_argument("--entry-json", help="the dataset entry as JSON (the workflow's)")
+    p.add_argument("--dataset", help="NAME: the entry under 'datasets' (names it in messages)")
+    p.add_argument("--seed", type=int, default=0, help="base seed of the train/val/test split")
+    p.add_argument("--out-dir", help="output folder (default results/data/NAME)")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    _handler(p, "pdetransfer.data.importing:import_command")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -273,6 +290,7 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_generate,
     _add_stats,
     _add_check,
+    _add_import,
     _add_train,
     _add_evaluate,
     _add_info,

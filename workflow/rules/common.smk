@@ -10,6 +10,7 @@ import re
 import yaml
 from snakemake.utils import validate
 
+from pdetransfer.data.import_spec import is_imported
 from pdetransfer.engine.schedule import recipe_flags
 from pdetransfer.study.config import ConfigError, Study
 from pdetransfer.study.validation import check_schema, coerce_numbers
@@ -45,6 +46,11 @@ report: "../report/workflow.rst"
 def _names(names):
     """A regex matching exactly the given names (and nothing, if there are none)."""
     return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+# Datasets the workflow generates, and those it imports from files (pdetransfer import).
+IMPORTED = [name for name, ds in STUDY.datasets.items() if is_imported(ds)]
+GENERATED = [name for name in STUDY.datasets if name not in IMPORTED]
 
 
 # Run directories below results/runs: trained (fine-tune, scratch) and zero-shot.
@@ -169,6 +175,12 @@ def train_resource(key):
 def dataset_file(name, split):
     """One split of a named dataset."""
     return f"results/data/{name}/{split}.h5"
+
+
+def source_files(wildcards):
+    """The file(s) an imported dataset is converted from (one, or one per split)."""
+    path = config["datasets"][wildcards.dataset]["source"]["path"]
+    return list(path.values()) if isinstance(path, dict) else [path]
 
 
 def pretrain_files(wildcards, split):
