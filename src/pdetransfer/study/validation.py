@@ -136,7 +136,7 @@ def resolve_datasets(entries: Mapping[str, Mapping[str, Any]]) -> dict[str, dict
         for key in ("system", "range"):
             if key not in ds:
                 raise ConfigError(
-                    f"config key 'datasets.{name}.{key}' is required but missing (or give a "
+                    f"config key 'datasets.{name}.{key}': is required but missing (or give a "
                     "source to import the dataset from files)"
                 )
         if ds["system"] not in systems.SYSTEMS:
