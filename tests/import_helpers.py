@@ -61,12 +61,17 @@ def write_pdebench_darcy(path: Path, n_samples: int, grid: int, beta: float, see
 
 
 def write_reference(
-    path: Path, system: str, param_range: tuple[float, float], n_samples: int, grid: int
+    path: Path,
+    system: str,
+    param_range: tuple[float, float],
+    n_samples: int,
+    grid: int,
+    seed: int = 7,
 ) -> Path:
     """A file of the reference generator's layout, fields (N, 2, n, n) and tensor (N, T), cut
     from a generated file that stays beside it (``generated(path)``) for comparisons."""
     full = generated(path)
-    generate_dataset(system, param_range, "train", n_samples, grid, 7, full, progress=False)
+    generate_dataset(system, param_range, "train", n_samples, grid, seed, full, progress=False)
     with h5py.File(full, "r") as source, h5py.File(path, "w") as h5:
         h5["fields"] = source["fields"][()]
         h5["tensor"] = source["tensor"][()]

@@ -33,6 +33,7 @@ from pdetransfer.engine.model_specs import parse_model
 from pdetransfer.engine.models import FNO
 from pdetransfer.engine.normalization import Normalization, NormalizedOperator
 from pdetransfer.engine.training_data import load_fields, read_infos
+from pdetransfer.errors import UserError
 from pdetransfer.study.config import ConfigError, Study
 from pdetransfer.study.validation import check_schema, coerce_numbers
 
@@ -47,7 +48,7 @@ def sources(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("sources")
     return {
         "darcy": write_pdebench_darcy(root / "2D_DarcyFlow_beta1.0_Train.hdf5", 20, 32, 1.0, 1),
-        "reference": write_reference(root / "poisson_train.h5", "poisson", (1, 5), 12, 16),
+        "reference": write_reference(root / "poisson.h5", "poisson", (1, 5), 12, 16),
         "mapped": write_mapped_darcy(root / "mapped.h5", 12, 16, 2.0, 3),
     }
 
@@ -125,26 +126,58 @@ def test_splits_are_disjoint_prefixes_that_do_not_move_each_other() -> None:
     )
 
 
-def test_a_reference_file_imports_as_the_generated_file_it_came_from(sources, tmp_path):
+@pytest.mark.parametrize(
+    ("system", "param_range"), [("poisson", (1, 5)), ("advdiff", (0.2, 1)), ("helmholtz", (1, 10))]
+)
+def test_a_reference_file_imports_as_the_generated_file_it_came_from(system, param_range, tmp_path):
+    source = write_reference(tmp_path / "reference.h5", system, param_range, 12, 16)
     entry = {
-        "system": "poisson",
-        "range": [1, 5],
-        "source": {"format": "reference", "path": {s: str(sources["reference"]) for s in SPLITS}},
+        "system": system,
+        "range": list(param_range),
+        "source": {"format": "reference", "path": str(source)},
         "grid": 16,
-        "train": 12,
+        "train": 8,
         "val": 2,
         "test": 2,
     }
-    files = imported(entry, tmp_path)
-    with h5py.File(generated(sources["reference"]), "r") as h5:
+    files = imported(entry, tmp_path / "out")
+    with h5py.File(generated(source), "r") as h5:
         fields, coefficients, param = h5["fields"][()], h5["coefficients"][()], h5["param"][()]
-    f, u, c = read_samples(files["train"])
-    np.testing.assert_array_equal(np.stack([f, u], axis=1), fields)
-    np.testing.assert_array_equal(c, coefficients)
-    with h5py.File(files["train"], "r") as h5:
-        np.testing.assert_allclose(h5["param"][()], param, rtol=1e-5)
-    report = check_imported(files["train"])
-    assert report.ok and report.recomputed and report.residual.max() < 1e-5
+    for split in SPLITS:
+        f, u, c = read_samples(files[split])
+        with h5py.File(files[split], "r") as h5:
+            rows, imported_param = h5["source_rows"][()], h5["param"][()]
+        np.testing.assert_array_equal(np.stack([f, u], axis=1), fields[rows])
+        np.testing.assert_array_equal(c, coefficients[rows])
+        np.testing.assert_allclose(imported_param, param[rows], rtol=1e-5)
+        report = check_imported(files[split])
+        assert report.ok and report.recomputed and report.residual.max() < 1e-5
+
+
+def test_per_split_files_give_each_split_a_prefix_of_its_own(tmp_path):
+    paths = {
+        split: write_reference(tmp_path / f"{split}.h5", "helmholtz", (1, 10), 6, 16, seed=i)
+        for i, split in enumerate(SPLITS)
+    }
+    entry = {
+        "system": "helmholtz",
+        "range": [1, 10],
+        "source": {"format": "reference", "path": {s: str(p) for s, p in paths.items()}},
+        "grid": 16,
+        "train": 5,
+        "val": 3,
+        "test": 4,
+    }
+    files = imported(entry, tmp_path / "out")
+    for split, size in zip(SPLITS, (5, 3, 4), strict=True):
+        with h5py.File(generated(paths[split]), "r") as h5:
+            expected = h5["fields"][:size]
+        f, u, _ = read_samples(files[split])
+        np.testing.assert_array_equal(np.stack([f, u], axis=1), expected)
+        assert check_imported(files[split]).ok
+    entry["source"]["path"]["val"] = str(paths["train"])
+    with pytest.raises(UserError, match=r"maps two splits to one file"):
+        parse_entry(entry, "datasets.d")
 
 
 def test_a_mapped_vertex_grid_darcy_file_imports_and_passes_its_check(sources, tmp_path):
@@ -265,8 +298,17 @@ def _config_file(tmp_path: Path, entry: dict) -> Path:
 def _import_error(capsys, tmp_path: Path, entry: dict) -> str:
     config = _config_file(tmp_path, entry)
     out = tmp_path / "out"
-    code, err = _run(capsys, "import", "--config", str(config), "--dataset", "d", "--out-dir",
-                     str(out), "--quiet")  # fmt: skip
+    code, err = _run(
+        capsys,
+        "import",
+        "--config",
+        str(config),
+        "--dataset",
+        "d",
+        "--out-dir",
+        str(out),
+        "--quiet",
+    )
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err

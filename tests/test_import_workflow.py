@@ -79,11 +79,15 @@ def study_config(sources: dict[str, Path]) -> dict:
 def study_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("imported")
     sources = {
-        "b1": write_pdebench_darcy(root / "src" / "2D_DarcyFlow_beta1.0_Train.hdf5", 24, 32, 1.0, 1),
-        "b10": write_pdebench_darcy(root / "src" / "2D_DarcyFlow_beta10.0_Train.hdf5", 24, 16, 10.0, 2),
+        "b1": write_pdebench_darcy(
+            root / "src" / "2D_DarcyFlow_beta1.0_Train.hdf5", 24, 32, 1.0, 1
+        ),
+        "b10": write_pdebench_darcy(
+            root / "src" / "2D_DarcyFlow_beta10.0_Train.hdf5", 24, 16, 10.0, 2
+        ),
         "mapped": write_mapped_darcy(root / "src" / "mapped.h5", 12, 16, 2.0, 3),
         "reference": write_reference(root / "src" / "poisson.h5", "poisson", (1, 5), 12, 16),
-    }  # fmt: skip
+    }
     (root / "study.yaml").write_text(yaml.safe_dump(study_config(sources)))
     config = str(root / "study.yaml")
     result = snakemake(root, "results/tables/runs.csv", "--cores", "2", "--configfile", config)
@@ -99,7 +103,7 @@ def test_the_study_trains_and_evaluates_on_every_imported_layout(study_dir: Path
         (p, d, m)
         for p, d in (("darcy_b1", "darcy_b10"), ("mixed", "poisson_ref"))
         for m in ("finetune", "zeroshot")
-    }  # fmt: skip
+    }
     assert (runs["status"] == "completed").all()
     assert runs["test_rel_l2_mean"].between(0, 1e3).all()
     assert set(runs["system"]) == {"darcy", "poisson"}

@@ -89,8 +89,10 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
     entry.add_argument("--config", help="study config (YAML) whose datasets.NAME has a source")
     entry.add_argument("--entry-json", help="the dataset entry as JSON (the workflow's)")
     p.add_argument("--dataset", help="NAME: the entry under 'datasets' (names it in messages)")
-    p.add_argument("--seed", type=int, default=0, help="base seed of the train/val/test split")
-    p.add_argument("--out-dir", help="output folder (default results/data/NAME)")
+    p.add_argument(
+        "--seed", type=int, help="base seed of the split (default: the config's data_seed, or 0)"
+    )
+    p.add_argument("--out-dir", required=True, help="output folder of train/val/test.h5")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     _handler(p, "pdetransfer.data.importing:import_command")

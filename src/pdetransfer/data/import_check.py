@@ -71,8 +71,9 @@ def check_imported(path: str | Path, tolerance: float | None = None) -> ImportRe
         missing = [key for key in PROVENANCE if key not in h5.attrs]
         if missing or "source_rows" not in h5:
             what = missing[0] if missing else "source_rows"
-            raise UserError(f"{path} is an imported dataset without its provenance ({what}); "
-                            "import it again")  # fmt: skip
+            raise UserError(
+                f"{path} is an imported dataset without its provenance ({what}); import it again"
+            )
         attrs = info.attrs
         check = json.loads(attrs["residual_check"])
         report = ImportReport(
@@ -198,4 +199,4 @@ def print_report(report: ImportReport) -> None:
     if report.ok:
         print("  OK")
     else:
-        print(f"  FAILED ({len(report.failures)} problems); import it again once the source is fixed")
+        print(f"  FAILED ({len(report.failures)} problems); fix the source, then import it again")

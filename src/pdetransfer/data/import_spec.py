@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pdetransfer.data import source_formats, systems
+from pdetransfer.data.check import DEFAULT_TOLERANCE
 from pdetransfer.data.datasets import MIN_GRID, SPLITS
 from pdetransfer.data.source_formats import FORMATS, Reader
 from pdetransfer.errors import UserError
@@ -25,7 +26,8 @@ from pdetransfer.errors import UserError
 PERIODIC = tuple(systems.SYSTEMS)  # operators checked spectrally on the periodic square
 DEFAULT_SYSTEM = {"reference": None, "pdebench-darcy": "darcy", "hdf5": "external"}
 SHA256 = re.compile(r"[0-9a-f]{64}")
-DEFAULT_RESIDUAL_TOLERANCE = 1e-6  # as `pdetransfer check --tolerance`: data of this scheme
+SOURCE_KEYS = ("format", "path", "checksum", "downsample", "beta", "keys", "residual_tolerance")
+DEFAULT_GRID = 128  # the schema's default of datasets.*.grid, for configs read without it
 
 
 @dataclass(frozen=True)
@@ -91,10 +93,10 @@ def parse_entry(entry: Mapping[str, Any], where: str) -> ImportSpec:
     downsample = source.get("downsample", 1)
     if not isinstance(downsample, int) or isinstance(downsample, bool) or downsample < 1:
         raise UserError(f"config key '{where}.source.downsample' must be a whole number >= 1")
-    tolerance = source.get("residual_tolerance", DEFAULT_RESIDUAL_TOLERANCE)
+    tolerance = source.get("residual_tolerance", DEFAULT_TOLERANCE)
     if not isinstance(tolerance, int | float) or not tolerance >= 0:
         raise UserError(f"config key '{where}.source.residual_tolerance' must be a number >= 0")
-    grid = int(entry.get("grid", 128))
+    grid = int(entry.get("grid", DEFAULT_GRID))
     if grid < MIN_GRID:
         raise UserError(f"config key '{where}.grid' must be at least {MIN_GRID}")
     sizes = {}
@@ -103,15 +105,23 @@ def parse_entry(entry: Mapping[str, Any], where: str) -> ImportSpec:
         if not isinstance(size, int) or size < 1:
             raise UserError(f"config key '{where}.{split}' must be a positive whole number")
         sizes[split] = size
-    unknown = set(source) - {
-        "format", "path", "checksum", "downsample", "beta", "keys", "residual_tolerance"
-    }  # fmt: skip
+    unknown = set(source) - set(SOURCE_KEYS)
     if unknown:
         raise UserError(f"config key '{where}.source.{sorted(unknown)[0]}' is not a source key")
     return ImportSpec(
-        where, fmt, paths, checksums, system, param_range, beta, keys, downsample, grid, sizes,
+        where,
+        fmt,
+        paths,
+        checksums,
+        system,
+        param_range,
+        beta,
+        keys,
+        downsample,
+        grid,
+        sizes,
         float(tolerance),
-    )  # fmt: skip
+    )
 
 
 def _paths(source: Mapping[str, Any], where: str) -> tuple[dict[str, Path], dict[str, str]]:
@@ -121,6 +131,11 @@ def _paths(source: Mapping[str, Any], where: str) -> tuple[dict[str, Path], dict
         checksums = {} if checksum is None else {"all": checksum}
     elif isinstance(path, Mapping) and set(path) == set(SPLITS):
         paths = {split: Path(str(path[split])) for split in SPLITS}
+        if len(set(paths.values())) < len(SPLITS):
+            raise UserError(
+                f"config key '{where}.source.path' maps two splits to one file, so they would "
+                "share samples; give one file as path to have it split"
+            )
         if checksum is not None and not (
             isinstance(checksum, Mapping) and set(checksum) <= set(paths)
         ):

@@ -401,13 +401,14 @@ def _write_attrs(
 
 
 # ---------------------------------------------------------------------------- command
-def _entry_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+def _entry_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], str, int]:
+    """The dataset entry, its config key and the split's base seed."""
     if args.entry_json is not None:
         try:
             entry = json.loads(args.entry_json)
         except json.JSONDecodeError as err:
             raise UserError(f"--entry-json is not valid JSON ({err.msg})") from None
-        return entry, f"datasets.{args.dataset or 'imported'}"
+        return entry, f"datasets.{args.dataset or 'imported'}", args.seed or 0
     if args.dataset is None:
         raise UserError("--config needs --dataset, the name of the entry under 'datasets'")
     try:
@@ -419,19 +420,20 @@ def _entry_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         raise UserError(f"{args.config} has no dataset {args.dataset!r} under 'datasets'")
     if not is_imported(entry):
         raise UserError(f"datasets.{args.dataset} in {args.config} names no source to import")
-    return dict(entry), f"datasets.{args.dataset}"
+    seed = config.get("data_seed", 0) if args.seed is None else args.seed
+    return dict(entry), f"datasets.{args.dataset}", int(seed)
 
 
 def import_command(args: argparse.Namespace) -> int:
     """``pdetransfer import``."""
-    entry, where = _entry_from_args(args)
+    entry, where, seed = _entry_from_args(args)
     spec = parse_entry(entry, where)
-    out_dir = Path(args.out_dir) if args.out_dir else Path("results/data") / where.split(".", 1)[1]
+    out_dir = Path(args.out_dir)
     if not args.force:
         existing = [out_dir / f"{s}.h5" for s in SPLITS if (out_dir / f"{s}.h5").exists()]
         if existing:
             raise UserError(f"output {existing[0]} already exists; pass --force to overwrite it")
-    written = import_dataset(spec, out_dir, args.seed, progress=not args.quiet)
+    written = import_dataset(spec, out_dir, seed, progress=not args.quiet)
     with h5py.File(written["train"], "r") as h5:
         check = json.loads(h5.attrs["residual_check"])
     note = f"residual check skipped: {check['skipped']}" if check["skipped"] else "residuals stored"

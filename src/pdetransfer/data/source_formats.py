@@ -221,9 +221,12 @@ def _mapped(path: Path, h5: h5py.File, system: str, keys: Mapping[str, Any]) -> 
     n = int(solution.shape[0]) if solution.ndim else 0
     if solution.ndim not in (3, 4) or (solution.ndim == 4 and solution.shape[1] != 1):
         raise _shape_error(
-            path, solution.name.lstrip("/"), solution.shape, "(N, n, n) or (N, 1, n, n)",
+            path,
+            solution.name.lstrip("/"),
+            solution.shape,
+            "(N, n, n) or (N, 1, n, n)",
             _fix("solution"),
-        )  # fmt: skip
+        )
     grid = _square(path, solution.name.lstrip("/"), solution.shape, _fix("solution"))
     used = [solution]
     notes = [f"u = {solution.name.lstrip('/')}"]
@@ -281,9 +284,7 @@ def _mapped(path: Path, h5: h5py.File, system: str, keys: Mapping[str, Any]) -> 
         values = None if param is None else take(param, rows, path).astype(np.float64)
         return Block(f, u, coefficients, values)
 
-    return Reader(
-        path, h5, n, grid, _record(*used), notes, coordinates, spatial, _read=read
-    )  # fmt: skip
+    return Reader(path, h5, n, grid, _record(*used), notes, coordinates, spatial, _read=read)
 
 
 def _fix(role: str) -> str:
