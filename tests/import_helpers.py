@@ -8,7 +8,12 @@ project's generated files reduced to the reference generator's two keys.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import http.server
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -98,3 +103,23 @@ def write_mapped_darcy(path: Path, n_samples: int, grid: int, beta: float, seed:
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@contextlib.contextmanager
+def serving(directory: Path) -> Iterator[str]:
+    """A loopback HTTP server of ``directory`` for the length of the block; yields its URL."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass

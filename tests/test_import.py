@@ -15,6 +15,7 @@ import torch
 import yaml
 from import_helpers import (
     generated,
+    serving,
     sha256,
     write_mapped_darcy,
     write_pdebench_darcy,
@@ -25,6 +26,7 @@ from snakemake.utils import validate
 from pdetransfer import cli
 from pdetransfer.data import darcy
 from pdetransfer.data.datasets import read_info, read_samples
+from pdetransfer.data.download import download
 from pdetransfer.data.import_check import check_imported
 from pdetransfer.data.import_spec import parse_entry
 from pdetransfer.data.importing import import_dataset, split_rows
@@ -457,3 +459,41 @@ def test_a_generated_entry_still_needs_system_and_range():
     datasets["d1"] |= {"system": "darcy", "range": [1, 1]}
     with pytest.raises(ConfigError, match=r"darcy data cannot be generated, only imported"):
         _checked(_study(datasets))
+
+
+# ------------------------------------------------------------------------------ download
+def test_a_download_is_kept_only_with_its_published_checksum(sources, tmp_path, capsys):
+    name = sources["darcy"].name
+    with serving(sources["darcy"].parent) as url:
+        out = download(f"{url}/{name}", sha256(sources["darcy"]), tmp_path / "a" / name)
+        assert out.read_bytes() == sources["darcy"].read_bytes()
+        code, err = _run(
+            capsys,
+            "download",
+            "--url",
+            f"{url}/{name}",
+            "--sha256",
+            "0" * 64,
+            "--out",
+            str(tmp_path / "b" / name),
+        )
+        assert code == 2 and "not the published 0000" in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "b").exists() or not list((tmp_path / "b").iterdir())
+        code, err = _run(
+            capsys,
+            "download",
+            "--url",
+            f"{url}/missing.h5",
+            "--sha256",
+            "0" * 64,
+            "--out",
+            str(tmp_path / "c.h5"),
+        )
+        assert code == 2 and "cannot download" in err and "(HTTP 404 " in err
+    assert not (tmp_path / "c.h5").exists()
+
+
+def test_a_url_needs_its_checksum(sources):
+    entry = darcy_entry(sources["darcy"], url="http://127.0.0.1:9/x.hdf5")
+    with pytest.raises(UserError, match=r"'datasets\.d\.source\.url' needs one file .* checksum"):
+        parse_entry(entry, "datasets.d")

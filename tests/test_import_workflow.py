@@ -10,7 +10,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from import_helpers import write_mapped_darcy, write_pdebench_darcy, write_reference
+from import_helpers import (
+    serving,
+    sha256,
+    write_mapped_darcy,
+    write_pdebench_darcy,
+    write_reference,
+)
 from workflow_helpers import job_counts, snakemake
 
 pytestmark = pytest.mark.slow
@@ -133,3 +139,36 @@ def test_a_missing_source_file_stops_the_workflow_before_any_job(tmp_path: Path)
     output = result.stdout + result.stderr
     assert "invalid config: config key 'datasets.darcy_b1.source': source file" in output
     assert "does not exist" in output and "Traceback" not in output
+
+
+def test_a_source_with_a_url_is_downloaded_then_imported(tmp_path: Path) -> None:
+    served = write_pdebench_darcy(
+        tmp_path / "www" / "2D_DarcyFlow_beta1.0_Train.hdf5", 12, 16, 1.0, 4
+    )
+    target = "data/2D_DarcyFlow_beta1.0_Train.hdf5"
+    with serving(served.parent) as url:
+        source = {
+            "format": "pdebench-darcy",
+            "path": target,
+            "beta": 1.0,
+            "url": f"{url}/{served.name}",
+            "checksum": sha256(served),
+        }
+        config = {
+            "datasets": {"d": {"source": source, "grid": 16, "train": 6, "val": 3, "test": 3}},
+            "sizes": {"tiny": "2,4"},
+            "pretrain": {"d": ["d"]},
+            "experiments": {"e": {"pretrain": "d", "downstream": ["d"]}},
+        }
+        work = tmp_path / "work"
+        work.mkdir()
+        (work / "study.yaml").write_text(yaml.safe_dump(config))
+        result = snakemake(
+            work, "results/data/d/test.check.txt", "--cores", "1", "--configfile", "study.yaml"
+        )
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_counts(result.stdout + result.stderr)
+    assert (counts["download"], counts["import_dataset"], counts["check"]) == (1, 1, 1)
+    assert (work / target).read_bytes() == served.read_bytes()
+    report = (work / "results" / "data" / "d" / "test.check.txt").read_text()
+    assert "verified against the config" in report and report.rstrip().endswith("OK")

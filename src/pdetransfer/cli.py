@@ -98,6 +98,14 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
     _handler(p, "pdetransfer.data.importing:import_command")
 
 
+def _add_download(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("download", help="fetch a source file by URL, verified by its SHA-256")
+    p.add_argument("--url", required=True)
+    p.add_argument("--sha256", required=True, help="the file's published SHA-256 digest")
+    p.add_argument("--out", required=True, help="where the file goes")
+    _handler(p, "pdetransfer.data.download:download_command")
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="pre-train, fine-tune (--init) or train from scratch")
     p.add_argument("--data", required=True, nargs="+", help="train file(s); several = mixed")
@@ -293,6 +301,7 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_stats,
     _add_check,
     _add_import,
+    _add_download,
     _add_train,
     _add_evaluate,
     _add_info,

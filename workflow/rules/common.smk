@@ -51,6 +51,12 @@ def _names(names):
 # Datasets the workflow generates, and those it imports from files (pdetransfer import).
 IMPORTED = [name for name, ds in STUDY.datasets.items() if is_imported(ds)]
 GENERATED = [name for name in STUDY.datasets if name not in IMPORTED]
+# Source files fetched by URL (pdetransfer download): path -> the entry's source.
+DOWNLOADS = {
+    ds["source"]["path"]: ds["source"]
+    for ds in STUDY.datasets.values()
+    if is_imported(ds) and ds["source"].get("url")
+}
 
 
 # Run directories below results/runs: trained (fine-tune, scratch) and zero-shot.

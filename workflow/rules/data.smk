@@ -59,6 +59,28 @@ rule import_dataset:
         " --seed {params.seed} --out-dir {params.out} --force --quiet > {log} 2>&1"
 
 
+# A source file fetched by URL, kept only if its SHA-256 is the published one.
+rule download:
+    output:
+        "{source}",
+    log:
+        "results/logs/download/{source}.log",
+    wildcard_constraints:
+        source=_names(DOWNLOADS),
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=res("data", "mem_mb"),
+        runtime=runtime("data"),
+    params:
+        url=lambda wc: DOWNLOADS[wc.source]["url"],
+        sha256=lambda wc: DOWNLOADS[wc.source]["checksum"],
+    shell:
+        "pdetransfer download --url {params.url:q} --sha256 {params.sha256}"
+        " --out {output:q} > {log} 2>&1"
+
+
 # The solver's own verification (layout, PDE residual, parameter range) of every file; the
 # tables depend on these reports, so a study's results only exist for data that passed. A
 # failed check shows its report and error (which say how to regenerate the file) on the

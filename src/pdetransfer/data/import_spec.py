@@ -26,7 +26,9 @@ from pdetransfer.errors import UserError
 PERIODIC = tuple(systems.SYSTEMS)  # operators checked spectrally on the periodic square
 DEFAULT_SYSTEM = {"reference": None, "pdebench-darcy": "darcy", "hdf5": "external"}
 SHA256 = re.compile(r"[0-9a-f]{64}")
-SOURCE_KEYS = ("format", "path", "checksum", "downsample", "beta", "keys", "residual_tolerance")
+SOURCE_KEYS = frozenset(
+    ("format", "path", "url", "checksum", "downsample", "beta", "keys", "residual_tolerance")
+)
 DEFAULT_GRID = 128  # the schema's default of datasets.*.grid, for configs read without it
 
 
@@ -42,6 +44,7 @@ class ImportSpec:
     param_range: tuple[float, float] | None
     beta: float | None
     keys: dict[str, Any]
+    url: str | None  # where the single source file is downloaded from, if it is
     downsample: int
     grid: int
     sizes: dict[str, int]
@@ -90,6 +93,12 @@ def parse_entry(entry: Mapping[str, Any], where: str) -> ImportSpec:
     beta = _beta(source, where, fmt, system, paths)
     param_range = _range(entry, where, system, fmt, beta)
     keys = _keys(source, where, fmt)
+    url = source.get("url")
+    if url is not None and not (isinstance(url, str) and "all" in paths and "all" in checksums):
+        raise UserError(
+            f"config key '{where}.source.url' needs one file as path (where it is downloaded "
+            "to) and its published checksum"
+        )
     downsample = source.get("downsample", 1)
     if not isinstance(downsample, int) or isinstance(downsample, bool) or downsample < 1:
         raise UserError(f"config key '{where}.source.downsample' must be a whole number >= 1")
@@ -105,7 +114,7 @@ def parse_entry(entry: Mapping[str, Any], where: str) -> ImportSpec:
         if not isinstance(size, int) or size < 1:
             raise UserError(f"config key '{where}.{split}' must be a positive whole number")
         sizes[split] = size
-    unknown = set(source) - set(SOURCE_KEYS)
+    unknown = set(source) - SOURCE_KEYS
     if unknown:
         raise UserError(f"config key '{where}.source.{sorted(unknown)[0]}' is not a source key")
     return ImportSpec(
@@ -117,6 +126,7 @@ def parse_entry(entry: Mapping[str, Any], where: str) -> ImportSpec:
         param_range,
         beta,
         keys,
+        url,
         downsample,
         grid,
         sizes,
@@ -277,6 +287,9 @@ def _check_reader(spec: ImportSpec, part: str, reader: Reader) -> None:
 
 
 def inspect(spec: ImportSpec) -> None:
-    """Check what can be checked without reading samples (the config check calls this)."""
+    """Check what can be checked without reading samples (the config check calls this); a
+    file still to be downloaded is checked by the import."""
+    if spec.url is not None and not spec.paths["all"].exists():
+        return
     with open_readers(spec):
         pass
