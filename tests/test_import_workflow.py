@@ -159,12 +159,18 @@ def test_a_source_with_a_url_is_downloaded_then_imported(tmp_path: Path) -> None
             "sizes": {"tiny": "2,4"},
             "pretrain": {"d": ["d"]},
             "experiments": {"e": {"pretrain": "d", "downstream": ["d"]}},
+            "sweep": {"n": [4]},
         }
         work = tmp_path / "work"
         work.mkdir()
         (work / "study.yaml").write_text(yaml.safe_dump(config))
         result = snakemake(
-            work, "results/data/d/test.check.txt", "--cores", "1", "--configfile", "study.yaml"
+            work,
+            "results/data/d/test.check.txt",
+            "--cores",
+            "1",
+            "--configfile",
+            str(work / "study.yaml"),
         )
     assert result.returncode == 0, result.stderr[-3000:]
     counts = job_counts(result.stdout + result.stderr)
