@@ -497,3 +497,17 @@ def test_a_url_needs_its_checksum(sources):
     entry = darcy_entry(sources["darcy"], url="http://127.0.0.1:9/x.hdf5")
     with pytest.raises(UserError, match=r"'datasets\.d\.source\.url' needs one file .* checksum"):
         parse_entry(entry, "datasets.d")
+
+
+def test_a_parameter_outside_the_stated_range_is_one_line(sources, capsys, tmp_path):
+    entry = {
+        "system": "poisson",
+        "range": [1, 2],
+        "source": {"format": "reference", "path": str(sources["reference"])},
+        "grid": 16,
+        "train": 8,
+        "val": 2,
+        "test": 2,
+    }
+    line = _import_error(capsys, tmp_path, entry)
+    assert "has e = " in line and "outside datasets.d.range [1, 2]; widen the range" in line

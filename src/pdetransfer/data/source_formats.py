@@ -24,7 +24,7 @@ reads, and says in one sentence which file and key is wrong and what to do.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,13 +60,13 @@ class Reader:
     grid: int
     keys: dict[str, dict[str, Any]]  # every key read: shape and dtype (provenance)
     conversions: list[str]  # what the conversion to canonical form does, in words
+    load: Callable[[np.ndarray], Block] = field(repr=False)  # rows -> Block, unchecked
     coordinates: tuple[np.ndarray, np.ndarray] | None = None
     spatial: bool = False  # coefficients vary in space
-    _read: Any = field(default=None, repr=False)
 
     def read(self, rows: np.ndarray) -> Block:
         """Rows (increasing) of the file as a :class:`Block`; non-finite values are an error."""
-        block = self._read(self, rows)
+        block = self.load(rows)
         for name, values in (("f", block.f), ("u", block.u), ("coefficients", block.coefficients)):
             bad = ~np.isfinite(values).reshape(len(rows), -1).all(axis=1)
             if bad.any():
@@ -153,7 +153,7 @@ def _reference(path: Path, h5: h5py.File, system: str, _keys: Mapping[str, Any])
             path, "tensor", tensor.shape, f"({fields.shape[0]}, {width}) = {spec.tensor_names}", fix
         )
 
-    def read(reader: Reader, rows: np.ndarray) -> Block:
+    def load(rows: np.ndarray) -> Block:
         data = take(fields, rows, path).astype(np.float32)
         columns = take(tensor, rows, path).astype(np.float32)
         return Block(data[:, 0], data[:, 1], coefficients_from_tensor(system, columns), None)
@@ -169,7 +169,7 @@ def _reference(path: Path, h5: h5py.File, system: str, _keys: Mapping[str, Any])
             f"coefficients from tensor columns {list(spec.tensor_names)} "
             f"(canonical {list(systems.COEFFICIENT_NAMES)})",
         ],
-        _read=read,
+        load,
     )
 
 
@@ -190,7 +190,7 @@ def _pdebench(path: Path, h5: h5py.File, system: str, keys: Mapping[str, Any]) -
             raise _shape_error(path, name, axis.shape, f"({grid},)", fix)
     beta = float(keys["beta"])
 
-    def read(reader: Reader, rows: np.ndarray) -> Block:
+    def load(rows: np.ndarray) -> Block:
         a = take(nu, rows, path).astype(np.float32)
         u = take(tensor, rows, path)[:, 0].astype(np.float32)
         coefficients = np.zeros((len(rows), 6, grid, grid), dtype=np.float32)
@@ -209,9 +209,9 @@ def _pdebench(path: Path, h5: h5py.File, system: str, keys: Mapping[str, Any]) -
             f"f = beta = {beta:g} at every point",
             "D11 = D22 = nu (the coefficient a(x)); D12 = v1 = v2 = omega = 0",
         ],
+        load,
         coordinates=(np.asarray(x[()], np.float64), np.asarray(y[()], np.float64)),
         spatial=True,
-        _read=read,
     )
 
 
@@ -274,7 +274,7 @@ def _mapped(path: Path, h5: h5py.File, system: str, keys: Mapping[str, Any]) -> 
         used.extend(axes)
         coordinates = (np.asarray(axes[0][()], np.float64), np.asarray(axes[1][()], np.float64))
 
-    def read(reader: Reader, rows: np.ndarray) -> Block:
+    def load(rows: np.ndarray) -> Block:
         u = _plane(take(solution, rows, path))
         f = _values(source, rows, u.shape[1:], path)
         shape = (len(rows), 6, grid, grid) if spatial else (len(rows), 6)
@@ -284,7 +284,7 @@ def _mapped(path: Path, h5: h5py.File, system: str, keys: Mapping[str, Any]) -> 
         values = None if param is None else take(param, rows, path).astype(np.float64)
         return Block(f, u, coefficients, values)
 
-    return Reader(path, h5, n, grid, _record(*used), notes, coordinates, spatial, _read=read)
+    return Reader(path, h5, n, grid, _record(*used), notes, load, coordinates, spatial)
 
 
 def _fix(role: str) -> str:
