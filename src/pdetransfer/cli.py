@@ -73,11 +73,38 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tolerance",
         type=float,
-        default=1e-6,
         help="relative residual accepted on top of twice the float32 rounding floor, which "
-        "grows like n^2 (about 1e-4 at n=128)",
+        "grows like n^2 (about 1e-4 at n=128); default 1e-6, for an imported file the "
+        "residual_tolerance it was imported with",
     )
     _handler(p, "pdetransfer.data.check:check_command")
+
+
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "import",
+        help="convert a dataset from files (reference, PDEBench Darcy, any HDF5) into "
+        "train/val/test files",
+    )
+    entry = p.add_mutually_exclusive_group(required=True)
+    entry.add_argument("--config", help="study config (YAML) whose datasets.NAME has a source")
+    entry.add_argument("--entry-json", help="the dataset entry as JSON (the workflow's)")
+    p.add_argument("--dataset", help="NAME: the entry under 'datasets' (names it in messages)")
+    p.add_argument(
+        "--seed", type=int, help="base seed of the split (default: the config's data_seed, or 0)"
+    )
+    p.add_argument("--out-dir", required=True, help="output folder of train/val/test.h5")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    _handler(p, "pdetransfer.data.importing:import_command")
+
+
+def _add_download(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("download", help="fetch a source file by URL, verified by its SHA-256")
+    p.add_argument("--url", required=True)
+    p.add_argument("--sha256", required=True, help="the file's published SHA-256 digest")
+    p.add_argument("--out", required=True, help="where the file goes")
+    _handler(p, "pdetransfer.data.download:download_command")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -279,6 +306,8 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_generate,
     _add_stats,
     _add_check,
+    _add_import,
+    _add_download,
     _add_train,
     _add_evaluate,
     _add_info,

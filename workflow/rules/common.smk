@@ -11,6 +11,7 @@ import yaml
 from snakemake.utils import validate
 
 from pdetransfer import layout
+from pdetransfer.data.import_spec import is_imported
 from pdetransfer.engine.training.schedule import recipe_flags
 from pdetransfer.modes import MODES
 from pdetransfer.study.config import ConfigError, Study
@@ -47,6 +48,17 @@ report: "../report/workflow.rst"
 def _names(names):
     """A regex matching exactly the given names (and nothing, if there are none)."""
     return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+# Datasets the workflow generates, and those it imports from files (pdetransfer import).
+IMPORTED = [name for name, ds in STUDY.datasets.items() if is_imported(ds)]
+GENERATED = [name for name in STUDY.datasets if name not in IMPORTED]
+# Source files fetched by URL (pdetransfer download): path -> the entry's source.
+DOWNLOADS = {
+    ds["source"]["path"]: ds["source"]
+    for ds in STUDY.datasets.values()
+    if is_imported(ds) and ds["source"].get("url")
+}
 
 
 wildcard_constraints:
@@ -150,6 +162,12 @@ def train_resource(key):
 def dataset_file(name, split):
     """One split of a named dataset."""
     return results(layout.DATASET_FILE.format(dataset=name, split=split))
+
+
+def source_files(wildcards):
+    """The file(s) an imported dataset is converted from (one, or one per split)."""
+    path = config["datasets"][wildcards.dataset]["source"]["path"]
+    return list(path.values()) if isinstance(path, dict) else [path]
 
 
 def pretrain_files(wildcards, split):

@@ -1,4 +1,5 @@
-# Data: one HDF5 file per (dataset, split), and normalisation statistics of training sets.
+# Data: one HDF5 file per (dataset, split), generated or imported from files, and
+# normalisation statistics of training sets.
 
 
 rule generate:
@@ -8,6 +9,8 @@ rule generate:
         "results/logs/data/{dataset}/{split}.log",
     benchmark:
         "results/benchmarks/data/{dataset}/{split}.tsv"
+    wildcard_constraints:
+        dataset=_names(GENERATED),
     conda:
         ENV
     threads: res("data", "threads")
@@ -25,6 +28,57 @@ rule generate:
         "pdetransfer generate --system {params.system} --range {params.lo} {params.hi}"
         " --split {wildcards.split} --n-samples {params.n_samples} --grid {params.grid}"
         " --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
+
+
+# A dataset from files: all three splits at once (one permutation splits a single file),
+# checked and converted as `pdetransfer import` documents; the source files are inputs, so a
+# changed file is imported again.
+rule import_dataset:
+    input:
+        source_files,
+    output:
+        expand("results/data/{{dataset}}/{split}.h5", split=("train", "val", "test")),
+    log:
+        "results/logs/data/{dataset}/import.log",
+    benchmark:
+        "results/benchmarks/data/{dataset}/import.tsv"
+    wildcard_constraints:
+        dataset=_names(IMPORTED),
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=res("data", "mem_mb"),
+        runtime=runtime("data"),
+    params:
+        entry=lambda wc: json.dumps(config["datasets"][wc.dataset]),
+        seed=config["data_seed"],
+        out=lambda wc: f"results/data/{wc.dataset}",
+    shell:
+        "pdetransfer import --entry-json {params.entry:q} --dataset {wildcards.dataset}"
+        " --seed {params.seed} --out-dir {params.out} --force --quiet > {log} 2>&1"
+
+
+# A source file fetched by URL, kept only if its SHA-256 is the published one.
+rule download:
+    output:
+        "{source}",
+    log:
+        "results/logs/download/{source}.log",
+    wildcard_constraints:
+        source=_names(DOWNLOADS),
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=res("data", "mem_mb"),
+        runtime=runtime("data"),
+    params:
+        url=lambda wc: DOWNLOADS[wc.source]["url"],
+        sha256=lambda wc: DOWNLOADS[wc.source]["checksum"],
+    shell:
+        "pdetransfer download --url {params.url:q} --sha256 {params.sha256}"
+        " --out {output:q} > {log} 2>&1"
 
 
 # The solver's own verification (layout, PDE residual, parameter range) of every file; the

@@ -21,11 +21,14 @@ from pdetransfer.data.datasets import (
     DatasetInfo,
     info_from,
     open_dataset,
+    read_info,
     read_rows,
     regenerate_hint,
 )
 from pdetransfer.errors import UserError
 from pdetransfer.progress import Progress
+
+DEFAULT_TOLERANCE = 1e-6  # relative residual allowed on top of the rounding floor
 
 
 @dataclass
@@ -89,7 +92,22 @@ def rounding_floor(f32: np.ndarray, u32: np.ndarray, sym: np.ndarray) -> np.ndar
     return (rms * du + df) / np.linalg.norm(f32.astype(np.float64), axis=(1, 2))
 
 
-def check_dataset(path: str | Path, tolerance: float = 1e-6, progress: bool = True) -> CheckReport:
+def spectral_residual(
+    f32: np.ndarray, u32: np.ndarray, coefficients: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample: relative residual |L u - f| / |f| of the periodic operator with constant
+    canonical ``coefficients`` (B, 6), and its float32 rounding floor (f, u as stored)."""
+    D, v, omega = _operator_parts(coefficients)
+    f_hat = np.fft.rfft2(f32.astype(np.float64))
+    u_hat = np.fft.rfft2(u32.astype(np.float64))
+    sym = solver.symbol(f32.shape[-1], D, v, omega)
+    residual = solver.spectral_norm(sym * u_hat - f_hat) / solver.spectral_norm(f_hat)
+    return residual, rounding_floor(f32, u32, sym)
+
+
+def check_dataset(
+    path: str | Path, tolerance: float = DEFAULT_TOLERANCE, progress: bool = True
+) -> CheckReport:
     """Validate layout, attributes and physics of a dataset file.
 
     Physics: every sample's relative residual |L u - f| / |f| with the stored canonical
@@ -117,14 +135,11 @@ def check_dataset(path: str | Path, tolerance: float = 1e-6, progress: bool = Tr
                 coefficients = read_rows(h5["coefficients"], start, stop, path)
                 tensor = read_rows(h5["tensor"], start, stop, path)
                 params[rows] = read_rows(h5["param"], start, stop, path)
-                D, v, omega = _operator_parts(coefficients)
                 f, u = fields[:, 0].astype(np.float64), fields[:, 1].astype(np.float64)
-                f_hat, u_hat = np.fft.rfft2(f), np.fft.rfft2(u)
-                sym = solver.symbol(info.grid, D, v, omega)
-                residual[rows] = solver.spectral_norm(sym * u_hat - f_hat) / solver.spectral_norm(
-                    f_hat
+                u_hat = np.fft.rfft2(u)
+                residual[rows], floor[rows] = spectral_residual(
+                    fields[:, 0], fields[:, 1], coefficients
                 )
-                floor[rows] = rounding_floor(fields[:, 0], fields[:, 1], sym)
                 problems = _check_block(spec, f, u, u_hat, coefficients, tensor, params[rows], info)
                 failures.extend(f"samples {start}..{stop - 1}: {p}" for p in problems)
                 bar.update(stop - start)
@@ -193,9 +208,17 @@ def _check_histogram(attrs: h5py.AttributeManager, params: np.ndarray) -> list[s
 
 def check_command(args: argparse.Namespace) -> int:
     """``pdetransfer check``: exit 0 if the file passes, 1 if it fails, 2 if unreadable."""
-    if not args.tolerance >= 0:
+    if args.tolerance is not None and not args.tolerance >= 0:
         raise UserError(f"--tolerance must be non-negative, got {args.tolerance}")
-    report = check_dataset(args.file, args.tolerance)
+    if read_info(args.file).imported:
+        # import_check builds on this module's residual, hence imported here, not above
+        from pdetransfer.data.import_check import check_imported, print_report
+
+        imported = check_imported(args.file, args.tolerance)
+        print_report(imported)
+        return 0 if imported.ok else 1
+    tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
+    report = check_dataset(args.file, tolerance)
     info = report.info
     worst = int(np.argmax(report.residual))
     ratio = report.residual / report.floor
@@ -210,7 +233,7 @@ def check_command(args: argparse.Namespace) -> int:
     )
     print(
         f"  residual / float32 rounding floor: max {ratio.max():.3g}, median "
-        f"{np.median(ratio):.3g} (allowed {FLOOR_FACTOR:g} x floor + {args.tolerance:g})"
+        f"{np.median(ratio):.3g} (allowed {FLOOR_FACTOR:g} x floor + {tolerance:g})"
     )
     print(f"  {info.param_name}: min {report.params.min():.6g}, max {report.params.max():.6g}")
     if info.system == "helmholtz":

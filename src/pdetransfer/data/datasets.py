@@ -9,11 +9,15 @@ One file per system x range x split. Layout (``FORMAT_VERSION`` 1):
 - ``tensor``       float32 (N, T): the reference's per-system coefficient columns;
 - ``coefficients`` float32 (N, 6): canonical [D11, D22, D12, v1, v2, omega] for every system;
 - ``param``        float64 (N,): the realised physics parameter (e, Psi or omega);
-- ``sparsity``     float64 (N,): each source's sparsity s;
+- ``sparsity``     float64 (N,): each source's sparsity s (NaN in imported files);
+- ``coefficient_fields`` float32 (N, 6, n, n), optional: spatially varying coefficients in the
+  canonical channels (imported data such as Darcy's a(x)); where present it is what readers
+  return, and ``coefficients`` holds each channel's spatial mean;
 - root attributes: system, param_name, param_range, split, grid, n_samples, base_seed, seed
   (derived), kappa, pdetransfer_version, format_version, config (JSON), tensor_columns and
   coefficient_columns (JSON lists); Helmholtz files add omega_values / omega_counts (the
-  realised omega histogram) and n_rejected.
+  realised omega histogram) and n_rejected. Imported files (:mod:`pdetransfer.data.importing`)
+  add ``origin = "import"`` and their provenance.
 
 The derived seed hashes (base seed, system, range, split) with SHA-256, so splits and ranges
 never share sources, while the same draw at another grid size is the same source function.
@@ -63,6 +67,12 @@ class DatasetInfo:
     seed: int
     base_seed: int
     attrs: dict[str, Any] = field(repr=False)
+    coefficient_fields: bool = False  # holds spatially varying coefficients
+
+    @property
+    def imported(self) -> bool:
+        """Whether the file was converted from another layout rather than generated."""
+        return self.attrs.get("origin") == "import"
 
 
 _REQUIRED_ATTRS = (
@@ -127,9 +137,9 @@ def info_from(h5: h5py.File, path: Path) -> DatasetInfo:
             f"{FORMAT_VERSION}; regenerate it"
         )
     system = attrs["system"]
-    if system not in systems.SYSTEMS:
+    if system not in systems.SYSTEMS and system not in systems.IMPORTED_SYSTEMS:
         raise UserError(f"{path} names an unknown system {system!r}")
-    spec = systems.SYSTEMS[system]
+    spec = systems.file_system(system)
     n, grid = int(attrs["n_samples"]), int(attrs["grid"])
     expected = {
         "fields": ((n, 2, grid, grid), np.float32),
@@ -138,6 +148,8 @@ def info_from(h5: h5py.File, path: Path) -> DatasetInfo:
         "param": ((n,), np.float64),
         "sparsity": ((n,), np.float64),
     }
+    if "coefficient_fields" in h5:
+        expected["coefficient_fields"] = ((n, 6, grid, grid), np.float32)
     for name, (shape, dtype) in expected.items():
         if name not in h5:
             raise UserError(f"{path} is not a pdetransfer dataset: dataset {name!r} missing")
@@ -159,6 +171,7 @@ def info_from(h5: h5py.File, path: Path) -> DatasetInfo:
         seed=int(attrs["seed"]),
         base_seed=int(attrs["base_seed"]),
         attrs=attrs,
+        coefficient_fields="coefficient_fields" in h5,
     )
 
 
@@ -183,7 +196,8 @@ def read_rows(dataset: h5py.Dataset, start: int, stop: int, path: Path) -> np.nd
 def read_samples(
     path: str | Path, indices: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sources f (K, n, n), solutions u (K, n, n) and coefficients (K, 6), all float32.
+    """Sources f (K, n, n), solutions u (K, n, n) and coefficients, all float32: (K, 6)
+    constants, or (K, 6, n, n) fields for a file with ``coefficient_fields``.
 
     ``indices`` selects samples in any order (repeats allowed); the file is read in slabs of
     ``READ_BLOCK`` consecutive samples, so reading a prefix or a random subset costs memory
@@ -198,9 +212,11 @@ def read_samples(
             bad = wanted[(wanted < 0) | (wanted >= n)][0]
             raise UserError(f"{path}: sample index {bad} is outside [0, {n})")
         fields, coefficients = h5["fields"], h5["coefficients"]
-        all_coefficients = read_rows(coefficients, 0, n, path)
+        planes = h5["coefficient_fields"] if info.coefficient_fields else None
+        all_coefficients = read_rows(coefficients, 0, n, path) if planes is None else None
         f = np.empty((wanted.size, info.grid, info.grid), dtype=np.float32)
         u = np.empty_like(f)
+        c = None if planes is None else np.empty((wanted.size, 6, *f.shape[1:]), np.float32)
         order = np.argsort(wanted, kind="stable")
         slab_of = wanted[order] // READ_BLOCK
         for rows in np.split(order, np.flatnonzero(np.diff(slab_of)) + 1):
@@ -209,4 +225,6 @@ def read_samples(
             local = wanted[rows] - first
             f[rows] = data[local, 0]
             u[rows] = data[local, 1]
-        return f, u, all_coefficients[wanted]
+            if planes is not None and c is not None:
+                c[rows] = read_rows(planes, first, last + 1, path)[local]
+        return f, u, c if all_coefficients is None else all_coefficients[wanted]

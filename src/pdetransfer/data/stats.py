@@ -7,6 +7,8 @@ from the training split only (several files for mixed physics) and are written a
     {"source_norm_median": float,
      "coefficient_abs_median": [6 floats],   # [D11, D22, D12, v1, v2, omega], median |c|
                                              # over the non-zero entries; 1.0 if all zero
+                                             # (spatially varying coefficients: over every
+                                             # grid point, constants weighted by n^2)
      "channels": ["f", "D11", "D22", "D12", "v1", "v2", "omega"],
      "files": [{"path", "system", "split", "n_samples", "seed", "param_range"}],
      "n_samples": int, "pdetransfer_version": str}
@@ -31,6 +33,9 @@ from pdetransfer.errors import UserError
 from pdetransfer.progress import Progress
 
 CHANNELS = ["f", *systems.COEFFICIENT_NAMES]
+# Grid values per file read for the median of spatially varying coefficients (a strided subset
+# of every plane beyond this, so memory stays bounded at any N and grid).
+MEDIAN_POINTS = 2**22
 
 
 def source_norm(f: np.ndarray) -> np.ndarray:
@@ -69,15 +74,15 @@ def compute_stats(paths: Sequence[str | Path], progress: bool = False) -> dict[s
     with Progress(total, "stats", unit="samples", enabled=progress) as bar:
         for info in infos:
             norms.append(_source_norms(info, bar))
-            with h5py.File(info.path, "r") as h5:
-                coefficients.append(
-                    datasets.read_rows(h5["coefficients"], 0, info.n_samples, info.path)
-                )
-    all_coefficients = np.abs(np.concatenate(coefficients).astype(np.float64))
-    medians = []
-    for column in all_coefficients.T:
-        nonzero = column[column != 0]
-        medians.append(float(np.median(nonzero)) if nonzero.size else 1.0)
+            coefficients.append(_abs_coefficients(info))
+    if any(info.coefficient_fields for info in infos):
+        medians = _weighted_medians(coefficients)
+    else:
+        all_coefficients = np.concatenate([values for values, _ in coefficients])
+        medians = []
+        for column in all_coefficients.T:
+            nonzero = column[column != 0]
+            medians.append(float(np.median(nonzero)) if nonzero.size else 1.0)
     return {
         "source_norm_median": float(np.median(np.concatenate(norms))),
         "coefficient_abs_median": medians,
@@ -96,6 +101,44 @@ def compute_stats(paths: Sequence[str | Path], progress: bool = False) -> dict[s
         "n_samples": total,
         "pdetransfer_version": __version__,
     }
+
+
+def _abs_coefficients(info: datasets.DatasetInfo) -> tuple[np.ndarray, float]:
+    """|coefficients| of a file as rows (M, 6) and the grid points each row stands for.
+
+    Constant coefficients give one row per sample standing for its n^2 points; spatially
+    varying ones give a row per grid point read (every ``stride``-th point along each axis,
+    so at most about ``MEDIAN_POINTS`` rows), each standing for stride^2 points.
+    """
+    with h5py.File(info.path, "r") as h5:
+        if not info.coefficient_fields:
+            rows = datasets.read_rows(h5["coefficients"], 0, info.n_samples, info.path)
+            return np.abs(rows.astype(np.float64)), float(info.grid**2)
+        points = info.n_samples * info.grid**2
+        stride = max(1, math.ceil(math.sqrt(points / MEDIAN_POINTS)))
+        parts = []
+        for start in range(0, info.n_samples, datasets.READ_BLOCK):
+            stop = min(start + datasets.READ_BLOCK, info.n_samples)
+            planes = datasets.read_rows(h5["coefficient_fields"], start, stop, info.path)
+            parts.append(planes[:, :, ::stride, ::stride].transpose(0, 2, 3, 1).reshape(-1, 6))
+        return np.abs(np.concatenate(parts).astype(np.float64)), float(stride**2)
+
+
+def _weighted_medians(parts: list[tuple[np.ndarray, float]]) -> list[float]:
+    """Per channel, the median over grid points of the non-zero |values| (1.0 if none)."""
+    values = np.concatenate([rows for rows, _ in parts])
+    weights = np.concatenate([np.full(len(rows), weight) for rows, weight in parts])
+    medians = []
+    for column in values.T:
+        keep = column != 0
+        if not keep.any():
+            medians.append(1.0)
+            continue
+        order = np.argsort(column[keep], kind="stable")
+        cumulative = np.cumsum(weights[keep][order])
+        middle = np.searchsorted(cumulative, 0.5 * cumulative[-1])
+        medians.append(float(column[keep][order][middle]))
+    return medians
 
 
 def load_stats(path: str | Path) -> dict[str, Any]:

@@ -80,6 +80,25 @@ SYSTEMS: dict[str, SystemSpec] = {
 }
 
 
+# Systems that only imported files hold (:mod:`pdetransfer.data.importing`): nothing generates
+# them, so they have no sampler and no range rule. Darcy is -div(a(x) grad u) = beta on the unit
+# square with u = 0 on its boundary (PDEBench's 2D Darcy flow); "external" is any data whose
+# operator pdetransfer does not know (no residual check).
+IMPORTED_SYSTEMS: dict[str, SystemSpec] = {
+    "darcy": SystemSpec("darcy", "beta", ("beta",), False, "beta > 0 (the constant forcing)"),
+    "external": SystemSpec("external", "param", ("param",), False, "any finite range"),
+}
+
+
+def file_system(name: str) -> SystemSpec:
+    """The spec of a system a dataset file may hold: generated or imported."""
+    spec = SYSTEMS.get(name) or IMPORTED_SYSTEMS.get(name)
+    if spec is None:
+        known = ", ".join([*SYSTEMS, *IMPORTED_SYSTEMS])
+        raise UserError(f"unknown system {name!r}; choose one of {known}")
+    return spec
+
+
 def get_system(name: str) -> SystemSpec:
     """The spec of a system by name, or a UserError listing the known ones."""
     try:

@@ -3,7 +3,9 @@
 One or several HDF5 files (several = mixed physics) are read through
 :func:`pdetransfer.data.datasets.read_samples` and concatenated. Only ``f``, ``u`` and the six
 coefficients are held (the 7-channel input is built per batch by the model), so a set costs
-``8 n^2`` bytes per sample: 32K samples at n = 128 are 4.3 GB, 4K samples 0.5 GB.
+``8 n^2`` bytes per sample: 32K samples at n = 128 are 4.3 GB, 4K samples 0.5 GB. Files with
+spatially varying coefficients (imported Darcy data) hold six coefficient planes instead, 4x
+that; a set mixing them with constant-coefficient files holds every sample's planes.
 
 The downstream size N of the data-scaling study is the first N entries of a permutation of the
 train samples seeded by the run seed, so for one seed every smaller set is a subset of every
@@ -77,8 +79,9 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 class FieldSet(Dataset):
     """Samples of one or several dataset files held as tensors.
 
-    ``f`` and ``u`` are ``(N, n, n)`` float32, ``coefficients`` ``(N, 6)`` float32 in the
-    canonical order; ``files`` records each file's provenance and how many samples it gave.
+    ``f`` and ``u`` are ``(N, n, n)`` float32, ``coefficients`` ``(N, 6)`` (or, with spatially
+    varying coefficients, ``(N, 6, n, n)``) float32 in the canonical order; ``files`` records
+    each file's provenance and how many samples it gave.
     """
 
     f: torch.Tensor
@@ -123,6 +126,9 @@ def load_fields(infos: Sequence[DatasetInfo], n: int | None = None, seed: int = 
         fs.append(torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)))
         us.append(torch.from_numpy(np.ascontiguousarray(u, dtype=np.float32)))
         cs.append(torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32)))
+    if any(c.dim() > 2 for c in cs):  # constants become planes beside spatial coefficients
+        n_grid = fs[0].shape[-1]
+        cs = [c if c.dim() > 2 else c[..., None, None].expand(-1, -1, n_grid, n_grid) for c in cs]
     return FieldSet(_join(fs), _join(us), _join(cs), files)
 
 

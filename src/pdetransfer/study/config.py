@@ -26,7 +26,12 @@ from pdetransfer.atomic import write_json
 from pdetransfer.errors import UserError
 from pdetransfer.layout import NAME_PATTERN, Run, format_lr
 from pdetransfer.modes import MODES, Mode
-from pdetransfer.study.validation import ConfigError, check_ranges, check_runnable
+from pdetransfer.study.validation import (
+    ConfigError,
+    check_ranges,
+    check_runnable,
+    resolve_datasets,
+)
 
 
 class Study:
@@ -34,7 +39,8 @@ class Study:
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = config
-        self.datasets: dict[str, dict[str, Any]] = dict(config["datasets"])
+        # Imported entries completed with their system and range (see resolve_datasets).
+        self.datasets: dict[str, dict[str, Any]] = resolve_datasets(config["datasets"])
         self.sizes: dict[str, str] = dict(config["sizes"])
         self.pretrain: dict[str, list[str]] = {k: list(v) for k, v in config["pretrain"].items()}
         self.experiments: dict[str, dict[str, Any]] = dict(config["experiments"])

@@ -35,7 +35,7 @@ from pdetransfer.modes import MODES, Mode
 from pdetransfer.study.aggregation import load_study, mode_rows, read_csv
 from pdetransfer.study.config import Study
 
-PARAMETER_SYMBOL = {"poisson": "e", "advdiff": "Ψ", "helmholtz": "ω"}
+PARAMETER_SYMBOL = {"poisson": "e", "advdiff": "Ψ", "helmholtz": "ω", "darcy": "β"}
 FORMATS = ("png", "svg")
 ERROR_LABEL = r"test error $\Vert\hat{u}-u\Vert_2\,/\,\Vert u\Vert_2$ (dimensionless)"
 N_LABEL = "downstream training examples N (samples)"
@@ -59,8 +59,13 @@ def size_label(summary: pd.DataFrame, size: str) -> str:
 def dataset_label(study: Study, name: str) -> str:
     """e.g. ``poisson e∈(5, 10)``: the system and its physics-parameter range."""
     ds = study.datasets[name]
+    symbol = PARAMETER_SYMBOL.get(ds["system"])
+    if ds["range"] is None or symbol is None:  # imported data of an external system
+        return f"{name} ({ds['system']})"
     lo, hi = ds["range"]
-    return f"{ds['system']} {PARAMETER_SYMBOL[ds['system']]}∈({lo:g}, {hi:g})"
+    if lo == hi:  # e.g. one Darcy forcing
+        return f"{ds['system']} {symbol}={lo:g}"
+    return f"{ds['system']} {symbol}∈({lo:g}, {hi:g})"
 
 
 def _shades(palette: str, count: int) -> list[Any]:

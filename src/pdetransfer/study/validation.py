@@ -4,7 +4,8 @@ A study of thousands of jobs should not fail hours in because a generate or trai
 an argument the config gave it. So each rule a job applies to its arguments is checked here,
 when Snakemake reads the config, through the very function the job calls (the parameter range
 through :func:`pdetransfer.data.systems.range_problem`, the reachable advection ratio through
-:func:`pdetransfer.data.systems.advdiff_reach`, a size against a grid through
+:func:`pdetransfer.data.systems.advdiff_reach`, an imported dataset's files through
+:func:`pdetransfer.data.import_spec.inspect`, a size against a grid through
 :func:`pdetransfer.engine.models.registry.resolution_problem`), so the check and the job cannot
 disagree. Cross-references (names, N versus train sets) are :class:`~pdetransfer.study.config.Study`'s.
 
@@ -20,7 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pdetransfer.data import datasets, systems
+from pdetransfer.data import datasets, import_spec, systems
 from pdetransfer.engine.models.registry import parse_model, resolution_problem
 from pdetransfer.errors import UserError
 
@@ -115,9 +116,43 @@ def key_name(path: Sequence[Any]) -> str:
 
 
 # ---------------------------------------------------------------------------- job rules
+def resolve_datasets(entries: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every dataset entry with its system and range, as the study's tables and plots read them.
+
+    Generated entries must name both; an imported entry (``source``) is parsed as ``pdetransfer
+    import`` will parse it and completed from it (a Darcy file's range is [beta, beta]; an
+    external system without a stated range has None).
+    """
+    resolved = {}
+    for name, ds in entries.items():
+        if import_spec.is_imported(ds):
+            try:
+                spec = import_spec.parse_entry(ds, f"datasets.{name}")
+            except UserError as err:
+                raise ConfigError(str(err)) from None
+            stated = spec.range_or_beta()
+            resolved[name] = {**ds, "system": spec.system, "range": stated and list(stated)}
+            continue
+        for key in ("system", "range"):
+            if key not in ds:
+                raise ConfigError(
+                    f"config key 'datasets.{name}.{key}': is required but missing (or give a "
+                    "source to import the dataset from files)"
+                )
+        if ds["system"] not in systems.SYSTEMS:
+            raise ConfigError(
+                f"config key 'datasets.{name}.system': {ds['system']} data cannot be generated, "
+                "only imported (give a source)"
+            )
+        resolved[name] = dict(ds)
+    return resolved
+
+
 def check_ranges(study: Study) -> None:
-    """Each dataset's range as ``pdetransfer generate`` will judge it."""
+    """Each generated dataset's range as ``pdetransfer generate`` will judge it."""
     for name, ds in study.datasets.items():
+        if import_spec.is_imported(ds):
+            continue
         lo, hi = ds["range"]
         problem = systems.range_problem(ds["system"], lo, hi)
         if problem is not None:
@@ -126,10 +161,22 @@ def check_ranges(study: Study) -> None:
 
 def check_runnable(study: Study) -> None:
     """Every rule a job applies to what the config gives it (after the cross-references)."""
+    _check_sources(study)
     _check_grids(study)
     _check_sizes(study)
     _check_batches(study)
     _check_reachable(study)
+
+
+def _check_sources(study: Study) -> None:
+    """Imported datasets' files as ``pdetransfer import`` will open them (keys, shapes, grid,
+    sizes; the values, checksum and residual are the import's to judge)."""
+    for name, ds in study.datasets.items():
+        if import_spec.is_imported(ds):
+            try:
+                import_spec.inspect(import_spec.parse_entry(ds, f"datasets.{name}"))
+            except UserError as err:
+                raise ConfigError(f"config key 'datasets.{name}.source': {err}") from None
 
 
 def _check_grids(study: Study) -> None:
@@ -207,7 +254,7 @@ def _check_reachable(study: Study) -> None:
     seed = int(study.config["data_seed"])
     for name, splits in study.dataset_splits().items():
         ds = study.datasets[name]
-        if ds["system"] != "advdiff":
+        if ds["system"] != "advdiff" or import_spec.is_imported(ds):
             continue
         lo, hi = (float(x) for x in ds["range"])
         grid = int(ds["grid"])

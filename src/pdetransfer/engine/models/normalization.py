@@ -120,16 +120,22 @@ class NormalizedOperator(nn.Module):
         """Normalised network input ``(..., 7, n, n)`` and each sample's source scale ``(...)``.
 
         A zero source (which has the zero solution) gets scale 1 rather than a division by 0.
+        Coefficients are per-sample constants ``(..., 6)``, broadcast to planes, or spatially
+        varying fields ``(..., 6, n, n)`` (imported data such as Darcy's a(x)), used as they are.
         """
         scale = source_norm(f) / self.source_norm_median
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         nx, ny = f.shape[-2:]
-        coeffs = (coefficients / self.coefficient_scale)[..., None, None]
-        coeffs = coeffs.expand(*coeffs.shape[:-2], nx, ny)
+        if coefficients.dim() == f.dim() + 1:
+            coeffs = coefficients / self.coefficient_scale[:, None, None]
+        else:
+            coeffs = (coefficients / self.coefficient_scale)[..., None, None]
+            coeffs = coeffs.expand(*coeffs.shape[:-2], nx, ny)
         x = torch.cat([(f / scale[..., None, None]).unsqueeze(-3), coeffs], -3)
         return x, scale
 
     def forward(self, f: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
-        """Predict ``u`` ``(..., n, n)`` from sources ``(..., n, n)``, coefficients ``(..., 6)``."""
+        """Predict ``u`` ``(..., n, n)`` from sources ``(..., n, n)`` and coefficients
+        ``(..., 6)`` or ``(..., 6, n, n)``."""
         x, scale = self.inputs(f, coefficients)
         return self.network(x)[..., 0, :, :].float() * scale[..., None, None]
