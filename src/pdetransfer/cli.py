@@ -269,6 +269,21 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
     _handler(p, "pdetransfer.study.publishing:publish_command")
 
 
+def _add_config_doc(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "config-doc", help="write config/README.md (every config key) from the config schema"
+    )
+    p.add_argument(
+        "--schema", default="workflow/schemas/config.schema.yaml", help="the config's schema"
+    )
+    p.add_argument("--configs", default="config", help="folder of the shipped configs (examples)")
+    p.add_argument("--out", default="config/README.md", help="output Markdown page")
+    p.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if --out is out of date"
+    )
+    _handler(p, "pdetransfer.study.configdoc:config_doc_command")
+
+
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_generate,
     _add_stats,
@@ -281,6 +296,7 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_aggregate,
     _add_plot,
     _add_publish,
+    _add_config_doc,
 ]
 
 
