@@ -68,6 +68,13 @@ def test_tables_and_plots_exist(study_dir: Path) -> None:
         assert png.with_suffix(".svg").stat().st_size > 1000
     # the engine's resume state is not an output, and the run keeps it beside the model
     assert (study_dir / RUN / "model.pt").exists()
+    # a card per dataset, from its files, stats and check reports
+    cards = sorted(p.parent.name for p in results.glob("data/*/card.md"))
+    assert cards == ["helmholtz_1_10", "poisson_1_5", "poisson_5_10"]
+    card = (results / "data" / "helmholtz_1_10" / "card.md").read_text()
+    assert "helmholtz: omega in [1, 10] on a 16 x 16 periodic grid" in card
+    assert "| train | 32 | " in card and card.count(" | passed |") == 3
+    assert "## Normalisation statistics" in card and "omega=" in card
 
 
 def test_second_invocation_has_nothing_to_do(study_dir: Path) -> None:
@@ -83,6 +90,7 @@ def test_report_has_every_plot(study_dir: Path) -> None:
     html = report.read_text()
     for name in ("error_vs_n", "error_vs_size", "ood", "mixed", "gallery", "data_efficiency"):
         assert name in html
+    assert "Datasets" in html and "card.html" in html
 
 
 def _dry_run(study_dir: Path, *args: str, config: str = CONFIG) -> dict:

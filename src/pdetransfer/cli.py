@@ -79,6 +79,19 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     _handler(p, "pdetransfer.data.check:check_command")
 
 
+def _add_card(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("card", help="a dataset's card: what its files say, as Markdown (+ HTML)")
+    p.add_argument("--name", required=True, help="the dataset's name (the card's title)")
+    p.add_argument("--data", required=True, nargs="+", help="the dataset's split files (.h5)")
+    p.add_argument(
+        "--checks", nargs="+", help="the `pdetransfer check` report of each --data file, in order"
+    )
+    p.add_argument("--stats", help="the train split's stats.json")
+    p.add_argument("--out", required=True, help="output Markdown card (card.md)")
+    p.add_argument("--html", help="also write the card as HTML (for the Snakemake report)")
+    _handler(p, "pdetransfer.data.card:card_command")
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="pre-train, fine-tune (--init) or train from scratch")
     p.add_argument("--data", required=True, nargs="+", help="train file(s); several = mixed")
@@ -288,6 +301,7 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_generate,
     _add_stats,
     _add_check,
+    _add_card,
     _add_train,
     _add_evaluate,
     _add_info,

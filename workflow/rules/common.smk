@@ -220,6 +220,23 @@ def data_checks():
     ]
 
 
+def card_inputs(wildcards):
+    """What a dataset's card reads: its split files, their check reports (same order) and,
+    where it has a train split, its normalisation stats."""
+    folder = f"results/data/{wildcards.dataset}"
+    splits = STUDY.dataset_splits()[wildcards.dataset]
+    return {
+        "data": [f"{folder}/{split}.h5" for split in splits],
+        "checks": [f"{folder}/{split}.check.txt" for split in splits],
+        "stats": [f"{folder}/stats.json"] if "train" in splits else [],
+    }
+
+
+def data_cards():
+    """The card of every dataset the study generates."""
+    return [f"results/data/{ds}/card.md" for ds in STUDY.dataset_splits()]
+
+
 def gallery_inputs(wildcards):
     """Prediction files (and validation summaries) of the runs a dataset's gallery shows."""
     experiment = STUDY.gallery_experiment(wildcards.downstream)
