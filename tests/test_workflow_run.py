@@ -93,6 +93,16 @@ def test_report_has_every_plot(study_dir: Path) -> None:
     assert "Datasets" in html and "card.html" in html
 
 
+def test_track_exports_every_run_of_the_study(study_dir: Path) -> None:
+    """`snakemake track`: every run (23, and 3 pre-trainings) in the MLflow store, once."""
+    pytest.importorskip("mlflow")
+    result = snakemake(study_dir, "track", "--cores", "1", "--configfile", CONFIG)
+    assert result.returncode == 0, result.stderr[-3000:]
+    export = json.loads((study_dir / "results" / "tracking" / "export.json").read_text())
+    assert (export["runs"], export["created"], export["unchanged"]) == (26, 26, 0)
+    assert (study_dir / "results" / "tracking" / "mlflow.db").is_file()
+
+
 def _dry_run(study_dir: Path, *args: str, config: str = CONFIG) -> dict:
     result = snakemake(study_dir, "-n", *args, "--configfile", config)
     assert result.returncode == 0, result.stderr[-3000:]

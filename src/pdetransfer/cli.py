@@ -282,6 +282,28 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
     _handler(p, "pdetransfer.study.publishing:publish_command")
 
 
+def _add_track(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "track",
+        help="export every run of a finished study into MLflow (needs the [track] extra)",
+        description="Write every run of the study (params, log.csv learning curve, final "
+        "metrics, status, stop reason, cell) into an MLflow store; a second export updates "
+        "the runs whose files changed and adds nothing else.",
+    )
+    p.add_argument("--study", required=True, help="study file written by `pdetransfer study`")
+    p.add_argument("--results", default="results", help="results root the run paths are under")
+    p.add_argument(
+        "--uri",
+        help="MLflow tracking URI (default: the study's tracking.uri, else "
+        "sqlite:///RESULTS/tracking/mlflow.db)",
+    )
+    p.add_argument(
+        "--experiment", help="MLflow experiment (default: the study's tracking.experiment)"
+    )
+    p.add_argument("--out", help="also write what was exported as JSON")
+    _handler(p, "pdetransfer.study.tracking:track_command")
+
+
 def _add_config_doc(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "config-doc", help="write config/README.md (every config key) from the config schema"
@@ -310,6 +332,7 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_aggregate,
     _add_plot,
     _add_publish,
+    _add_track,
     _add_config_doc,
 ]
 

@@ -211,6 +211,14 @@ def run_outputs():
     return files
 
 
+def pretrain_outputs():
+    """train.json of every pre-training run the study builds."""
+    return [
+        f"results/pretrain/{pretrain}/{size}/train.json"
+        for pretrain, size in STUDY.pretrain_jobs()
+    ]
+
+
 def data_checks():
     """Check reports of every dataset file the study generates."""
     return [
