@@ -47,11 +47,6 @@ SHOWN = {
     "tensor_columns",
     "coefficient_columns",
 }
-EQUATIONS = {
-    "poisson": "-div(kappa K grad u) = f, K = R(theta) diag(1, e) R(theta)^T",
-    "advdiff": "-div((1-lambda) kappa K grad u) + lambda v.grad u = f, Psi = advection/diffusion",
-    "helmholtz": "-kappa laplace(u) - omega u = f, draws with max|u| > 2 rejected",
-}
 
 
 @dataclass
@@ -218,7 +213,7 @@ def build_card(name: str, splits: Sequence[SplitFile], stats: dict[str, Any] | N
     attrs = first.attrs
     rows = [
         ["system", first.system],
-        ["equation", EQUATIONS.get(first.system, "")],
+        ["equation", 'see docs/science.md, "The three PDE systems"'],
         ["physics parameter", f"{first.param_name} in [{lo:g}, {hi:g}]"],
         ["grid", f"{first.grid} x {first.grid} on the periodic unit square [0, 1)^2"],
         ["kappa", _value(attrs.get("kappa", ""))],
