@@ -135,6 +135,8 @@ def test_the_command_line_does_not_import_mlflow() -> None:
     it, so `pdetransfer` stays fast and works where the [track] extra is not installed."""
     code = (
         "import sys; from pdetransfer.cli import build_parser; import pdetransfer.study.tracking;"
-        " build_parser(); assert 'mlflow' not in sys.modules, 'mlflow imported'"
+        " build_parser(); assert 'mlflow' not in sys.modules, 'mlflow imported';"
+        # envs/track.yaml holds only what the export imports: no torch, no plotting
+        " assert not {'torch', 'matplotlib'} & set(sys.modules), 'torch or matplotlib imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -199,8 +199,8 @@ rule plot_gallery:
 # `snakemake track`: every run of the study into an MLflow store (tracking.uri, or the SQLite
 # file results/tracking/mlflow.db), after the runs and from one process on the machine that
 # runs Snakemake: many jobs writing one SQLite file at once is a known failure. It needs the
-# [track] extra in Snakemake's own environment, so it has no conda env. The store is not an
-# output (Snakemake deletes outputs before a rerun; a rerun must update the store instead).
+# [track] extra (or, with --sdm conda, its own environment, envs/track.yaml). The store is not
+# an output (Snakemake deletes outputs before a rerun; a rerun must update the store instead).
 rule track:
     input:
         study="results/study.json",
@@ -210,5 +210,7 @@ rule track:
         "results/tracking/export.json",
     log:
         "results/logs/track.log",
+    conda:
+        TRACK_ENV
     shell:
         "pdetransfer track --study {input.study} --results results --out {output} > {log} 2>&1"

@@ -37,6 +37,7 @@ except ConfigError as err:
     raise WorkflowError(f"invalid config: {err}") from None
 
 ENV = "../../envs/pdetransfer.yaml"
+TRACK_ENV = "../../envs/track.yaml"  # the MLflow export's (rule track)
 
 
 report: "../report/workflow.rst"
