@@ -75,7 +75,7 @@ def test_card_shows_system_range_grid_sizes_seeds_generation_stats_and_check(
         row = rows[split]
         assert row.startswith(f"| {split} | {n} | {info.seed} | ")  # derived seed
         assert f"| {generation['seconds']:.1f} s |" in row
-        assert f"| {platform.node()}, " in row and f"{generation['threads']} threads" in row
+        assert f"| {platform.node()}, " in row and f"{generation['threads']} thread" in row
         assert row.endswith(f"| {generation['finished_utc']} | passed |")
         assert (dataset / f"{split}.check.txt").read_text().splitlines()[1] in card
     assert rows["base seed"] == "| base seed | 3 |"

@@ -164,6 +164,12 @@ def _check_result(report: str | None) -> str:
     return "FAILED" if any(line.startswith("FAILED") for line in lines) else "unknown"
 
 
+def _threads(count: Any) -> str | None:
+    if not isinstance(count, int):
+        return None
+    return f"{count} thread" if count == 1 else f"{count} threads"
+
+
 def _generation_cells(attrs: dict[str, Any]) -> list[str]:
     """Seconds, machine and time of generation, or a note where the file does not record them."""
     record = _json_attr(attrs.get("generation"))
@@ -174,7 +180,7 @@ def _generation_cells(attrs: dict[str, Any]) -> list[str]:
         for part in (
             record.get("host"),
             record.get("cpu"),
-            f"{record['threads']} threads" if record.get("threads") else None,
+            _threads(record.get("threads")),
         )
         if part
     )

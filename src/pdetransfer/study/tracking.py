@@ -140,7 +140,7 @@ def run_record(study: Study, run: Run, results: Path) -> RunRecord:
     identity = ("mode", "pretrain", "size", "downstream", "n", "lr", "seed", "system", "model")
     params = {key: _text(row[key]) for key in identity if _text(row[key]) not in ("", "nan")}
     params["parameters"] = _text(row["parameters"])
-    params |= {key: _text(summary[key]) for key in RECIPE if key in summary}
+    params |= {key: _text(summary[key]) for key in RECIPE if summary.get(key) is not None}
     cell = "/".join(str(p) for p in (run.mode, run.pretrain, run.size, run.downstream) if p)
     if run.n is not None:
         cell += f"/n{run.n}"
@@ -174,7 +174,7 @@ def pretrain_record(study: Study, entry: str, size: str, results: Path) -> RunRe
         "lr": _text(summary.get("lr")),
         "seed": _text(summary.get("seed")),
     }
-    params |= {k: _text(summary[k]) for k in RECIPE if k in summary}
+    params |= {k: _text(summary[k]) for k in RECIPE if summary.get(k) is not None}
     tags = {
         "cell": key,
         "status": str(summary.get("status", "completed")),
