@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from study_helpers import fake_results, load_config, write_study
+from workflow_helpers import ROOT, job_counts, snakemake
 
 from pdetransfer.cli import main
 from pdetransfer.study.config import Study
@@ -116,6 +117,24 @@ def test_store_holds_every_run_with_its_curve_and_a_second_export_adds_nothing(
     assert new.data.tags[DIGEST_TAG] != by_key[run.directory].data.tags[DIGEST_TAG]
     values = [m.value for m in client.get_metric_history(new.info.run_id, "val_rel_l2")]
     assert values == pytest.approx([0.5 / step for step in CURVE_STEPS])
+
+
+@pytest.mark.slow
+def test_snakemake_track_is_one_job_after_the_runs(tmp_path: Path) -> None:
+    """`snakemake track` on a finished study (fabricated: --allowed-rules keeps Snakemake
+    from rebuilding the runs it did not make) runs one job, which writes every run."""
+    pytest.importorskip("mlflow")
+    study, results, study_file = _fake_study(tmp_path)
+    study_file.rename(results / "study.json")
+    config = str(ROOT / "config" / "test.yaml")
+    argv = ["track", "--cores", "1", "--allowed-rules", "track", "--configfile", config]
+    result = snakemake(tmp_path, *argv)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert job_counts(result.stdout + result.stderr) == {"track": 1}
+    export = json.loads((results / "tracking" / "export.json").read_text())
+    n_runs = len(study.runs()) + len(study.pretrain_jobs())
+    assert (export["runs"], export["created"]) == (n_runs, n_runs)
+    assert (results / "tracking" / "mlflow.db").is_file()
 
 
 def test_without_mlflow_track_says_how_to_install_it(
