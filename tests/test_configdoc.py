@@ -59,7 +59,7 @@ def test_check_flag_fails_on_a_stale_page_and_passes_after_writing(
     argv = ["config-doc", "--schema", str(SCHEMA), "--configs", str(ROOT / "config")]
     out.write_text("# stale\n")
     assert main([*argv, "--out", str(out), "--check"]) == 1
-    assert "out of date; regenerate it with pdetransfer config-doc" in capsys.readouterr().err
+    assert "out of date; regenerate it with `pdetransfer config-doc`" in capsys.readouterr().err
     assert out.read_text() == "# stale\n"
     assert main([*argv, "--out", str(out)]) == 0
     assert main([*argv, "--out", str(out), "--check"]) == 0

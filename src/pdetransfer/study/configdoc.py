@@ -26,8 +26,9 @@ from pdetransfer.study.validation import _resolve
 SCHEMA = Path("workflow/schemas/config.schema.yaml")
 CONFIGS = Path("config")
 OUT = Path("config/README.md")
-#: How to rebuild the page, as the page and the out-of-date error say it.
-REGENERATE = "pdetransfer config-doc  (from the repository root)"
+#: The one command that rebuilds the page, as the page and the out-of-date errors say it.
+COMMAND = "pdetransfer config-doc"
+REGENERATE = f"`{COMMAND}` (from the repository root)"
 NAME = "<name>"
 
 
@@ -178,7 +179,7 @@ def render(schema: Mapping[str, Any], configs: Sequence[tuple[str, Mapping[str, 
         "Examples come from the shipped configs in `config/`; see "
         "[docs/science.md](../docs/science.md) for what the study measures.",
         "",
-        f"Regenerate this page after editing the schema: `{REGENERATE.split('  ')[0]}`.",
+        f"Regenerate this page after editing the schema: `{COMMAND}`.",
     ]
     for top in (key for key in keys if len(key.path) == 1):
         lines += ["", f"## `{top.name}`", "", _cell(top.node["description"]), ""]
@@ -239,7 +240,8 @@ def generate(schema: Path = SCHEMA, configs: Path = CONFIGS) -> str:
 
 def config_doc_command(args: argparse.Namespace) -> int:
     """``pdetransfer config-doc``: write the page, or with ``--check`` say whether it is stale."""
-    page = generate(Path(args.schema), Path(args.configs))
+    schema = load_schema(Path(args.schema))
+    page = render(schema, shipped_configs(Path(args.configs)))
     out = Path(args.out)
     if args.check:
         current = out.read_text() if out.is_file() else None
@@ -250,5 +252,5 @@ def config_doc_command(args: argparse.Namespace) -> int:
         return 0
     with atomic_path(out) as tmp:
         tmp.write_text(page)
-    print(f"wrote {out}: {len(list(walk(load_schema(Path(args.schema)))))} keys")
+    print(f"wrote {out}: {len(list(walk(schema)))} keys")
     return 0
