@@ -137,6 +137,21 @@ def test_snakemake_track_is_one_job_after_the_runs(tmp_path: Path) -> None:
     assert (results / "tracking" / "mlflow.db").is_file()
 
 
+def test_an_unreachable_tracking_server_is_one_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("mlflow")
+    _, results, study_file = _fake_study(tmp_path)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    uri = "http://127.0.0.1:9/"  # loopback, nothing listens: refused at once
+    argv = ["track", "--study", str(study_file), "--results", str(results), "--uri", uri]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"pdetransfer track: error: cannot write to the MLflow store {uri}: " in err
+    assert "Traceback" not in err
+
+
 def test_without_mlflow_track_says_how_to_install_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

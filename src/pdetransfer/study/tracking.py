@@ -204,6 +204,8 @@ def default_uri(results: str | Path) -> str:
 
 @dataclass
 class ExportCounts:
+    """What an export did: runs new to the store, replaced (their files changed), kept."""
+
     created: int = 0
     replaced: int = 0
     unchanged: int = 0
@@ -213,6 +215,7 @@ def _mlflow() -> Any:
     """The MLflow client module, or a UserError saying how to install it."""
     try:
         import mlflow.entities
+        import mlflow.exceptions
         import mlflow.tracking
     except ImportError:
         raise UserError(
@@ -252,6 +255,8 @@ def export(
         experiment_id = client.create_experiment(experiment, artifact_location=location)
     else:
         experiment_id = found.experiment_id
+        if found.lifecycle_stage == "deleted":  # deleted in the UI: bring it back
+            client.restore_experiment(experiment_id)
     existing = _existing_runs(client, experiment_id)
     counts = ExportCounts()
     for record in records:
@@ -296,7 +301,11 @@ def track_command(args: argparse.Namespace) -> int:
     records = list(study_records(study, args.results))
     local = uri == default_uri(args.results)
     artifacts = Path(args.results) / ARTIFACTS if local else None
-    experiment_id, counts = export(records, uri, experiment, artifacts)
+    try:
+        experiment_id, counts = export(records, uri, experiment, artifacts)
+    except _mlflow().exceptions.MlflowException as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"cannot write to the MLflow store {uri}: {message}") from None
     summary = {
         "uri": uri,
         "experiment": experiment,
