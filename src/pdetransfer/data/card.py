@@ -278,9 +278,9 @@ def build_card(name: str, splits: Sequence[SplitFile], stats: dict[str, Any] | N
     if stats is not None:
         card.heading("Normalisation statistics (stats.json, train split)")
         card.text(
-            "The model divides each sample's inputs by its source norm relative to the median "
-            "source norm, and each coefficient channel by its median magnitude (1 where the "
-            "channel is zero in every sample)."
+            "The model divides each sample's source by its RMS norm relative to the median "
+            "one, and each coefficient channel by its median magnitude (1 where the channel is "
+            "zero in every sample)."
         )
         medians = stats["coefficient_abs_median"]
         card.table(
