@@ -26,3 +26,4 @@ rule all:
     input:
         TABLES,
         plot_targets(),
+        data_cards(),

@@ -18,6 +18,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 ENV_FILE = ROOT / "envs" / "pdetransfer.yaml"
 POST_DEPLOY = ROOT / "envs" / "pdetransfer.post-deploy.sh"
+TRACK_ENV = ROOT / "envs" / "track.yaml"
+TRACK_POST_DEPLOY = ROOT / "envs" / "track.post-deploy.sh"
 #: pip name -> conda-forge name, where they differ (the -base packages leave out GUI extras).
 CONDA_NAMES = {"torch": "pytorch", "matplotlib": "matplotlib-base", "seaborn": "seaborn-base"}
 #: Run the workflow from the login node's environment, never inside a job's conda env.
@@ -42,6 +44,21 @@ def test_conda_env_has_every_runtime_dependency_with_the_same_floor() -> None:
     assert {name: env.get(name) for name in wanted} == wanted
     # Beyond the package's dependencies, only what installing it from source needs.
     assert set(env) - set(wanted) == {"pip", "setuptools", "wheel"}
+
+
+def test_track_env_has_mlflow_and_what_the_export_imports_with_the_same_floors() -> None:
+    """envs/track.yaml (rule track): the [track] extra, and the package's dependencies the
+    export imports, each as pyproject.toml pins it; it installs the package like the jobs'."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pinned = dict(map(_requirement, project["dependencies"]))
+    pinned |= dict(map(_requirement, project["optional-dependencies"]["track"]))
+    env = dict(map(_requirement, yaml.safe_load(TRACK_ENV.read_text())["dependencies"]))
+    assert env["mlflow"] == pinned["mlflow"]
+    imported = {"numpy", "pandas", "h5py"}  # tests/test_tracking.py: no torch, no plotting
+    assert {name: env.get(name) for name in imported} == {n: pinned[n] for n in imported}
+    assert env["python"] == project["requires-python"]
+    assert set(env) - imported - {"mlflow", "python"} == {"pip", "setuptools", "wheel"}
+    assert TRACK_POST_DEPLOY.resolve() == POST_DEPLOY.resolve()
 
 
 @pytest.mark.slow

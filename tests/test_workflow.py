@@ -80,6 +80,9 @@ def expected_jobs(cfg: dict, pack: bool = True) -> Counter:
                     files |= {(ds, "train"), (ds, "val")}
                 if "scratch" in modes:
                     dataset_stats.add(ds)
+    # every dataset gets a card, which shows the stats of its train split where it has one
+    cards = {ds for ds, _ in files}
+    dataset_stats |= {ds for ds, split in files if split == "train"}
     exps = cfg["experiments"].values()
     mixed = {e["pretrain"] for e in exps if len(cfg["pretrain"][e["pretrain"]]) > 1}
     per_downstream = sum(len(e["downstream"]) for e in exps)
@@ -89,6 +92,7 @@ def expected_jobs(cfg: dict, pack: bool = True) -> Counter:
         generate=len(files),
         check=len(files),
         dataset_stats=len(dataset_stats),
+        card=len(cards),
         mixed_stats=len(mixed),
         pretrain=len(pretrains),
         finetune=len(finetune_cells) if pack else len(finetunes),

@@ -65,6 +65,13 @@ def test_tables_and_plots_exist(study_dir: Path) -> None:
         assert png.with_suffix(".svg").stat().st_size > 1000
     # the engine's resume state is not an output, and the run keeps it beside the model
     assert (study_dir / RUN / "model.pt").exists()
+    # a card per dataset, from its files, stats and check reports
+    cards = sorted(p.parent.name for p in results.glob("data/*/card.md"))
+    assert cards == ["helmholtz_1_10", "poisson_1_5", "poisson_5_10"]
+    card = (results / "data" / "helmholtz_1_10" / "card.md").read_text()
+    assert "helmholtz: omega in [1, 10] on a 16 x 16 periodic grid" in card
+    assert "| train | 32 | " in card and card.count(" | passed |") == 3
+    assert "## Normalisation statistics" in card and "omega=" in card
 
 
 def test_second_invocation_has_nothing_to_do(study_dir: Path) -> None:
@@ -80,6 +87,17 @@ def test_report_has_every_plot(study_dir: Path) -> None:
     html = report.read_text()
     for name in ("error_vs_n", "error_vs_size", "ood", "mixed", "gallery", "data_efficiency"):
         assert name in html
+    assert "Datasets" in html and "card.html" in html
+
+
+def test_track_exports_every_run_of_the_study(study_dir: Path) -> None:
+    """`snakemake track`: every run (23, and 3 pre-trainings) in the MLflow store, once."""
+    pytest.importorskip("mlflow")
+    result = snakemake(study_dir, "track", "--cores", "1", "--configfile", CONFIG)
+    assert result.returncode == 0, result.stderr[-3000:]
+    export = json.loads((study_dir / "results" / "tracking" / "export.json").read_text())
+    assert (export["runs"], export["created"], export["unchanged"]) == (26, 26, 0)
+    assert (study_dir / "results" / "tracking" / "mlflow.db").is_file()
 
 
 def _dry_run(study_dir: Path, *args: str, config: str = CONFIG) -> dict:

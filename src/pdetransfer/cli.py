@@ -107,6 +107,19 @@ def _add_download(sub: argparse._SubParsersAction) -> None:
     _handler(p, "pdetransfer.data.download:download_command")
 
 
+def _add_card(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("card", help="a dataset's card: what its files say, as Markdown (+ HTML)")
+    p.add_argument("--name", required=True, help="the dataset's name (the card's title)")
+    p.add_argument("--data", required=True, nargs="+", help="the dataset's split files (.h5)")
+    p.add_argument(
+        "--checks", nargs="+", help="the `pdetransfer check` report of each --data file, in order"
+    )
+    p.add_argument("--stats", help="the train split's stats.json")
+    p.add_argument("--out", required=True, help="output Markdown card (card.md)")
+    p.add_argument("--html", help="also write the card as HTML (for the Snakemake report)")
+    _handler(p, "pdetransfer.data.card:card_command")
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="pre-train, fine-tune (--init) or train from scratch")
     p.add_argument("--data", required=True, nargs="+", help="train file(s); several = mixed")
@@ -302,12 +315,50 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
     _handler(p, "pdetransfer.study.publishing:publish_command")
 
 
+def _add_track(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "track",
+        help="export every run of a finished study into MLflow (needs the [track] extra)",
+        description="Write every run of the study (params, log.csv learning curve, final "
+        "metrics, status, stop reason, cell) into an MLflow store; a second export updates "
+        "the runs whose files changed and adds nothing else.",
+    )
+    p.add_argument("--study", required=True, help="study file written by `pdetransfer study`")
+    p.add_argument("--results", default="results", help="results root the run paths are under")
+    p.add_argument(
+        "--uri",
+        help="MLflow tracking URI (default: the study's tracking.uri, else "
+        "sqlite:///RESULTS/tracking/mlflow.db)",
+    )
+    p.add_argument(
+        "--experiment", help="MLflow experiment (default: the study's tracking.experiment)"
+    )
+    p.add_argument("--out", help="also write what was exported as JSON")
+    _handler(p, "pdetransfer.study.tracking:track_command")
+
+
+def _add_config_doc(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "config-doc", help="write config/README.md (every config key) from the config schema"
+    )
+    p.add_argument(
+        "--schema", default="workflow/schemas/config.schema.yaml", help="the config's schema"
+    )
+    p.add_argument("--configs", default="config", help="folder of the shipped configs (examples)")
+    p.add_argument("--out", default="config/README.md", help="output Markdown page")
+    p.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if --out is out of date"
+    )
+    _handler(p, "pdetransfer.study.configdoc:config_doc_command")
+
+
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_generate,
     _add_stats,
     _add_check,
     _add_import,
     _add_download,
+    _add_card,
     _add_train,
     _add_evaluate,
     _add_info,
@@ -316,6 +367,8 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_aggregate,
     _add_plot,
     _add_publish,
+    _add_track,
+    _add_config_doc,
 ]
 
 

@@ -11,6 +11,7 @@ localrules:
     plot_ood,
     plot_mixed,
     plot_gallery,
+    track,
 
 
 rule study:
@@ -193,3 +194,23 @@ rule plot_gallery:
         "pdetransfer plot gallery --study {input.study} --results results"
         " --downstream {wildcards.downstream}"
         " --out {output.png} {output.svg} > {log} 2>&1"
+
+
+# `snakemake track`: every run of the study into an MLflow store (tracking.uri, or the SQLite
+# file results/tracking/mlflow.db), after the runs and from one process on the machine that
+# runs Snakemake: many jobs writing one SQLite file at once is a known failure. It needs the
+# [track] extra (or, with --sdm conda, its own environment, envs/track.yaml). The store is not
+# an output (Snakemake deletes outputs before a rerun; a rerun must update the store instead).
+rule track:
+    input:
+        study="results/study.json",
+        runs=run_outputs(),
+        pretrain=pretrain_outputs(),
+    output:
+        "results/tracking/export.json",
+    log:
+        "results/logs/track.log",
+    conda:
+        TRACK_ENV
+    shell:
+        "pdetransfer track --study {input.study} --results results --out {output} > {log} 2>&1"

@@ -40,6 +40,7 @@ except ConfigError as err:
     raise WorkflowError(f"invalid config: {err}") from None
 
 ENV = "../../envs/pdetransfer.yaml"
+TRACK_ENV = "../../envs/track.yaml"  # the MLflow export's (rule track)
 
 
 report: "../report/workflow.rst"
@@ -204,6 +205,14 @@ def run_outputs():
     return files
 
 
+def pretrain_outputs():
+    """train.json of every pre-training run the study builds."""
+    return [
+        f"results/pretrain/{pretrain}/{size}/train.json"
+        for pretrain, size in STUDY.pretrain_jobs()
+    ]
+
+
 def data_checks():
     """Check reports of every dataset file the study generates."""
     return [
@@ -211,6 +220,23 @@ def data_checks():
         for ds, splits in STUDY.dataset_splits().items()
         for split in splits
     ]
+
+
+def card_inputs(wildcards):
+    """What a dataset's card reads: its split files, their check reports (same order) and,
+    where it has a train split, its normalisation stats."""
+    folder = f"results/data/{wildcards.dataset}"
+    splits = STUDY.dataset_splits()[wildcards.dataset]
+    return {
+        "data": [f"{folder}/{split}.h5" for split in splits],
+        "checks": [f"{folder}/{split}.check.txt" for split in splits],
+        "stats": [f"{folder}/stats.json"] if "train" in splits else [],
+    }
+
+
+def data_cards():
+    """The card of every dataset the study generates."""
+    return [f"results/data/{ds}/card.md" for ds in STUDY.dataset_splits()]
 
 
 def gallery_inputs(wildcards):

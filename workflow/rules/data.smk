@@ -138,3 +138,29 @@ rule mixed_stats:
         runtime=runtime("data"),
     shell:
         "pdetransfer stats {input} --out {output} > {log} 2>&1"
+
+
+# A readable card per dataset (what its files, stats and check reports say), as Markdown and
+# as HTML for the report. It reads only finished, checked files, so it costs seconds.
+rule card:
+    input:
+        unpack(card_inputs),
+    output:
+        md="results/data/{dataset}/card.md",
+        html=report(
+            "results/data/{dataset}/card.html",
+            caption="../report/card.rst",
+            category="Datasets",
+            labels={"dataset": "{dataset}"},
+        ),
+    log:
+        "results/logs/data/{dataset}/card.log",
+    localrule: True
+    conda:
+        ENV
+    params:
+        stats=lambda wc, input: f"--stats {input.stats}" if input.stats else "",
+    shell:
+        "pdetransfer card --name {wildcards.dataset} --data {input.data}"
+        " --checks {input.checks} {params.stats} --out {output.md} --html {output.html}"
+        " > {log} 2>&1"

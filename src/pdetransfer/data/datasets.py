@@ -16,8 +16,9 @@ One file per system x range x split. Layout (``FORMAT_VERSION`` 1):
 - root attributes: system, param_name, param_range, split, grid, n_samples, base_seed, seed
   (derived), kappa, pdetransfer_version, format_version, config (JSON), tensor_columns and
   coefficient_columns (JSON lists); Helmholtz files add omega_values / omega_counts (the
-  realised omega histogram) and n_rejected. Imported files (:mod:`pdetransfer.data.importing`)
-  add ``origin = "import"`` and their provenance.
+  realised omega histogram) and n_rejected; generation (JSON: seconds, time, host, CPU,
+  threads, versions) says when and where the file was made. Imported files
+  (:mod:`pdetransfer.data.importing`) add ``origin = "import"`` and their provenance.
 
 The derived seed hashes (base seed, system, range, split) with SHA-256, so splits and ranges
 never share sources, while the same draw at another grid size is the same source function.

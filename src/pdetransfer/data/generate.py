@@ -3,7 +3,9 @@
 Samples are generated in fixed blocks by a thread pool and written in order by the main
 thread into a temporary file that is renamed into place only when complete, so the contents
 depend only on (system, range, split, N, grid, seed), never on the block size or threads.
-The layout is :mod:`pdetransfer.data.datasets`'.
+The layout is :mod:`pdetransfer.data.datasets`'. The ``generation`` attribute records when,
+where and how fast the file was made (for the dataset card); it is the one part of a file
+that differs between two generations of the same dataset.
 """
 
 from __future__ import annotations
@@ -14,9 +16,13 @@ import contextlib
 import json
 import math
 import os
+import platform
+import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +164,7 @@ def generate_dataset(
     config = _config(spec, param_range, split, n_samples, grid, seed, derived)
     omega_counts: collections.Counter[int] = collections.Counter()
     rejected = 0
+    started = time.perf_counter()
     # Our threads split the work; BLAS threads on top of them (its products here are small)
     # only oversubscribe the CPUs, which is several times slower on a busy node.
     with (
@@ -191,7 +198,32 @@ def generate_dataset(
             h5.attrs["omega_values"] = np.asarray(values, dtype=np.int64)
             h5.attrs["omega_counts"] = np.asarray([omega_counts[v] for v in values], np.int64)
             h5.attrs["n_rejected"] = rejected
+        h5.attrs["generation"] = json.dumps(_generation(time.perf_counter() - started, threads))
     return out
+
+
+def _generation(seconds: float, threads: int) -> dict[str, Any]:
+    """When, where and how fast a file was generated (not what: that is ``config``)."""
+    return {
+        "seconds": round(seconds, 3),
+        "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "cpu": _cpu_model(),
+        "threads": threads,
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "h5py": h5py.__version__,
+    }
+
+
+def _cpu_model() -> str:
+    """The CPU's model name where the OS says it (Linux), else the architecture."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def _config(
@@ -252,7 +284,7 @@ def _config(
 def _create_datasets(
     h5: h5py.File, spec: systems.SystemSpec, n_samples: int, grid: int
 ) -> dict[str, h5py.Dataset]:
-    """Create the datasets (no timestamps, so identical inputs give identical files)."""
+    """Create the datasets (no timestamps: identical inputs give identical arrays)."""
     rows = min(n_samples, 4096)
     made = {
         "fields": h5.create_dataset(

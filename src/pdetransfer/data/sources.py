@@ -1,7 +1,7 @@
 """Random Gaussian-bump sources, built for a whole batch with small matrix products.
 
 A source is a sum of up to 144 Gaussians ``exp(-|x - c|^2 / (2 sigma^2))``, sigma = 1/32, with
-centres on a 12 x 12 grid of spacing 2 sigma centred at (0.5, 0.5) (STUDY.md). Each bump is on
+centres on a 12 x 12 grid of spacing 2 sigma centred at (0.5, 0.5) (docs/science.md). Each bump is on
 with probability ``1 - s`` (sparsity ``s`` drawn from {0.2, 0.4, 0.6, 0.8}) with amplitude
 U(1e-3, 1); at least one is on.
 

@@ -1,4 +1,4 @@
-"""Normalisation statistics of a (pre-)training set, as STUDY.md's model input needs them.
+"""Normalisation statistics of a (pre-)training set, as the model input of docs/science.md needs them.
 
 The model divides each sample's source by its RMS norm relative to the training set's median
 source norm, and each canonical coefficient channel by its median magnitude. Both medians come

@@ -1,4 +1,4 @@
-"""The three PDE systems as parameter samplers on top of the one solver (STUDY.md).
+"""The three PDE systems as parameter samplers on top of the one solver (docs/science.md).
 
 | system    | D            | v       | omega | parameter (the "range")                         |
 |-----------|--------------|---------|-------|-------------------------------------------------|

@@ -1,6 +1,6 @@
 """The Fourier Neural Operator of the study: the ``"fno"`` entry of the model registry.
 
-The architecture is the one of STUDY.md (after Li et al. 2021, as used by Subramanian et al.):
+The architecture of docs/science.md (after Li et al. 2021, as used by Subramanian et al.):
 a pointwise lift from the input channels to width ``w``, four Fourier layers (spectral
 convolution over the lowest ``m`` modes plus a pointwise linear skip, GELU after all but the
 last), and a pointwise head ``w -> 2w -> GELU -> 1``. Only the network lives here: its size

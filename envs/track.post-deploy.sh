@@ -1,0 +1,1 @@
+pdetransfer.post-deploy.sh
