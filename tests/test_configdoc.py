@@ -36,7 +36,7 @@ def test_every_key_has_a_row_with_its_type_default_and_example() -> None:
     assert rows["datasets.<name>.grid"].endswith(
         "| integer (≥ 16, multiple of 2) | `128` | `32` (config/config.yaml) |"
     )
-    assert "| required | `poisson` (config/config.yaml) |" in rows["datasets.<name>.system"]
+    assert "| required | `64` (config/config.yaml) |" in rows["datasets.<name>.val"]
     assert (
         "integer (≥ 1) or null | `null` | `200` (config/reproduce.yaml)"
         in rows["training.downstream.patience"]
