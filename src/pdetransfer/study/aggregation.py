@@ -1,7 +1,7 @@
 """The study's tables: every run, the best learning rate per cell, data efficiency, fits.
 
 - ``runs.csv``: one row per run of the study (identity, status, test metrics, validation error,
-  parameters, how training stopped, times), read from each run directory's ``metrics.json`` and
+  parameters and how many of them the run's mode trained, how training stopped, times), read from each run directory's ``metrics.json`` and
   ``train.json``. A run whose training diverged is a result, not a failure: its ``status`` is
   ``diverged`` and its test errors are empty (NaN). Runs written before ``train.json`` recorded
   a status count as ``completed``, and as not ``still_improving``.
@@ -79,6 +79,7 @@ RUN_COLUMNS = [
     "model",
     "architecture",
     "parameters",
+    "trainable_parameters",
     *(f"test_{k}" for k in METRIC_KEYS),
     "n_test",
     "eval_seconds",
@@ -98,6 +99,7 @@ RUN_COLUMNS = [
 SUMMARY_COLUMNS = [
     *CELL,
     "parameters",
+    "trainable_parameters",
     "status",
     "best_lr",
     "n_lrs",
@@ -169,6 +171,10 @@ def read_run(study: Study, run: Run, results: Path) -> tuple[dict[str, Any], np.
         "model": checkpoint.get("model", study.sizes[run.size]),
         "architecture": checkpoint.get("architecture"),
         "parameters": checkpoint.get("parameters", summary.get("parameters")),
+        # train.json written before the rules trained every weight
+        "trainable_parameters": summary.get("trainable_parameters", summary.get("parameters"))
+        if run.trains
+        else 0,
         **{f"test_{k}": math.nan if diverged else _metric(metrics[k]) for k in METRIC_KEYS},
         "n_test": metrics.get("n_samples"),
         "eval_seconds": metrics.get("seconds"),
@@ -265,6 +271,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     for key, cell in runs.groupby(CELL, sort=False, dropna=False):
         base = dict(zip(CELL, key, strict=True))
         base["parameters"] = cell["parameters"].iloc[0]
+        base["trainable_parameters"] = cell["trainable_parameters"].iloc[0]
         n_diverged = int((cell["status"] == "diverged").sum())
         if base["mode"] not in TRAINING:
             chosen, best_lr, n_lrs, edge = cell, math.nan, 0, ""
