@@ -263,6 +263,10 @@ def _add_aggregate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--summary-csv", required=True, help="output: best lr by validation error")
     p.add_argument("--efficiency-csv", required=True, help="output: N to reach target errors")
     p.add_argument("--fits-csv", required=True, help="output: power-law fits of error vs N, size")
+    p.add_argument("--modes-csv", help="output: every mode's error and ratio to full fine-tuning")
+    p.add_argument(
+        "--thresholds-csv", help="output: per mode, the N from which it stays near full fine-tuning"
+    )
     p.add_argument(
         "--partial",
         action="store_true",

@@ -103,7 +103,7 @@ MODES: dict[str, Mode] = {
             baseline=None,
             label="fine-tune head",
             activity="fine-tuning the head",
-            palette="Greens",
+            palette="RdPu",  # not Greens: the mixed-physics plot draws single-system runs in it
             marker="^",
         ),
         Mode(

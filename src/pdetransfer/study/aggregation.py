@@ -27,7 +27,8 @@
       95% bootstrap interval of the cell's mean test error over its seeds and test samples
       (:mod:`pdetransfer.study.statistics`), the band of the error-vs-N plots.
 - ``data_efficiency.csv``: see :mod:`pdetransfer.study.efficiency`; ``scaling_fits.csv``: see
-  :mod:`pdetransfer.study.fits`.
+  :mod:`pdetransfer.study.fits`; ``mode_comparison.csv`` and ``mode_threshold.csv`` (every mode
+  against full fine-tuning): see :mod:`pdetransfer.study.modes_table`.
 
 Runs are enumerated from the study (the resolved config), not by scanning directories, so
 stale runs of an earlier config never leak into the tables. ``aggregate`` is strict: every run
@@ -56,6 +57,7 @@ from pdetransfer.modes import TRAINING, Mode
 from pdetransfer.study.config import Study
 from pdetransfer.study.efficiency import data_efficiency
 from pdetransfer.study.fits import scaling_fits
+from pdetransfer.study.modes_table import mode_tables
 from pdetransfer.study.statistics import Bootstrap, RunErrors, percentile_interval
 
 METRIC_KEYS = [
@@ -465,6 +467,12 @@ def aggregate_command(args: argparse.Namespace) -> int:
     write_csv(summary, args.summary_csv)
     write_csv(efficiency, args.efficiency_csv)
     write_csv(fits, args.fits_csv)
+    if args.modes_csv or args.thresholds_csv:
+        modes, thresholds = mode_tables(summary, chosen, Bootstrap(replicates, seed))
+        if args.modes_csv:
+            write_csv(modes, args.modes_csv)
+        if args.thresholds_csv:
+            write_csv(thresholds, args.thresholds_csv)
     print(
         f"{len(runs)} runs, {len(summary)} summary cells, {len(efficiency)} efficiency rows, "
         f"{len(fits)} fits"

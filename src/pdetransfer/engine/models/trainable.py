@@ -159,7 +159,9 @@ class Trainable:
                 p.requires_grad_(any(name.startswith(f"{h}.") for h in heads))
         return network
 
-    def export(self, network: nn.Module, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def export(
+        self, network: nn.Module, weights: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         """A trained member's weights (of :meth:`prepare`'s network) as the plain network's
         ``state_dict``, the form every ``model.pt`` holds; ``network`` is a scratch copy of
         the prepared network (its weights are overwritten)."""

@@ -20,8 +20,8 @@ from pdetransfer import __version__
 from pdetransfer.data.stats import compute_stats, load_stats
 from pdetransfer.engine.checkpoints import FORMAT, FORMAT_VERSION, sha256_file
 from pdetransfer.engine.fields import FieldSet, file_identity
-from pdetransfer.engine.models.normalization import CHANNELS, Normalization
 from pdetransfer.engine.models.build import build_model
+from pdetransfer.engine.models.normalization import CHANNELS, Normalization
 from pdetransfer.engine.models.registry import ModelSpec, resolution_problem
 from pdetransfer.engine.models.trainable import count_trainable
 from pdetransfer.engine.runtime.processes import Processes
