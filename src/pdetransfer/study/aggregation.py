@@ -269,6 +269,8 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         runs["status"] = "completed"
     if "still_improving" not in runs:
         runs["still_improving"] = False
+    if "trainable_parameters" not in runs:  # runs.csv written before the modes' rules
+        runs["trainable_parameters"] = runs["parameters"].where(runs["mode"].isin(TRAINING), 0)
     rows: list[dict[str, Any]] = []
     for key, cell in runs.groupby(CELL, sort=False, dropna=False):
         base = dict(zip(CELL, key, strict=True))
