@@ -19,7 +19,7 @@ from pdetransfer.study.config import Study
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
-BASE_ERROR = {"finetune": 0.1, "scratch": 0.5, "zeroshot": 0.8}
+BASE_ERROR = {"finetune": 0.1, "scratch": 0.5, "zeroshot": 0.8, "head": 0.3, "lora": 0.105}
 TABLE_FLAGS = {
     "runs": "--runs-csv",
     "summary": "--summary-csv",

@@ -50,7 +50,7 @@ def test_run_paths_are_the_studys_layout() -> None:
         "runs/finetune/poisson_1_5/xs/helmholtz_1_10/n16/lr5e-05",  # no seed
         "runs/scratch/poisson_1_5/xs/helmholtz_1_10/n16/lr5e-05/s3",  # a pre-training
         "runs/zeroshot/poisson_1_5/xs/helmholtz_1_10/n16",  # zero-shot has no N
-        "runs/head/poisson_1_5/xs/helmholtz_1_10/n16/lr5e-05/s3",  # no such mode
+        "runs/adapter/poisson_1_5/xs/helmholtz_1_10/n16/lr5e-05/s3",  # no such mode
         "runs/finetune/poisson_1_5/xs/helmholtz_1_10/n0/lr5e-05/s3",  # N = 0
         "finetune/poisson_1_5/xs/helmholtz_1_10/n16/lr5e-05/s3",  # not below runs/
         "pretrain/poisson_1_5/xs",
@@ -98,11 +98,12 @@ def test_the_mode_table_is_consistent() -> None:
     for spec, base in comparisons():
         assert spec.trains and base.trains and spec is not base
     assert [(m.name, b.name) for m, b in comparisons()] == [("finetune", "scratch")]
-    with pytest.raises(UserError, match="unknown mode 'head'"):
-        mode("head")
+    with pytest.raises(UserError, match="unknown mode 'adapter'"):
+        mode("adapter")
 
 
 def test_the_schema_allows_exactly_the_modes_of_the_table() -> None:
     schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
     modes = schema["properties"]["sweep"]["properties"]["modes"]
-    assert modes["items"]["enum"] == list(MODES) == modes["default"]
+    assert modes["items"]["enum"] == list(MODES)
+    assert modes["default"] == [m for m in MODES if MODES[m].trainable in ("all", "none")]

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pdetransfer import __version__
-from pdetransfer.engine.models.registry import ARCHITECTURES, DEFAULT_ARCHITECTURE
+from pdetransfer.engine.models.registry import ARCHITECTURES, DEFAULT_ARCHITECTURE, TRAINABLE_RULES
 from pdetransfer.errors import UserError
 
 SYSTEMS = ("poisson", "advdiff", "helmholtz")
@@ -138,6 +138,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--init", help="pre-trained checkpoint to fine-tune from")
     p.add_argument("--stats", help="normalisation stats JSON (default: computed from --data)")
+    p.add_argument(
+        "--trainable",
+        choices=TRAINABLE_RULES,
+        default="all",
+        help="which parameters train: all, head (the output projection only) or lora "
+        "(zero-initialised low-rank updates of the Fourier layers, --lora-rank)",
+    )
+    p.add_argument("--lora-rank", type=int, default=4, help="rank of --trainable lora's updates")
     p.add_argument("--n-train", type=int, help="use the first N of a seeded permutation")
     p.add_argument(
         "--lr", nargs="+", default=["1e-3"], help="learning rate(s); several: one member each"
@@ -268,6 +276,10 @@ def _add_aggregate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--summary-csv", required=True, help="output: best lr by validation error")
     p.add_argument("--efficiency-csv", required=True, help="output: N to reach target errors")
     p.add_argument("--fits-csv", required=True, help="output: power-law fits of error vs N, size")
+    p.add_argument("--modes-csv", help="output: every mode's error and ratio to full fine-tuning")
+    p.add_argument(
+        "--thresholds-csv", help="output: per mode, the N from which it stays near full fine-tuning"
+    )
     p.add_argument(
         "--partial",
         action="store_true",

@@ -12,13 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from pdetransfer.engine.models.registry import TRAINABLE_RULES
 from pdetransfer.errors import UserError
 
 #: What a mode's model starts from: the pre-trained checkpoint of its (pre-training, size), or
 #: random weights (normalised with the downstream training set's statistics).
 Start = Literal["pretrained", "random"]
-#: Named rules for which parameters train: every one, or none (the model is only evaluated).
-TRAINABLE = ("all", "none")
+#: Named rules for which parameters train: the engine's (every weight, the output projection,
+#: low-rank updates), or none (the model is only evaluated).
+TRAINABLE = (*TRAINABLE_RULES, "none")
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,26 @@ MODES: dict[str, Mode] = {
             marker="s",
         ),
         Mode(
+            "head",
+            start="pretrained",
+            trainable="head",  # the output projection only (the FNO's head.0 and head.2)
+            baseline=None,
+            label="fine-tune head",
+            activity="fine-tuning the head",
+            palette="RdPu",  # not Greens: the mixed-physics plot draws single-system runs in it
+            marker="^",
+        ),
+        Mode(
+            "lora",
+            start="pretrained",
+            trainable="lora",  # rank sweep.lora_rank updates of every Fourier layer's weights
+            baseline=None,
+            label="LoRA",
+            activity="LoRA fine-tuning",
+            palette="Purples",
+            marker="D",
+        ),
+        Mode(
             "zeroshot",
             start="pretrained",
             trainable="none",
@@ -116,6 +138,13 @@ def mode(name: str) -> Mode:
         return MODES[name]
     except KeyError:
         raise UserError(f"unknown mode {name!r} (modes: {', '.join(MODES)})") from None
+
+
+def full_finetune() -> Mode:
+    """The mode the parameter-efficient modes are measured against: every weight of the
+    pre-trained model trains."""
+    (found,) = (m for m in MODES.values() if m.needs_pretrained and m.trainable == "all")
+    return found
 
 
 def comparisons() -> list[tuple[Mode, Mode]]:

@@ -53,6 +53,16 @@ rule aggregate:
             caption="../report/scaling_fits.rst",
             category="Tables",
         ),
+        modes=report(
+            "results/tables/mode_comparison.csv",
+            caption="../report/modes.rst",
+            category="Tables",
+        ),
+        thresholds=report(
+            "results/tables/mode_threshold.csv",
+            caption="../report/modes.rst",
+            category="Tables",
+        ),
     log:
         "results/logs/aggregate.log",
     benchmark:
@@ -62,7 +72,8 @@ rule aggregate:
     shell:
         "pdetransfer aggregate --study {input.study} --results results"
         " --runs-csv {output.runs} --summary-csv {output.summary}"
-        " --efficiency-csv {output.efficiency} --fits-csv {output.fits} > {log} 2>&1"
+        " --efficiency-csv {output.efficiency} --fits-csv {output.fits}"
+        " --modes-csv {output.modes} --thresholds-csv {output.thresholds} > {log} 2>&1"
 
 
 # `snakemake partial`: the tables of the runs finished so far, under results/partial/tables,

@@ -146,6 +146,11 @@ def out_flag(mode):
     return flag
 
 
+def trainable_flags(mode):
+    """Which parameters a training job of the mode trains (its rule in pdetransfer.modes)."""
+    return f"--trainable {mode.trainable} --lora-rank {config['sweep']['lora_rank']}"
+
+
 def train_resource(key):
     """A training job's resource: resources.train per run; for a packed cell one GPU at most
     (the pack is one process), and runtime and memory times the members (the bound of the

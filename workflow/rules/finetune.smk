@@ -38,6 +38,7 @@ for mode in TRAINING_MODES:
             runtime=train_resource("runtime"),
         params:
             start=JOBS.start(mode)[0],
+            trainable=trainable_flags(mode),
             model=lambda wc: config["sizes"][wc.size],
             members=member_flags,
             out=out_flag(mode),
@@ -45,6 +46,7 @@ for mode in TRAINING_MODES:
             every=config["training"]["checkpoint_every"],
         shell:
             "pdetransfer launch --gpus {resources.gpu} -- train {params.start} {input.start}"
+            " {params.trainable}"
             " --data {input.data} --val {input.val} --model {params.model}"
             " --n-train {wildcards.n} {params.members} {params.recipe}"
             " --checkpoint-every {params.every} --threads {threads} {params.out} > {log} 2>&1"

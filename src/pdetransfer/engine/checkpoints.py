@@ -206,6 +206,13 @@ def _text(s: dict[str, Any]) -> str:
         if init
         else "init         none (from scratch)"
     )
+    rule = s.get("trainable")
+    if rule and rule["rule"] != "all":
+        rank = f" rank {rule['rank']}" if rule.get("rank") else ""
+        merged = ", merged into these weights" if rule.get("weights") == "merged" else ""
+        lines.append(
+            f"trainable    {rule['rule']}{rank}: {rule['parameters']:,} parameters trained{merged}"
+        )
     if "progress" in s:
         p = s["progress"]
         lines.append(f"progress     epoch {p['epoch']}, batch {p['batch']}, step {p['step']}")

@@ -1,7 +1,7 @@
 """The study's tables: every run, the best learning rate per cell, data efficiency, fits.
 
 - ``runs.csv``: one row per run of the study (identity, status, test metrics, validation error,
-  parameters, how training stopped, times), read from each run directory's ``metrics.json`` and
+  parameters and how many of them the run's mode trained, how training stopped, times), read from each run directory's ``metrics.json`` and
   ``train.json``. A run whose training diverged is a result, not a failure: its ``status`` is
   ``diverged`` and its test errors are empty (NaN). Runs written before ``train.json`` recorded
   a status count as ``completed``, and as not ``still_improving``.
@@ -27,7 +27,8 @@
       95% bootstrap interval of the cell's mean test error over its seeds and test samples
       (:mod:`pdetransfer.study.statistics`), the band of the error-vs-N plots.
 - ``data_efficiency.csv``: see :mod:`pdetransfer.study.efficiency`; ``scaling_fits.csv``: see
-  :mod:`pdetransfer.study.fits`.
+  :mod:`pdetransfer.study.fits`; ``mode_comparison.csv`` and ``mode_threshold.csv`` (every mode
+  against full fine-tuning): see :mod:`pdetransfer.study.modes_table`.
 
 Runs are enumerated from the study (the resolved config), not by scanning directories, so
 stale runs of an earlier config never leak into the tables. ``aggregate`` is strict: every run
@@ -56,6 +57,7 @@ from pdetransfer.modes import TRAINING, Mode
 from pdetransfer.study.config import Study
 from pdetransfer.study.efficiency import data_efficiency
 from pdetransfer.study.fits import scaling_fits
+from pdetransfer.study.modes_table import mode_tables
 from pdetransfer.study.statistics import Bootstrap, RunErrors, percentile_interval
 
 METRIC_KEYS = [
@@ -79,6 +81,7 @@ RUN_COLUMNS = [
     "model",
     "architecture",
     "parameters",
+    "trainable_parameters",
     *(f"test_{k}" for k in METRIC_KEYS),
     "n_test",
     "eval_seconds",
@@ -98,6 +101,7 @@ RUN_COLUMNS = [
 SUMMARY_COLUMNS = [
     *CELL,
     "parameters",
+    "trainable_parameters",
     "status",
     "best_lr",
     "n_lrs",
@@ -169,6 +173,10 @@ def read_run(study: Study, run: Run, results: Path) -> tuple[dict[str, Any], np.
         "model": checkpoint.get("model", study.sizes[run.size]),
         "architecture": checkpoint.get("architecture"),
         "parameters": checkpoint.get("parameters", summary.get("parameters")),
+        # train.json written before the rules trained every weight
+        "trainable_parameters": summary.get("trainable_parameters", summary.get("parameters"))
+        if run.trains
+        else 0,
         **{f"test_{k}": math.nan if diverged else _metric(metrics[k]) for k in METRIC_KEYS},
         "n_test": metrics.get("n_samples"),
         "eval_seconds": metrics.get("seconds"),
@@ -261,10 +269,13 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         runs["status"] = "completed"
     if "still_improving" not in runs:
         runs["still_improving"] = False
+    if "trainable_parameters" not in runs:  # runs.csv written before the modes' rules
+        runs["trainable_parameters"] = runs["parameters"].where(runs["mode"].isin(TRAINING), 0)
     rows: list[dict[str, Any]] = []
     for key, cell in runs.groupby(CELL, sort=False, dropna=False):
         base = dict(zip(CELL, key, strict=True))
         base["parameters"] = cell["parameters"].iloc[0]
+        base["trainable_parameters"] = cell["trainable_parameters"].iloc[0]
         n_diverged = int((cell["status"] == "diverged").sum())
         if base["mode"] not in TRAINING:
             chosen, best_lr, n_lrs, edge = cell, math.nan, 0, ""
@@ -458,6 +469,12 @@ def aggregate_command(args: argparse.Namespace) -> int:
     write_csv(summary, args.summary_csv)
     write_csv(efficiency, args.efficiency_csv)
     write_csv(fits, args.fits_csv)
+    if args.modes_csv or args.thresholds_csv:
+        modes, thresholds = mode_tables(summary, chosen, Bootstrap(replicates, seed))
+        if args.modes_csv:
+            write_csv(modes, args.modes_csv)
+        if args.thresholds_csv:
+            write_csv(thresholds, args.thresholds_csv)
     print(
         f"{len(runs)} runs, {len(summary)} summary cells, {len(efficiency)} efficiency rows, "
         f"{len(fits)} fits"

@@ -27,7 +27,7 @@ from pdetransfer import __version__
 from pdetransfer.atomic import atomic_path
 from pdetransfer.errors import UserError
 from pdetransfer.layout import mode_root
-from pdetransfer.modes import MODES, TRAINING, Mode, comparisons
+from pdetransfer.modes import MODES, TRAINING, Mode, comparisons, full_finetune
 from pdetransfer.study.aggregation import load_study, mode_rows, read_csv, summary_rows
 from pdetransfer.study.config import Study
 from pdetransfer.study.plotting import dataset_label
@@ -173,12 +173,12 @@ def error_section(study: Study, summary: pd.DataFrame) -> str:
             "In square brackets: the chosen lr is an end of the grid (or the only one), or",
             "k of the chosen runs stopped still improving (undertrained k/seeds).",
         ]
-    fine_tuned = [m.name for m in MODES.values() if m.trains and m.needs_pretrained]
+    fine_tuned = [m.name for m in study.study_modes() if m.trains and m.needs_pretrained]
     cells = summary[summary["mode"].isin(fine_tuned)][["pretrain", "size", "downstream"]]
     for pretrain, size, downstream in cells.drop_duplicates().itertuples(index=False):
         cell = {"size": size, "downstream": downstream}
         rows = []
-        for mode in MODES.values():
+        for mode in study.study_modes():
             curve = mode_rows(summary, mode, pretrain, **cell)
             if mode.trains:
                 picked = curve.set_index("n")
@@ -213,9 +213,11 @@ def mixed_section(study: Study, summary: pd.DataFrame) -> str:
             cell = {"size": size, "downstream": downstream}
             rows = []
             sources = [exp["pretrain"], *study.compare_pretrain(experiment, downstream)]
-            for mode in (m for m in MODES.values() if m.trains):
+            for mode in (m for m in study.study_modes() if m.trains):
                 for source in sources if mode.needs_pretrained else [""]:
                     label = f"from {source}" if mode.needs_pretrained else mode.label
+                    if mode.needs_pretrained and mode is not full_finetune():
+                        label = f"{mode.label} {label}"
                     curve = mode_rows(summary, mode, source, **cell).set_index("n")
                     zs = summary_rows(summary, mode=level.name, pretrain=source, **cell)
                     zero = format_error(zs["test_rel_l2_mean"].iloc[0]) if not zs.empty else MISSING

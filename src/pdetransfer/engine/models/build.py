@@ -28,15 +28,27 @@ def build_model(spec: ModelSpec) -> nn.Module:
     return _load(entry(spec.architecture).network)(spec)
 
 
-def packed_class(spec: ModelSpec) -> type[PackedNetwork]:
-    """How K networks of ``spec``'s architecture are packed into one model."""
+def packed_class(spec: ModelSpec, wrapped: bool = False) -> type[PackedNetwork]:
+    """How K networks of ``spec``'s architecture are packed into one model.
+
+    The architecture's member-axis implementation mirrors its own network class only; a
+    network wrapped in something else (``wrapped``: adapters,
+    :mod:`pdetransfer.engine.models.trainable`) is packed by ``torch.func``.
+    """
     packed = entry(spec.architecture).packed
-    return FunctionalEnsemble if packed is None else _load(packed)
+    return FunctionalEnsemble if packed is None or wrapped else _load(packed)
 
 
 def build_packed(networks: Sequence[nn.Module]) -> PackedNetwork:
-    """The K ``networks`` (one spec) as one model with a member axis (see ``packed_class``)."""
-    return packed_class(networks[0].spec)(networks)  # type: ignore[arg-type]
+    """The K ``networks`` (one spec) as one model with a member axis (see ``packed_class``);
+    each packed weight trains if the members' own weight does."""
+    spec = networks[0].spec
+    wrapped = type(networks[0]) is not _load(entry(spec.architecture).network)
+    packed = packed_class(spec, wrapped)(networks)  # type: ignore[arg-type]
+    frozen = {name for name, p in networks[0].named_parameters() if not p.requires_grad}
+    for name, p in packed.member_parameters().items():
+        p.requires_grad_(name not in frozen)
+    return packed
 
 
 def count_parameters(model: nn.Module) -> int:

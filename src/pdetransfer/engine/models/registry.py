@@ -35,6 +35,11 @@ PRESETS: dict[str, tuple[int, int]] = {
 #: Fourier layers of every model in the study.
 LAYERS = 4
 
+#: Rules for which parameters a run trains (``pdetransfer train --trainable``), implemented in
+#: :mod:`pdetransfer.engine.models.trainable`: every weight, only the output projection
+#: (the architecture's ``head``), or low-rank updates of its ``adapted`` weights.
+TRAINABLE_RULES = ("all", "head", "lora")
+
 #: The architecture of a spec or checkpoint that names none (every checkpoint written before
 #: the registry holds an FNO).
 DEFAULT_ARCHITECTURE = "fno"
@@ -86,6 +91,12 @@ class Architecture:
     packed: str | None  # "module:Class" built from K networks; None: the torch.func ensemble
     parameters: Callable[[ModelSpec], int]  # closed form; a complex weight counts as two reals
     resolution_problem: Callable[[ModelSpec, int], str | None]  # see resolution_problem()
+    #: Module names (prefixes of parameter names) of the output projection: what the ``head``
+    #: rule trains (:mod:`pdetransfer.engine.models.trainable`).
+    head: tuple[str, ...]
+    #: Weights the ``lora`` rule adapts: parameter-name regex -> update kind (``"matrix"`` for
+    #: an ``(out, in)`` weight, ``"spectral"`` for the FNO's per-mode complex weights).
+    adapted: tuple[tuple[str, str], ...]
 
 
 def entry(name: str) -> Architecture:
@@ -154,5 +165,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         packed="pdetransfer.engine.models.fno_ensemble:EnsembleFNO",
         parameters=lambda s: parameter_count(s.modes, s.width, s.in_channels, s.layers),
         resolution_problem=_fno_resolution_problem,
+        head=("head",),  # head.0 (w -> 2w) and head.2 (2w -> 1), weights and biases
+        adapted=((r"spectral\.\d+\.weight", "spectral"), (r"skips\.\d+\.weight", "matrix")),
     ),
 }

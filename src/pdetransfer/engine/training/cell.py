@@ -42,11 +42,12 @@ def member_config(identity: dict[str, Any], spec: MemberSpec) -> dict[str, Any]:
 
 
 def packs(
-    positions: list[int], batch: int, grid: int, spec: ModelSpec, gpu: bool
+    positions: list[int], batch: int, grid: int, spec: ModelSpec, gpu: bool, wrapped: bool = False
 ) -> list[list[int]]:
     """Members (by index) grouped into packs: same resume step, and packed only if it pays.
 
-    ``positions[k]`` is the step member ``k`` resumes from (0: a fresh start).
+    ``positions[k]`` is the step member ``k`` resumes from (0: a fresh start); ``wrapped``:
+    the members' networks are wrapped (see :func:`~pdetransfer.engine.models.build.packed_class`).
     """
     groups: dict[int, list[int]] = {}
     for k, step in enumerate(positions):
@@ -54,7 +55,7 @@ def packs(
     out: list[list[int]] = []
     for step in sorted(groups):
         group = groups[step]
-        if gpu or packed_class(spec).pays(spec, len(group), batch, grid):
+        if gpu or packed_class(spec, wrapped).pays(spec, len(group), batch, grid):
             out.append(group)
         else:
             out.extend([k] for k in group)

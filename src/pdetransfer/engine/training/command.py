@@ -128,7 +128,8 @@ def _train(config: TrainConfig, procs: Processes, after_step: Callable[[int], No
     val_set = load_fields(val_infos)
     positions = [0 if state is None else int(state["progress"]["step"]) for _, state in todo]
     gpu = procs.device.type == "cuda"
-    for group in packs(positions, plan.batch_size, grid, plan.spec, gpu):
+    wrapped = config.trainable.wraps
+    for group in packs(positions, plan.batch_size, grid, plan.spec, gpu, wrapped):
         entries = [todo[k] for k in group]
         pack = Pack(config, procs, plan, grid, normalization, train_sets, val_set)
         status = pack.train(entries, init, after_step)

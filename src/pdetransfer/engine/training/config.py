@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pdetransfer.engine.models.normalization import CHANNELS
 from pdetransfer.engine.models.registry import ModelSpec, parse_model
+from pdetransfer.engine.models.trainable import Trainable
 from pdetransfer.errors import UserError
 
 
@@ -43,6 +44,7 @@ class TrainConfig:
     members: tuple[MemberSpec, ...]
     init: str | None
     stats: str | None
+    trainable: Trainable
     n_train: int | None
     epochs: int
     min_steps: int
@@ -76,6 +78,7 @@ class TrainConfig:
             members=members,
             init=args.init,
             stats=args.stats,
+            trainable=_trainable(args),
             n_train=args.n_train,
             epochs=args.epochs,
             min_steps=args.min_steps,
@@ -129,6 +132,13 @@ def _members(args: argparse.Namespace) -> tuple[MemberSpec, ...]:
         for text, value in zip(lrs, values, strict=True)
         for seed in seeds
     )
+
+
+def _trainable(args: argparse.Namespace) -> Trainable:
+    """The rule for which parameters train; the partial rules adapt a pre-trained model."""
+    if args.trainable != "all" and not args.init:
+        raise UserError(f"--trainable {args.trainable} adapts a pre-trained model: give --init")
+    return Trainable(args.trainable, args.lora_rank if args.trainable == "lora" else None)
 
 
 def _check_counts(args: argparse.Namespace) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 
 import torch
 
@@ -29,9 +30,11 @@ def write_member_outputs(
     trainer: Trainer,
     k: int,
     pack_size: int,
+    export: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
 ) -> None:
     """Write member ``k``'s outputs (see :mod:`pdetransfer.engine.training.run_files`) and say
-    how it ended."""
+    how it ended; ``export`` turns the trained network's weights into the plain network's
+    (:meth:`pdetransfer.engine.models.trainable.Trainable.export`)."""
     budget, spe = plan.budget, plan.steps_per_epoch
     member, header, out, train_set = slot.state, slot.header, slot.out, slot.train_set
     seconds = trainer.seconds(loop)
@@ -41,6 +44,7 @@ def write_member_outputs(
     weights_from = "best_check"
     if weights is None:
         weights, weights_from = trainer.network.member_state_dict(k), "last_step"
+    weights = export(weights)
     outcome = {
         "status": "diverged" if member.diverged else "completed",
         "stop_reason": member.stop_reason,
@@ -83,6 +87,8 @@ def write_member_outputs(
         "modes": plan.spec.modes,
         "width": plan.spec.width,
         "parameters": plan.spec.parameters,
+        "trainable": config.trainable.rule,
+        "trainable_parameters": plan.trainable_parameters,
         "n_train": plan.n_train,
         "lr": spec.lr,
         "epochs": config.epochs,

@@ -9,6 +9,7 @@ state of its own ``state.pt``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -61,11 +62,13 @@ class Pack:
             network = build_model(plan.spec)
             if init is not None:
                 network.load_state_dict(init["weights"])
-            networks.append(network)
+            networks.append(config.trainable.prepare(network))  # adapters: drawn from the seed
         ensemble = build_packed(networks)
         operator = NormalizedOperator(ensemble, self.normalization).to(procs.device)
         optimizer = EnsembleAdam(
-            ensemble.parameters(), [s.lr for s, _ in entries], [plan.budget.horizon] * len(entries)
+            [p for p in ensemble.parameters() if p.requires_grad],  # the rule's, in net order
+            [s.lr for s, _ in entries],
+            [plan.budget.horizon] * len(entries),
         )
         loop, members = LoopState(), []
         for k, (spec, state) in enumerate(entries):
@@ -96,7 +99,10 @@ class Pack:
 
         def finish(k: int, at: LoopState) -> None:
             spec = entries[k][0]
-            write_member_outputs(config, spec, plan, at, members[k], trainer, k, len(entries))
+            export = functools.partial(config.trainable.export, networks[0])
+            write_member_outputs(
+                config, spec, plan, at, members[k], trainer, k, len(entries), export
+            )
 
         with StopSignals() as stop, alarm_before_time_limit(procs.main):
             return trainer.run(loop, stop, finish, after_step)

@@ -20,8 +20,10 @@ from pdetransfer import __version__
 from pdetransfer.data.stats import compute_stats, load_stats
 from pdetransfer.engine.checkpoints import FORMAT, FORMAT_VERSION, sha256_file
 from pdetransfer.engine.fields import FieldSet, file_identity
+from pdetransfer.engine.models.build import build_model
 from pdetransfer.engine.models.normalization import CHANNELS, Normalization
 from pdetransfer.engine.models.registry import ModelSpec, resolution_problem
+from pdetransfer.engine.models.trainable import count_trainable
 from pdetransfer.engine.runtime.processes import Processes
 from pdetransfer.engine.training.config import MemberSpec, TrainConfig
 from pdetransfer.engine.training.schedule import Budget, choose_val_every
@@ -33,6 +35,7 @@ class Plan:
     """The resolved recipe of one run: sizes, budget, schedule and what identifies it."""
 
     spec: ModelSpec
+    trainable_parameters: int  # of the network as its rule prepares it
     n_train: int
     batch_size: int
     steps_per_epoch: int
@@ -113,7 +116,13 @@ def resolve_plan(
         "init": sha256_file(config.init) if config.init else None,
         "normalization": normalization_source,
     }
-    return Plan(spec, n_train, batch, steps_per_epoch, val_samples, budget, identity)
+    rule = config.trainable.identity()
+    if rule is not None:  # absent for "all": runs from before the rules keep their identity
+        identity["trainable"] = rule
+    with torch.device("meta"):  # counted without allocating (or drawing) any weights
+        prepared = config.trainable.prepare(build_model(spec))
+    trainable = count_trainable(prepared)
+    return Plan(spec, trainable, n_train, batch, steps_per_epoch, val_samples, budget, identity)
 
 
 def normalization_from_data(config: TrainConfig) -> Normalization:
@@ -152,6 +161,12 @@ def checkpoint_header(
             "n_train": plan.n_train,
             "seed": member.seed,
             "init": init,
+        },
+        "trainable": {
+            "rule": config.trainable.rule,
+            "rank": config.trainable.rank,
+            "parameters": plan.trainable_parameters,
+            "weights": "merged" if config.trainable.rule == "lora" else "trained",
         },
         "config": plan.identity,
     }

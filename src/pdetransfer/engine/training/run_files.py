@@ -1,7 +1,9 @@
 """The files of a training run: ``state.pt`` (resume), ``log.csv``, ``train.json``, ``model.pt``.
 
 ``train.json`` is what aggregation reads; besides the recipe (model, n_train, lr, batch_size,
-epochs, min_steps, seed, init, data, val, versions) it records the outcome:
+epochs, min_steps, seed, init, data, val, versions; ``trainable``, the rule for which
+parameters train, and ``trainable_parameters``, how many real numbers it trains) it records
+the outcome:
 
 ``status``
     ``"completed"`` or ``"diverged"`` (a diverged run is a result, not a failure).

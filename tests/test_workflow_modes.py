@@ -1,0 +1,60 @@
+"""Every mode of the table through the Snakemake CLI: a reduced test study (config/test.yaml
+with one experiment, one size and every mode) trained, tabulated and plotted."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from workflow_helpers import ROOT, snakemake
+
+from pdetransfer.modes import MODES, full_finetune
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_study_with_every_mode(tmp_path: Path) -> None:
+    config = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
+    config["datasets"] = {k: config["datasets"][k] for k in ("poisson_1_5", "poisson_5_10")}
+    config["pretrain"] = {"poisson_1_5": ["poisson_1_5"]}
+    config["experiments"] = {
+        "shifts": {"pretrain": "poisson_1_5", "downstream": ["poisson_5_10"], "sizes": ["tiny"]}
+    }
+    config["sweep"].update(modes=list(MODES), lora_rank=2)
+    path = tmp_path / "modes.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    result = snakemake(tmp_path, "--cores", "2", "--configfile", str(path))
+    assert result.returncode == 0, result.stderr[-5000:]
+
+    tables = tmp_path / "results" / "tables"
+    runs = pd.read_csv(tables / "runs.csv")
+    assert sorted(set(runs["mode"])) == sorted(MODES)
+    trainable = runs.groupby("mode")["trainable_parameters"].first()
+    parameters = int(runs["parameters"].iloc[0])
+    assert trainable["finetune"] == trainable["scratch"] == parameters
+    assert trainable["zeroshot"] == 0
+    assert 0 < trainable["head"] < parameters and 0 < trainable["lora"] < parameters
+    summary = pd.read_csv(tables / "summary.csv")
+    assert "trainable_parameters" in summary and summary["trainable_parameters"].notna().all()
+
+    comparison = pd.read_csv(tables / "mode_comparison.csv")
+    others = [m for m in MODES if m != full_finetune().name]
+    assert sorted(set(comparison["mode"])) == sorted(others)
+    assert len(comparison) == len(others) * len(config["sweep"]["n"])
+    assert comparison["ratio"].gt(0).all() and (comparison["interval_from"] == "samples").all()
+    assert (comparison["ratio_lo"] <= comparison["ratio_hi"]).all()
+    thresholds = pd.read_csv(tables / "mode_threshold.csv", keep_default_na=False)
+    assert sorted(thresholds["mode"]) == sorted(others)
+    assert set(thresholds["bound"]) <= {"=", "<=", ">"}
+    assert all((row.bound == ">") == (row.note != "") for row in thresholds.itertuples()
+               if row.bound != "<=")  # fmt: skip
+    assert (tmp_path / "results" / "plots" / "error_vs_n" / "shifts" / "poisson_5_10.png").exists()
+
+    lora = next((tmp_path / "results" / "runs" / "lora").glob("**/model.pt"))
+    info = subprocess.run(
+        ["pdetransfer", "info", str(lora)], capture_output=True, text=True, check=True
+    )
+    assert "lora rank 2" in info.stdout
