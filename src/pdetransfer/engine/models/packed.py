@@ -70,6 +70,25 @@ class PackedNetwork(nn.Module):
         for name, p in params.items():
             p[member].copy_(state[name])
 
+    @torch.no_grad()
+    def keep_members(self, rows: Sequence[int]) -> None:
+        """Keep only the members at ``rows`` (in that order) and drop the others, in place.
+
+        A pack calls this when members stop, so that its forward and backward passes cover
+        the running members only. Every stacked weight (every parameter of a packed model has
+        the member axis) is replaced by a new parameter of its gathered rows: new objects
+        rather than new data, because autograd remembers a parameter's shape for as long as an
+        earlier step's graph lives; an optimiser must take up :meth:`parameters` again. Member
+        ``rows[i]`` becomes member ``i`` with the very same numbers, so each kept member
+        computes exactly what it computed before.
+        """
+        if not rows or any(not 0 <= r < self.members for r in rows) or len(set(rows)) < len(rows):
+            raise IndexError(f"cannot keep members {list(rows)} of an ensemble of {self.members}")
+        for name, p in list(self.named_parameters()):
+            owner, _, leaf = name.rpartition(".")
+            kept = p.detach().index_select(0, torch.tensor(rows, device=p.device))
+            setattr(self.get_submodule(owner), leaf, nn.Parameter(kept, p.requires_grad))
+
     def _check_member(self, member: int) -> None:
         if not 0 <= member < self.members:
             raise IndexError(f"member {member} of an ensemble of {self.members}")
