@@ -9,8 +9,9 @@ visible fraction of lr, hence an absolute 1e-3 * lr * steps. Over a whole run th
 differences grow along the trajectory, so final errors are compared with the effect that
 matters: the packed-vs-separate difference must be under a tenth of the seed-to-seed
 difference of the same runs (the spread any result of the study already carries). Where a
-pack is compared with another pack of the same shape (a diverging neighbour, a resume) the
-arithmetic is identical and results are bit-identical.
+pack is compared with another pack of the same shape (a resume) the arithmetic is identical
+and results are bit-identical; a pack that dropped a stopped member (a diverging neighbour)
+computes the kept rows with the same numbers and is compared bit for bit too.
 """
 
 from __future__ import annotations

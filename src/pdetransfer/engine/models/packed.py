@@ -6,7 +6,8 @@ so :class:`~pdetransfer.engine.training.ensemble_adam.EnsembleAdam` steps all me
 pass and member ``k``'s weights are a slice. :class:`PackedNetwork` is what the training loop
 relies on: the members' weights under the network's own parameter names and order (so a
 member's ``state_dict`` loads into a plain network, and an optimiser over ``parameters()`` sees
-them in the order a separate run's does).
+them in the order a separate run's does), and :meth:`PackedNetwork.keep_members`, which drops
+members that have stopped so that a pack computes its running members only.
 
 :class:`FunctionalEnsemble` packs any network with ``torch.func`` (its parameters stacked,
 ``functional_call`` of one network vmapped over the member axis); an architecture may register

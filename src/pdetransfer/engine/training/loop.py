@@ -21,9 +21,10 @@ backward passes, the optimiser and validation cover those alone, so a cell costs
 members' own stops make it cost. ``rows`` maps the pack's member axis to the members (a
 member keeps its index ``k`` in ``members`` throughout). Each member's batches are a function
 of its seed, the epoch and the shared batch position alone, so dropping others changes none of
-them; and a kept member's rows are the same numbers, so its arithmetic is what it was. The
-pack a resume builds from the running members' ``state.pt`` is the very pack the
-uninterrupted run had shrunk to.
+them; and a kept member's rows hold the same numbers and go through the same batched
+operations (``tests/test_ensemble.py`` compares them bit for bit with the larger pack). The
+pack a resume builds from the ``state.pt`` its running members wrote at a signal is the very
+pack the uninterrupted run had shrunk to.
 """
 
 from __future__ import annotations
