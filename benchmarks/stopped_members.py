@@ -25,7 +25,7 @@ stretch wall time but not the CPU time a pack needs. Network construction is lef
 timing. Each round also checks that the two members that ran to the cap end with bit-identical
 weights in both contenders (the rows a pack keeps are the same numbers).
 
-Run ``python benchmarks/stopped_members.py`` (about 3 minutes on one core) or ``--quick``
+Run ``python benchmarks/stopped_members.py`` (about 3 minutes of CPU time) or ``--quick``
 (seconds); results go to ``benchmarks/results/stopped_members.json`` and a table to
 ``benchmarks/results/stopped_members.md``.
 """
