@@ -26,6 +26,7 @@ import torch
 from pdetransfer.engine.models.fno import FNO
 from pdetransfer.engine.models.fno_ensemble import PACKING_LIMITS, EnsembleFNO, packing_pays
 from pdetransfer.engine.models.normalization import CHANNELS, Normalization, NormalizedOperator
+from pdetransfer.engine.models.packed import FunctionalEnsemble, PackedNetwork
 from pdetransfer.engine.models.registry import parse_model
 from pdetransfer.engine.training.ensemble_adam import EnsembleAdam, cosine_lr
 from pdetransfer.errors import UserError
@@ -250,6 +251,48 @@ def test_inactive_member_is_frozen() -> None:
     now = weights(operator, 0)
     assert all(torch.equal(now[name], frozen[name]) for name in frozen)
     assert not torch.equal(weights(operator, 1)["lift.weight"], moving["lift.weight"])
+
+
+@pytest.mark.parametrize("packed", [EnsembleFNO, FunctionalEnsemble])
+def test_kept_members_step_as_in_the_whole_pack(packed: type[PackedNetwork]) -> None:
+    """Dropping stopped members (as a pack does) leaves the others' numbers exactly as they
+    are in a pack that keeps computing them: the kept rows are the same numbers."""
+    seeds, lrs, horizons, steps = [4, 5, 6, 7], [1e-2, 3e-3, 1e-3, 3e-2], [6, 5, 6, 4], 5
+    data = batches(4, steps)
+
+    def pack() -> tuple[NormalizedOperator, EnsembleAdam]:
+        operator = NormalizedOperator(packed([seeded(s) for s in seeds]), NORM)
+        return operator, EnsembleAdam(operator.parameters(), lrs, horizons)
+
+    (whole, whole_opt), (shrunk, shrunk_opt) = pack(), pack()
+    train_ensemble(whole, whole_opt, data[:2])
+    train_ensemble(shrunk, shrunk_opt, data[:2])
+    whole_opt.deactivate(0)  # members 0 and 2 stop: frozen but still computed ...
+    whole_opt.deactivate(2)
+    keep = [3, 1]  # ... or dropped (and the rest reordered, which must not matter either)
+    shrunk.network.keep_members(keep)  # type: ignore[operator]
+    shrunk_opt.keep_members(keep, shrunk.parameters())
+    assert shrunk.network.members == shrunk_opt.members == 2  # type: ignore[union-attr]
+    assert all(p.shape[0] == 2 for p in shrunk.parameters())
+    assert (shrunk_opt.lr, shrunk_opt.horizon) == ([lrs[3], lrs[1]], [horizons[3], horizons[1]])
+    stepped = train_ensemble(shrunk, shrunk_opt, [tuple(t[keep] for t in b) for b in data[2:]])
+    train_ensemble(whole, whole_opt, data[2:])
+    assert all(s == [True, True] for s in stepped) and shrunk_opt.steps == [steps, steps]
+    for row, k in enumerate(keep):
+        mine, reference = weights(shrunk, row), weights(whole, k)
+        assert all(torch.equal(mine[name], reference[name]) for name in reference)
+        for a, b in zip(
+            shrunk_opt.exp_avg + shrunk_opt.exp_avg_sq,
+            whole_opt.exp_avg + whole_opt.exp_avg_sq,
+            strict=True,
+        ):
+            assert torch.equal(a[row], b[k])
+    FNO(SPEC).load_state_dict(weights(shrunk, 1))  # still a plain FNO's state_dict
+
+    with pytest.raises(IndexError):
+        shrunk.network.keep_members([0, 2])  # type: ignore[operator]
+    with pytest.raises(RuntimeError, match="rows of the model"):
+        whole_opt.keep_members([0], whole.parameters())  # the model was not shrunk
 
 
 def test_state_round_trip_resumes_bit_identically() -> None:

@@ -9,8 +9,9 @@ visible fraction of lr, hence an absolute 1e-3 * lr * steps. Over a whole run th
 differences grow along the trajectory, so final errors are compared with the effect that
 matters: the packed-vs-separate difference must be under a tenth of the seed-to-seed
 difference of the same runs (the spread any result of the study already carries). Where a
-pack is compared with another pack of the same shape (a diverging neighbour, a resume) the
-arithmetic is identical and results are bit-identical.
+pack is compared with another pack of the same shape (a resume) the arithmetic is identical
+and results are bit-identical; a pack that dropped a stopped member (a diverging neighbour)
+computes the kept rows with the same numbers and is compared bit for bit too.
 """
 
 from __future__ import annotations
@@ -120,6 +121,11 @@ def test_weights_after_the_first_steps_match_the_separate_runs(tmp_path: Path) -
             assert torch.allclose(wa[name], wb[name], rtol=0, atol=1e-3 * lr * steps), name
 
 
+def log_rows(run: Path) -> list[list[str]]:
+    """A run's log without the seconds column (wall time differs between runs)."""
+    return [line.split(",")[:5] for line in (run / "log.csv").read_text().splitlines()]
+
+
 def _test_error(run: Path) -> float:
     checkpoint = load_checkpoint(run / "model.pt", "model")
     operator = build_operator(checkpoint, run / "model.pt")
@@ -145,15 +151,30 @@ def test_a_full_packed_run_ends_within_a_tenth_of_the_seed_spread(tmp_path: Path
                 assert summary(a)["steps"] == summary(b)["steps"]
 
 
-def test_members_stop_by_their_own_plateau_as_their_separate_runs(tmp_path: Path) -> None:
-    """Each member stops at its own plateau (here steps 8 to 34 in one pack), as alone."""
-    lrs, extra = ("3e-2", "1e-2"), ("--patience", "4", "--max-steps", "40")
+#: A cell whose members stop by their own plateau at steps 8 to 34 of a 40-step cap.
+PLATEAU_LRS, PLATEAU = ("3e-2", "1e-2"), ("--patience", "4", "--max-steps", "40")
+
+
+def test_members_stop_by_their_own_plateau_as_their_separate_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each member stops at its own plateau (here steps 8 to 34 in one pack), as alone, and
+    from then on the pack no longer computes it."""
+    lrs, extra = PLATEAU_LRS, PLATEAU
     for lr in lrs:
         for seed in SEEDS:
             out = str(tmp_path / "separate" / f"lr{lr}" / f"s{seed}")
             assert train(argv(out, *extra, lrs=(lr,), seeds=(seed,))) == 0
+    widths: dict[bool, list[int]] = {True: [], False: []}  # training / validation passes
+    forward = EnsembleFNO.forward
+
+    def counted(self: EnsembleFNO, x: torch.Tensor) -> torch.Tensor:
+        widths[self.training].append(x.shape[0])
+        return forward(self, x)
+
+    monkeypatch.setattr(EnsembleFNO, "forward", counted)
     assert train(argv(str(tmp_path / "packed" / "lr{lr}" / "s{seed}"), *extra, lrs=lrs)) == 0
-    stops = set()
+    stops = []
     for lr in lrs:
         for seed in SEEDS:
             a = summary(tmp_path / "separate" / f"lr{lr}" / f"s{seed}")
@@ -162,8 +183,45 @@ def test_members_stop_by_their_own_plateau_as_their_separate_runs(tmp_path: Path
                 a["steps"], a["stop_reason"], a["best_step"]
             )  # fmt: skip
             assert b["best_val_rel_l2"] == pytest.approx(a["best_val_rel_l2"], rel=1e-3)
-            stops.add(b["steps"])
-    assert len(stops) > 1  # the members did stop at different steps
+            stops.append(b["steps"])
+    assert len(set(stops)) > 1  # the members did stop at different steps
+    # Each training pass covers the running members only: the member axis shrinks at every
+    # stop, and the pack computed each member's own steps, no more.
+    assert widths[True] == [sum(s > step for s in stops) for step in range(max(stops))]
+    assert widths[False] == sorted(widths[False], reverse=True) and widths[False][-1] == 1
+
+
+def test_a_pack_resumes_bit_identically_with_members_stopped_before_and_after_the_kill(
+    tmp_path: Path,
+) -> None:
+    """The pack a resume builds from the running members' states is the one the uninterrupted
+    run had shrunk to, so every member ends as in the uninterrupted run, bit for bit."""
+    straight = tmp_path / "straight" / "lr{lr}" / "s{seed}"
+    assert train(argv(str(straight), *PLATEAU, lrs=PLATEAU_LRS)) == 0
+    killed = tmp_path / "killed" / "lr{lr}" / "s{seed}"
+
+    def stop_at(step: int) -> None:
+        if step == 10:  # after the first plateau stop (step 8), before the others (14 to 34)
+            signal.raise_signal(signal.SIGTERM)
+
+    assert train(argv(str(killed), *PLATEAU, lrs=PLATEAU_LRS), stop_at) == 128 + signal.SIGTERM
+    before, after = [], []
+    for lr in PLATEAU_LRS:
+        for seed in SEEDS:
+            run = tmp_path / "killed" / f"lr{lr}" / f"s{seed}"
+            (before if (run / "model.pt").exists() else after).append(run)
+            assert (run / "model.pt").exists() != (run / "state.pt").exists()
+    assert len(before) == 1 and len(after) == 3
+    assert train(argv(str(killed), *PLATEAU, lrs=PLATEAU_LRS)) == 0
+    for lr in PLATEAU_LRS:
+        for seed in SEEDS:
+            a = tmp_path / "straight" / f"lr{lr}" / f"s{seed}"
+            b = tmp_path / "killed" / f"lr{lr}" / f"s{seed}"
+            assert same_weights(a / "model.pt", b / "model.pt")
+            assert log_rows(a) == log_rows(b)
+            keys = ("steps", "stop_reason", "best_step", "best_val_rel_l2")
+            assert [summary(a)[k] for k in keys] == [summary(b)[k] for k in keys]
+            assert summary(b)["pack_size"] == (4 if b in before else 3)
 
 
 def test_a_diverging_member_does_not_disturb_the_others(tmp_path: Path) -> None:

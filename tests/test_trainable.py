@@ -173,3 +173,28 @@ def test_rule_errors_are_one_sentence(tmp_path: Path) -> None:
         train(train_args(tmp_path / "a", "--trainable", "head"))
     with pytest.raises(UserError, match="--lora-rank of at least 1"):
         train(tune_args(tmp_path / "b", "--trainable", "lora", "--lora-rank", "0"))
+
+
+@pytest.mark.parametrize("rule", ["head", "lora"])
+def test_a_pack_whose_members_stop_apart_drops_them_and_keeps_the_rest_exact(
+    rule: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Members stopped by their plateau leave the pack (the optimiser keeps the rule's
+    trainable weights only); the others go on as their separate runs."""
+    monkeypatch.setattr(FunctionalEnsemble, "pays", classmethod(lambda *_: True))
+    lrs, plateau = ("1e-1", "1e-3"), ("--patience", "2", "--max-steps", "24")
+    for lr in lrs:
+        out = tmp_path / "separate" / f"lr{lr}"
+        assert train(tune_args(out, *FLAGS[rule], *plateau, "--lr", lr)) == 0
+    argv = tune_args(tmp_path / "unused", *FLAGS[rule], *plateau, "--lr", *lrs)
+    index = argv.index("--out")
+    argv[index : index + 2] = ["--out-pattern", str(tmp_path / "packed" / "lr{lr}")]
+    assert train(argv) == 0
+    stops = []
+    for lr in lrs:
+        alone = json.loads((tmp_path / "separate" / f"lr{lr}" / "train.json").read_text())
+        packed = json.loads((tmp_path / "packed" / f"lr{lr}" / "train.json").read_text())
+        assert (packed["steps"], packed["stop_reason"]) == (alone["steps"], alone["stop_reason"])
+        assert packed["best_val_rel_l2"] == pytest.approx(alone["best_val_rel_l2"], rel=1e-3)
+        stops.append(packed["steps"])
+    assert len(set(stops)) > 1, stops  # one member left the pack before the other

@@ -6,7 +6,8 @@ so :class:`~pdetransfer.engine.training.ensemble_adam.EnsembleAdam` steps all me
 pass and member ``k``'s weights are a slice. :class:`PackedNetwork` is what the training loop
 relies on: the members' weights under the network's own parameter names and order (so a
 member's ``state_dict`` loads into a plain network, and an optimiser over ``parameters()`` sees
-them in the order a separate run's does).
+them in the order a separate run's does), and :meth:`PackedNetwork.keep_members`, which drops
+members that have stopped so that a pack computes its running members only.
 
 :class:`FunctionalEnsemble` packs any network with ``torch.func`` (its parameters stacked,
 ``functional_call`` of one network vmapped over the member axis); an architecture may register
@@ -69,6 +70,25 @@ class PackedNetwork(nn.Module):
             )
         for name, p in params.items():
             p[member].copy_(state[name])
+
+    @torch.no_grad()
+    def keep_members(self, rows: Sequence[int]) -> None:
+        """Keep only the members at ``rows`` (in that order) and drop the others, in place.
+
+        A pack calls this when members stop, so that its forward and backward passes cover
+        the running members only. Every stacked weight (every parameter of a packed model has
+        the member axis) is replaced by a new parameter of its gathered rows: new objects
+        rather than new data, because autograd remembers a parameter's shape for as long as an
+        earlier step's graph lives; an optimiser must take up :meth:`parameters` again. Member
+        ``rows[i]`` becomes member ``i`` with the very same numbers, so each kept member
+        computes exactly what it computed before.
+        """
+        if not rows or any(not 0 <= r < self.members for r in rows) or len(set(rows)) < len(rows):
+            raise IndexError(f"cannot keep members {list(rows)} of an ensemble of {self.members}")
+        for name, p in list(self.named_parameters()):
+            owner, _, leaf = name.rpartition(".")
+            kept = p.detach().index_select(0, torch.tensor(rows, device=p.device))
+            setattr(self.get_submodule(owner), leaf, nn.Parameter(kept, p.requires_grad))
 
     def _check_member(self, member: int) -> None:
         if not 0 <= member < self.members:

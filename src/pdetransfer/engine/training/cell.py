@@ -21,10 +21,13 @@ sliver of it; on the CPU where the architecture's packed implementation was meas
 per step, :meth:`pdetransfer.engine.models.packed.PackedNetwork.pays`), else member by member
 in this same process -- which still saves a process start-up, the data loads and the
 validation set's load per member. Either way every member's result is
-that of its separate run (``tests/test_packing.py`` states the tolerances). A pack resumed
-with all its members is bit-identical to an uninterrupted one; when some members had already
-finished before the kill, the others resume as a smaller pack, whose products may be summed
-in another order (the same float32 tolerance as packed against separate).
+that of its separate run (``tests/test_packing.py`` states the tolerances). A pack drops its
+members as they stop (:mod:`pdetransfer.engine.training.loop`), so the members a signal
+interrupts resume as the very pack they were in: bit-identical to an uninterrupted run, with
+members stopped before and after the kill. Only a resume from an earlier periodic state, when
+members stopped between that save and the kill, runs some steps in a smaller pack than the
+uninterrupted run did, whose products may be summed in another order (the same float32
+tolerance as packed against separate).
 """
 
 from __future__ import annotations

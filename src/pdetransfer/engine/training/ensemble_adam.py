@@ -19,7 +19,9 @@ its separate run's (tested in ``tests/test_ensemble.py``).
 
 Isolation: members that are inactive (stopped, diverged) or whose gradient holds a NaN or inf
 are left untouched -- weights, moments and step count -- and every operation is elementwise
-along the member axis, so nothing of one member reaches another.
+along the member axis, so nothing of one member reaches another. A pack drops its stopped
+members altogether at the next step (:meth:`EnsembleAdam.keep_members`), so that they cost
+nothing; deactivation covers the rest of the step in which a member stops.
 """
 
 from __future__ import annotations
@@ -90,6 +92,34 @@ class EnsembleAdam:
     def deactivate(self, member: int) -> None:
         """Freeze member ``member`` for good: its weights and optimiser state stop changing."""
         self.active[member] = False
+
+    @torch.no_grad()
+    def keep_members(self, rows: Sequence[int], params: Iterable[torch.Tensor]) -> None:
+        """Keep only the members at ``rows`` (in that order) and step ``params`` from now on:
+        the parameters of the packed model that has just kept the same rows
+        (:meth:`PackedNetwork.keep_members
+        <pdetransfer.engine.models.packed.PackedNetwork.keep_members>`).
+
+        Moments, learning rates, horizons, step counts and activity are gathered along the
+        member axis, so a kept member's next update is the one it would have taken in the
+        larger pack, and stopped members cost the optimiser nothing either.
+        """
+        params = list(params)
+        if len(params) != len(self.params) or any(
+            tuple(new.shape) != (len(rows), *old.shape[1:])
+            for new, old in zip(params, self.params, strict=True)
+        ):
+            raise RuntimeError("the parameters given are not these members' rows of the model")
+        if any(not 0 <= r < self.members for r in rows) or len(set(rows)) < len(rows):
+            raise IndexError(f"cannot keep members {list(rows)} of an ensemble of {self.members}")
+        for name in ("lr", "horizon", "steps", "active"):
+            values = getattr(self, name)
+            setattr(self, name, [values[r] for r in rows])
+        for moments in (self.exp_avg, self.exp_avg_sq):
+            for i, t in enumerate(moments):
+                moments[i] = t.index_select(0, torch.tensor(rows, device=t.device))
+        self.params = params
+        self.members = len(rows)
 
     def zero_grad(self) -> None:
         for p in self.params:

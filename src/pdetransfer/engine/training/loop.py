@@ -13,6 +13,18 @@ A member that stops (plateau, cap, divergence) is deactivated in the optimiser, 
 and moments no longer change, and its outputs are written at once (``finish``); its loss no
 longer enters the summed objective, so nothing of it reaches the others. Members never mix:
 every layer and every optimiser operation is elementwise along the member axis.
+
+**Stopped members cost nothing.** Before each step the pack keeps only its running members
+(:meth:`~pdetransfer.engine.models.packed.PackedNetwork.keep_members` and
+:meth:`~pdetransfer.engine.training.ensemble_adam.EnsembleAdam.keep_members`): the forward and
+backward passes, the optimiser and validation cover those alone, so a cell costs what its
+members' own stops make it cost. ``rows`` maps the pack's member axis to the members (a
+member keeps its index ``k`` in ``members`` throughout). Each member's batches are a function
+of its seed, the epoch and the shared batch position alone, so dropping others changes none of
+them; and a kept member's rows hold the same numbers and go through the same batched
+operations (``tests/test_ensemble.py`` compares them bit for bit with the larger pack). The
+pack a resume builds from the ``state.pt`` its running members wrote at a signal is the very
+pack the uninterrupted run had shrunk to.
 """
 
 from __future__ import annotations
@@ -90,15 +102,18 @@ class Trainer:
             ids = [procs.device] if procs.device.type == "cuda" else None
             self.model = DistributedDataParallel(operator, device_ids=ids)
         self.started = time.perf_counter()
-        self.step_lr = optimizer.current_lr()  # learning rates of the latest step, for the log
         self._orders: dict[int, tuple[int, torch.Tensor]] = {}  # seed -> (epoch, its order)
-        for k, member in enumerate(members):
-            if member.state.done:
-                optimizer.deactivate(k)
+        self.rows = list(range(len(members)))  # the member at each row of the member axis
+        # learning rates of the latest step by member, for the log
+        self.step_lr = dict(zip(self.rows, optimizer.current_lr(), strict=True))
 
     @property
     def network(self) -> PackedNetwork:
         return self.operator.network  # type: ignore[return-value]
+
+    def member_weights(self, k: int) -> dict[str, torch.Tensor]:
+        """Member ``k``'s current weights as a network's ``state_dict`` (CPU copies)."""
+        return self.network.member_state_dict(self.rows.index(k))
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.bf16:
@@ -129,37 +144,40 @@ class Trainer:
         every = self.config.checkpoint_every
         with progress:
             while self._active():
+                self._shrink()
+                rows = self.rows  # == the running members until the next step
                 indices, global_batch = self._next_batch(loop)
-                losses, sums = self._losses(indices, global_batch)
+                losses, sums = self._losses(indices, global_batch)  # by row
                 (signum,) = procs.reduce([float(stop.received or 0)], "max")
                 sums = procs.reduce(sums, "sum")
                 if signum:
                     return self._interrupt(loop, int(signum))
-                for k in self._active():
-                    if self.members[k].state.check_loss(loop.step + 1, sums[k], global_batch):
+                for r, k in enumerate(rows):
+                    if self.members[k].state.check_loss(loop.step + 1, sums[r], global_batch):
                         self._stop(k, loop, finish)  # diverged: its step is not taken
-                active = self._active()
-                if not active:
+                live = [r for r, k in enumerate(rows) if not self.members[k].state.done]
+                if not live:
                     break
                 self.optimizer.zero_grad()
                 # Only running members' losses: a stopped one gets no gradient at all.
-                losses[torch.tensor(active, device=losses.device)].sum().backward()
-                self.step_lr = self.optimizer.current_lr()
+                losses[torch.tensor(live, device=losses.device)].sum().backward()
+                self.step_lr = dict(zip(rows, self.optimizer.current_lr(), strict=True))
                 stepped = self.optimizer.step()
                 loop.step += 1
                 loop.batch += 1
                 if loop.batch == plan.steps_per_epoch:
                     loop.epoch, loop.batch = loop.epoch + 1, 0
-                for k in active:
+                for r in live:
+                    k = rows[r]
                     member = self.members[k].state
-                    if stepped[k]:
-                        member.took_step(sums[k], global_batch)
+                    if stepped[r]:
+                        member.took_step(sums[r], global_batch)
                     else:
                         member.diverge(
                             loop.step, f"the gradient became non-finite at step {loop.step}"
                         )
                         self._stop(k, loop, finish)
-                progress.update(1, loss=sum(sums[k] for k in active) / (len(active) * global_batch))
+                progress.update(1, loss=sum(sums[r] for r in live) / (len(live) * global_batch))
                 if after_step is not None:
                     after_step(loop.step)
                 if budget.is_check(loop.step):
@@ -171,21 +189,36 @@ class Trainer:
     def _active(self) -> list[int]:
         return [k for k, m in enumerate(self.members) if not m.state.done]
 
+    def _shrink(self) -> None:
+        """Drop the members that stopped from the model and the optimiser (see the module
+        docstring); their outputs are written, so nothing of them is needed any more. (Only
+        a one-member run is wrapped in DDP, and it never shrinks.)"""
+        active = self._active()
+        if active == self.rows:
+            return
+        keep = [self.rows.index(k) for k in active]
+        self.network.keep_members(keep)
+        # the optimiser steps the trainable parameters only (a mode's rule may freeze some)
+        trainable = [p for p in self.network.parameters() if p.requires_grad]
+        self.optimizer.keep_members(keep, trainable)
+        self.rows = active
+
     def _stop(self, k: int, loop: LoopState, finish: Callable[[int, LoopState], None]) -> None:
-        self.optimizer.deactivate(k)
+        self.optimizer.deactivate(self.rows.index(k))
         if self.procs.main:
             finish(k, loop)
 
     def _next_batch(self, loop: LoopState) -> tuple[list[torch.Tensor], int]:
-        """Each member's share (this process's) of its next global batch, and the batch size.
+        """Each row's member's share (this process's) of its next global batch, and the batch
+        size.
 
         A member's order is a function of its seed and the epoch alone, exactly as in a
         separate run, so members with one seed share it.
         """
         size, n = self.plan.batch_size, self.plan.n_train
         shares = []
-        for member in self.members:
-            seed = member.state.seed
+        for k in self.rows:
+            seed = self.members[k].state.seed
             cached = self._orders.get(seed)
             if cached is None or cached[0] != loop.epoch:
                 cached = self._orders[seed] = (loop.epoch, epoch_order(n, seed, loop.epoch))
@@ -196,7 +229,7 @@ class Trainer:
     def _losses(
         self, indices: list[torch.Tensor], global_batch: int
     ) -> tuple[torch.Tensor, list[float]]:
-        """Each member's loss term ``(K,)`` and the sums of its samples' loss terms.
+        """Each row's loss term ``(K,)`` and the sums of its samples' loss terms.
 
         A member's loss is the mean over its global batch of a per-sample term (``--loss``).
         Each process sums over its share and divides by the global batch size; DDP then
@@ -204,7 +237,8 @@ class Trainer:
         result the one-process gradient.
         """
         device = self.procs.device
-        parts = [m.train_set.batch(i) for m, i in zip(self.members, indices, strict=True)]
+        sets = [self.members[k].train_set for k in self.rows]
+        parts = [s.batch(i) for s, i in zip(sets, indices, strict=True)]
         f, c, u = (torch.stack(t).to(device, non_blocking=True) for t in zip(*parts, strict=True))
         with self.autocast():
             prediction = self.model(f, c)
@@ -227,11 +261,11 @@ class Trainer:
                 "step": loop.step,
                 "epoch": loop.step / self.plan.steps_per_epoch,
                 "lr": self.step_lr[k],
-                "val_rel_l2": errors[k],
+                "val_rel_l2": errors[self.rows.index(k)],
                 "seconds": seconds,
             }
             if member.record_check(row):
-                member.best_weights = self.network.member_state_dict(k)
+                member.best_weights = self.member_weights(k)
             if not member.done:
                 if budget.plateaued(loop.step, member.best_step):
                     member.stop_reason = "plateau"
@@ -245,9 +279,9 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> list[float]:
-        """Each member's mean relative L2 error over the validation set (shared data)."""
+        """Each row's mean relative L2 error over the validation set (shared data)."""
         self.operator.eval()
-        members, device = len(self.members), self.procs.device
+        members, device = len(self.rows), self.procs.device
         indices = torch.arange(len(self.val_set))[self.procs.rank :: self.procs.world]
         totals = torch.zeros(members, dtype=torch.float64)
         for start in range(0, len(indices), self.plan.batch_size):
@@ -281,12 +315,12 @@ class Trainer:
         }
         for k in self._active():
             member = self.members[k]
-            optimizer, scheduler = self.optimizer.member_state(k)
+            optimizer, scheduler = self.optimizer.member_state(self.rows.index(k))
             state = {
                 **member.header,
                 "kind": "state",
                 "created": now(),
-                "weights": self.network.member_state_dict(k),
+                "weights": self.member_weights(k),
                 "best_weights": member.state.best_weights,
                 "optimizer": optimizer,
                 "scheduler": scheduler,

@@ -43,7 +43,7 @@ def write_member_outputs(
     weights = member.best_weights
     weights_from = "best_check"
     if weights is None:
-        weights, weights_from = trainer.network.member_state_dict(k), "last_step"
+        weights, weights_from = trainer.member_weights(k), "last_step"
     weights = export(weights)
     outcome = {
         "status": "diverged" if member.diverged else "completed",
