@@ -112,7 +112,7 @@ def expected_jobs(cfg: dict, pack: bool = True) -> Counter:
 
 
 @pytest.mark.parametrize("pack", [True, False])
-@pytest.mark.parametrize("name", ["config", "reproduce", "paper", "test"])
+@pytest.mark.parametrize("name", ["config", "reproduce", "paper", "test", "architectures"])
 def test_dry_run_job_counts_match_the_config(name: str, pack: bool, tmp_path: Path) -> None:
     result = snakemake(
         tmp_path, "-n", "--quiet", "rules", "--configfile", str(ROOT / "config" / f"{name}.yaml"),
@@ -159,6 +159,9 @@ BROKEN = {
     "unknown preset": ({"sizes.tiny": "huge"}, "sizes.tiny"),
     "zero modes": ({"sizes.tiny": "0,4"}, "sizes.tiny"),
     "modes beyond the grid": ({"sizes.tiny": "12,4"}, "sizes.tiny"),
+    "unknown architecture": ({"sizes.tiny": "vit:2,4"}, "sizes.tiny"),
+    "a preset for the U-Net": ({"sizes.tiny": "unet:xs"}, "sizes.tiny"),
+    "U-Net deeper than the grid": ({"sizes.tiny": "unet:4,5"}, "sizes.tiny"),
     "empty pre-training entry": ({"pretrain.mixed": []}, "pretrain.mixed"),
     "N above the train set": ({"sweep.n": [4, 64]}, "sweep.n"),
     "decreasing range": ({"datasets.poisson_5_10.range": [10, 5]}, "datasets.poisson_5_10.range"),

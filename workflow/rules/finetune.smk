@@ -38,13 +38,15 @@ for mode in TRAINING_MODES:
             runtime=train_resource("runtime"),
         params:
             start=JOBS.start(mode)[0],
-            model=lambda wc: config["sizes"][wc.size],
+            model=lambda wc: STUDY.model(wc.size)[1],
+            architecture=lambda wc: STUDY.model(wc.size)[0],
             members=member_flags,
             out=out_flag(mode),
             recipe=train_flags("downstream"),
             every=config["training"]["checkpoint_every"],
         shell:
             "pdetransfer launch --gpus {resources.gpu} -- train {params.start} {input.start}"
-            " --data {input.data} --val {input.val} --model {params.model}"
+            " --data {input.data} --val {input.val}"
+            " --model {params.model} --architecture {params.architecture}"
             " --n-train {wildcards.n} {params.members} {params.recipe}"
             " --checkpoint-every {params.every} --threads {threads} {params.out} > {log} 2>&1"

@@ -11,13 +11,17 @@ keeps ``spec`` as an attribute and maps ``(B, in_channels, n, n)`` to ``(B, 1, n
 packed one is built from the K member networks (see
 :class:`pdetransfer.engine.models.packed.PackedNetwork`).
 
-A model is a :class:`ModelSpec`: its architecture and its size, ``modes`` and ``width`` (a
-preset name or ``"modes,width"``) with ``layers`` layers, which each architecture reads as its
-own hyperparameters.
+A model is a :class:`ModelSpec`: its architecture and its size, ``modes``, ``width`` and
+``layers``, which each architecture reads as its own hyperparameters. A size is written as
+two numbers, ``"a,b"``, that set the two spec fields the architecture names (``modes,width``
+for the FNOs, whose ``layers`` is fixed; ``width,depth`` for the U-Net, whose depth is its
+``layers``), or as a preset name where those are ``modes,width``; a study's config may prefix
+it with the architecture, ``"unet:16,3"`` (:func:`split_size`).
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -86,6 +90,19 @@ class Architecture:
     packed: str | None  # "module:Class" built from K networks; None: the torch.func ensemble
     parameters: Callable[[ModelSpec], int]  # closed form; a complex weight counts as two reals
     resolution_problem: Callable[[ModelSpec, int], str | None]  # see resolution_problem()
+    size: tuple[str, str] = ("modes", "width")  # the ModelSpec fields "a,b" sets, in order
+    size_label: str = "modes,width"  # how the user writes a size, in messages and tables
+    requires: str | None = None  # the pip extra the network needs, where it is optional
+
+    def describe(self, spec: ModelSpec) -> str:
+        """The size in the user's words, e.g. ``"width 16, depth 3"``."""
+        if self.size == ("modes", "width"):
+            return f"modes {spec.modes}, width {spec.width}, {spec.layers} layers"
+        labels = self.size_label.split(",")
+        return ", ".join(
+            f"{label} {getattr(spec, field)}"
+            for label, field in zip(labels, self.size, strict=True)
+        )
 
 
 def entry(name: str) -> Architecture:
@@ -96,21 +113,42 @@ def entry(name: str) -> Architecture:
     return ARCHITECTURES[name]
 
 
+def split_size(text: str) -> tuple[str, str]:
+    """A config's size, ``"[architecture:]size"``, as (architecture, size); FNO by default."""
+    architecture, _, size = text.rpartition(":")
+    return (architecture.strip() or DEFAULT_ARCHITECTURE), size.strip()
+
+
 def parse_model(spec: str, in_channels: int, architecture: str = DEFAULT_ARCHITECTURE) -> ModelSpec:
-    """Turn ``--model`` (a preset name or ``"modes,width"``) into a :class:`ModelSpec`."""
-    entry(architecture)
+    """Turn ``--model`` (a preset name or two numbers, see the module docstring) into a
+    :class:`ModelSpec` of ``architecture``."""
+    arch = entry(architecture)
     text = spec.strip()
     if text in PRESETS:
+        if arch.size != ("modes", "width"):
+            raise UserError(
+                f"--model {spec!r}: the presets are FNO sizes; give a {architecture} size as "
+                f"'{arch.size_label}'"
+            )
         modes, width = PRESETS[text]
         return ModelSpec(text, modes, width, in_channels, architecture=architecture)
     match = re.fullmatch(r"\s*(\d+)\s*,\s*(\d+)\s*", text)
     if not match:
-        names = ", ".join(PRESETS)
-        raise UserError(f"--model {spec!r} is neither a preset ({names}) nor 'modes,width'")
-    modes, width = int(match.group(1)), int(match.group(2))
-    if modes < 1 or width < 1:
-        raise UserError(f"--model {spec!r} needs modes >= 1 and width >= 1")
-    return ModelSpec(f"{modes},{width}", modes, width, in_channels, architecture=architecture)
+        presets = f"a preset ({', '.join(PRESETS)}) nor " if arch.size == ("modes", "width") else ""
+        raise UserError(f"--model {spec!r} is neither {presets}'{arch.size_label}'")
+    values = dict(zip(arch.size, (int(match.group(1)), int(match.group(2))), strict=True))
+    if min(values.values()) < 1:
+        first, second = arch.size_label.split(",")
+        raise UserError(f"--model {spec!r} needs {first} >= 1 and {second} >= 1")
+    fields: dict[str, int] = {"modes": 0, "layers": LAYERS, **values}
+    return ModelSpec(
+        f"{match.group(1)},{match.group(2)}",
+        fields["modes"],
+        fields["width"],
+        in_channels,
+        layers=fields["layers"],
+        architecture=architecture,
+    )
 
 
 def resolution_problem(spec: ModelSpec, grid: int) -> str | None:
@@ -147,6 +185,34 @@ def _fno_resolution_problem(spec: ModelSpec, grid: int) -> str | None:
     return None
 
 
+def unet_parameter_count(spec: ModelSpec) -> int:
+    """Closed-form parameter count of the U-Net (:mod:`pdetransfer.engine.models.unet`): two
+    3x3 convolutions per level on the way down and up, a 2x2 transposed convolution per
+    halving, a 1x1 head, every layer with a bias."""
+    widths = [spec.width * 2**level for level in range(spec.layers + 1)]
+
+    def level(cin: int, cout: int) -> int:
+        return 9 * cin * cout + cout + 9 * cout * cout + cout
+
+    down = sum(level(a, b) for a, b in zip([spec.in_channels, *widths[:-1]], widths, strict=True))
+    up = sum(
+        4 * coarse * fine + fine + level(2 * fine, fine)
+        for fine, coarse in itertools.pairwise(widths)
+    )
+    return down + up + spec.width + 1
+
+
+def _unet_resolution_problem(spec: ModelSpec, grid: int) -> str | None:
+    """Each level halves the grid exactly, so ``n`` must be divisible by ``2 ** depth``."""
+    factor = 2**spec.layers
+    if grid % factor:
+        return (
+            f"halves the grid {spec.layers} times but a {grid}x{grid} grid is not divisible "
+            f"by {factor}"
+        )
+    return None
+
+
 #: Every architecture a run or checkpoint may name.
 ARCHITECTURES: dict[str, Architecture] = {
     "fno": Architecture(
@@ -154,5 +220,13 @@ ARCHITECTURES: dict[str, Architecture] = {
         packed="pdetransfer.engine.models.fno_ensemble:EnsembleFNO",
         parameters=lambda s: parameter_count(s.modes, s.width, s.in_channels, s.layers),
         resolution_problem=_fno_resolution_problem,
+    ),
+    "unet": Architecture(
+        network="pdetransfer.engine.models.unet:UNet",
+        packed=None,
+        parameters=unet_parameter_count,
+        resolution_problem=_unet_resolution_problem,
+        size=("width", "layers"),
+        size_label="width,depth",
     ),
 }
