@@ -6,7 +6,9 @@ both named ``"module:Class"`` and imported only when a model is built
 (:mod:`pdetransfer.engine.models.build`), and its rules that need no torch: the closed-form
 parameter count and what grid a size needs. So the workflow's config check, which runs
 whenever Snakemake builds the DAG, checks sizes against grids without importing torch, and
-adding an architecture is an entry here plus its class. The class is built as ``Class(spec)``,
+adding an architecture is an entry here plus its class. (An architecture from another library
+counts its parameters by building the network on torch's ``meta`` device instead: its closed
+form is that library's to change.) The class is built as ``Class(spec)``,
 keeps ``spec`` as an attribute and maps ``(B, in_channels, n, n)`` to ``(B, 1, n, n)``; the
 packed one is built from the K member networks (see
 :class:`pdetransfer.engine.models.packed.PackedNetwork`).
@@ -21,6 +23,7 @@ it with the architecture, ``"unet:16,3"`` (:func:`split_size`).
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import re
 from collections.abc import Callable
@@ -92,7 +95,7 @@ class Architecture:
     resolution_problem: Callable[[ModelSpec, int], str | None]  # see resolution_problem()
     size: tuple[str, str] = ("modes", "width")  # the ModelSpec fields "a,b" sets, in order
     size_label: str = "modes,width"  # how the user writes a size, in messages and tables
-    requires: str | None = None  # the pip extra the network needs, where it is optional
+    requires: str | None = None  # the module of an optional extra the network imports
 
     def describe(self, spec: ModelSpec) -> str:
         """The size in the user's words, e.g. ``"width 16, depth 3"``."""
@@ -213,6 +216,12 @@ def _unet_resolution_problem(spec: ModelSpec, grid: int) -> str | None:
     return None
 
 
+def _meta_parameter_count(spec: ModelSpec) -> int:
+    """Count by building the network (needs torch and the architecture's library)."""
+    build = importlib.import_module("pdetransfer.engine.models.build")
+    return int(build.meta_parameter_count(spec))
+
+
 #: Every architecture a run or checkpoint may name.
 ARCHITECTURES: dict[str, Architecture] = {
     "fno": Architecture(
@@ -228,5 +237,19 @@ ARCHITECTURES: dict[str, Architecture] = {
         resolution_problem=_unet_resolution_problem,
         size=("width", "layers"),
         size_label="width,depth",
+    ),
+    "neuralop_fno": Architecture(
+        network="pdetransfer.engine.models.neuralop_models:NeuralopFNO",
+        packed="pdetransfer.engine.models.packed:LoopedEnsemble",
+        parameters=_meta_parameter_count,
+        resolution_problem=_fno_resolution_problem,
+        requires="neuralop",
+    ),
+    "neuralop_tfno": Architecture(
+        network="pdetransfer.engine.models.neuralop_models:NeuralopTFNO",
+        packed="pdetransfer.engine.models.packed:LoopedEnsemble",
+        parameters=_meta_parameter_count,
+        resolution_problem=_fno_resolution_problem,
+        requires="neuralop",
     ),
 }
