@@ -151,7 +151,9 @@ def test_three_packed_steps_equal_separate_runs(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_checkpoint_round_trip_and_fine_tuning(name: str, tmp_path: Path) -> None:
+def test_checkpoint_round_trip_and_fine_tuning(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run, tuned = tmp_path / "pre", tmp_path / "tuned"
     architecture = ("--architecture", name, "--model", size(name))
     assert train(train_args(run, *architecture, "--epochs", "1")) == 0
@@ -163,6 +165,12 @@ def test_checkpoint_round_trip_and_fine_tuning(name: str, tmp_path: Path) -> Non
     assert type(operator.network).__name__ == ARCHITECTURES[name].network.split(":")[1]
     for key, value in operator.network.state_dict().items():
         assert torch.equal(value, checkpoint["weights"][key])
+    spec = ModelSpec.from_dict(checkpoint["model"])
+    assert count_parameters(operator.network) == spec.parameters
+    capsys.readouterr()
+    assert main(["info", str(run / "model.pt")]) == 0
+    described = ARCHITECTURES[name].describe(spec)
+    assert f"({name}): {described}, {spec.parameters:,} parameters" in capsys.readouterr().out
 
     argv = train_args(tuned, *architecture, "--init", str(run / "model.pt"))
     argv += ["--data", str(dataset("down_train")), "--val", str(dataset("down_val"))]

@@ -122,6 +122,19 @@ def test_dry_run_job_counts_match_the_config(name: str, pack: bool, tmp_path: Pa
     assert job_counts(result.stdout + result.stderr) == expected_jobs(load(name), pack)
 
 
+def test_the_train_rules_pass_each_size_its_architecture(tmp_path: Path) -> None:
+    config = str(ROOT / "config" / "architectures.yaml")
+    result = snakemake(tmp_path, "-n", "-p", "--configfile", config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    commands = [line for line in result.stdout.splitlines() if " -- train " in line]
+    for size, flags in (
+        ("fno_xs", "--model xs --architecture fno"),
+        ("unet_8_3", "--model 8,3 --architecture unet"),
+    ):
+        mine = [c for c in commands if f"/{size}" in c]
+        assert mine and all(flags in c for c in mine), (size, mine[:1])
+
+
 def test_lint_is_clean(tmp_path: Path) -> None:
     result = snakemake(tmp_path, "--lint", "--configfile", str(ROOT / "config" / "test.yaml"))
     assert result.returncode == 0, result.stdout + result.stderr
