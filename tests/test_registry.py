@@ -32,6 +32,7 @@ from pdetransfer.engine.models.registry import (
     ModelSpec,
     parameter_count,
     parse_model,
+    split_size,
 )
 from pdetransfer.engine.training.ensemble_adam import EnsembleAdam
 from pdetransfer.errors import UserError
@@ -271,3 +272,19 @@ def test_architecture_errors_are_one_sentence(tmp_path: Path) -> None:
         UserError, match="holds a model of architecture 'vit', which this pdetransfer does not"
     ):
         load_checkpoint(tmp_path / "alien.pt")
+
+
+def test_a_size_is_in_its_architectures_own_words() -> None:
+    unet = parse_model("8,3", len(CHANNELS), "unet")
+    assert (unet.width, unet.layers, unet.name) == (8, 3, "8,3")
+    assert ARCHITECTURES["unet"].describe(unet) == "width 8, depth 3"
+    assert ARCHITECTURES["unet"].resolution_problem(unet, 32) is None
+    assert "not divisible by 8" in str(ARCHITECTURES["unet"].resolution_problem(unet, 20))
+    with pytest.raises(
+        UserError, match="the presets are FNO sizes; give a unet size as 'width,depth'"
+    ):
+        parse_model("xs", len(CHANNELS), "unet")
+    with pytest.raises(UserError, match=r"needs width >= 1 and depth >= 1"):
+        parse_model("8,0", len(CHANNELS), "unet")
+    assert split_size("unet:8,3") == ("unet", "8,3")
+    assert split_size("xs") == ("fno", "xs")
