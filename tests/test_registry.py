@@ -24,7 +24,6 @@ from torch.nn import functional as F
 from pdetransfer.cli import main
 from pdetransfer.engine.checkpoints import build_operator, load_checkpoint, save_checkpoint
 from pdetransfer.engine.models.build import build_model, build_packed, count_parameters
-from pdetransfer.engine.models.fno_ensemble import EnsembleFNO
 from pdetransfer.engine.models.normalization import CHANNELS, Normalization, NormalizedOperator
 from pdetransfer.engine.models.packed import FunctionalEnsemble
 from pdetransfer.engine.models.registry import (
@@ -33,6 +32,7 @@ from pdetransfer.engine.models.registry import (
     ModelSpec,
     parameter_count,
     parse_model,
+    split_size,
 )
 from pdetransfer.engine.training.ensemble_adam import EnsembleAdam
 from pdetransfer.errors import UserError
@@ -75,6 +75,12 @@ TEST_ENTRIES = {
     ),
 }
 NAMES = [*ARCHITECTURES, *TEST_ENTRIES]
+#: The size each entry is tested at, in its own size words ("modes,width" unless listed).
+SIZES = {"unet": "8,2"}
+
+
+def size(name: str) -> str:
+    return SIZES.get(name, "2,8")
 
 
 @pytest.fixture(autouse=True)
@@ -90,14 +96,14 @@ def seeded(spec: ModelSpec, seed: int) -> nn.Module:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_build_and_forward(name: str) -> None:
-    spec = parse_model("2,8", len(CHANNELS), name)
+    spec = parse_model(size(name), len(CHANNELS), name)
     network = build_model(spec)
     assert network.spec == spec and count_parameters(network) == spec.parameters
     x = torch.randn(BATCH, len(CHANNELS), GRID, GRID)
     assert network(x).shape == (BATCH, 1, GRID, GRID)
     packed = build_packed([seeded(spec, 0), seeded(spec, 1)])
-    native = ARCHITECTURES[name].packed is not None
-    assert isinstance(packed, EnsembleFNO if native else FunctionalEnsemble)
+    expected = ARCHITECTURES[name].packed or "pdetransfer.engine.models.packed:FunctionalEnsemble"
+    assert type(packed).__name__ == expected.split(":")[1]
     with torch.no_grad():
         out = packed(torch.stack([x, 2 * x]))
         for k, scale in enumerate((1, 2)):
@@ -109,7 +115,7 @@ def test_build_and_forward(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_three_packed_steps_equal_separate_runs(name: str) -> None:
-    spec = parse_model("2,8", len(CHANNELS), name)
+    spec = parse_model(size(name), len(CHANNELS), name)
     lrs, seeds = [3e-3, 1e-2], [4, 5]
     gen = torch.Generator().manual_seed(9)
     data = [
@@ -146,9 +152,12 @@ def test_three_packed_steps_equal_separate_runs(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_checkpoint_round_trip_and_fine_tuning(name: str, tmp_path: Path) -> None:
+def test_checkpoint_round_trip_and_fine_tuning(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run, tuned = tmp_path / "pre", tmp_path / "tuned"
-    assert train(train_args(run, "--architecture", name, "--epochs", "1")) == 0
+    architecture = ("--architecture", name, "--model", size(name))
+    assert train(train_args(run, *architecture, "--epochs", "1")) == 0
     checkpoint = load_checkpoint(run / "model.pt")
     assert checkpoint["model"]["architecture"] == name
     assert checkpoint["config"]["model"]["architecture"] == name
@@ -157,8 +166,14 @@ def test_checkpoint_round_trip_and_fine_tuning(name: str, tmp_path: Path) -> Non
     assert type(operator.network).__name__ == ARCHITECTURES[name].network.split(":")[1]
     for key, value in operator.network.state_dict().items():
         assert torch.equal(value, checkpoint["weights"][key])
+    spec = ModelSpec.from_dict(checkpoint["model"])
+    assert count_parameters(operator.network) == spec.parameters
+    capsys.readouterr()
+    assert main(["info", str(run / "model.pt")]) == 0
+    described = ARCHITECTURES[name].describe(spec)
+    assert f"({name}): {described}, {spec.parameters:,} parameters" in capsys.readouterr().out
 
-    argv = train_args(tuned, "--architecture", name, "--init", str(run / "model.pt"))
+    argv = train_args(tuned, *architecture, "--init", str(run / "model.pt"))
     argv += ["--data", str(dataset("down_train")), "--val", str(dataset("down_val"))]
     assert train(argv) == 0
     fine = load_checkpoint(tuned / "model.pt")
@@ -244,16 +259,32 @@ def test_a_checkpoint_without_architecture_is_an_fno(
 
 
 def test_architecture_errors_are_one_sentence(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match=r"architecture 'unet' is not registered \(known: fno"):
-        train(train_args(tmp_path / "a", "--architecture", "unet"))
+    with pytest.raises(UserError, match=r"architecture 'vit' is not registered \(known: fno"):
+        train(train_args(tmp_path / "a", "--architecture", "vit"))
     with pytest.raises(
         UserError, match=r"--architecture tiny but .* holds a model of architecture fno$"
     ):
         train(train_args(tmp_path / "b", "--architecture", "tiny", "--init", str(pretrained())))
     alien = load(pretrained())
-    alien["model"]["architecture"] = "unet"
+    alien["model"]["architecture"] = "vit"
     save_checkpoint(alien, tmp_path / "alien.pt")
     with pytest.raises(
-        UserError, match="holds a model of architecture 'unet', which this pdetransfer does not"
+        UserError, match="holds a model of architecture 'vit', which this pdetransfer does not"
     ):
         load_checkpoint(tmp_path / "alien.pt")
+
+
+def test_a_size_is_in_its_architectures_own_words() -> None:
+    unet = parse_model("8,3", len(CHANNELS), "unet")
+    assert (unet.width, unet.layers, unet.name) == (8, 3, "8,3")
+    assert ARCHITECTURES["unet"].describe(unet) == "width 8, depth 3"
+    assert ARCHITECTURES["unet"].resolution_problem(unet, 32) is None
+    assert "not divisible by 8" in str(ARCHITECTURES["unet"].resolution_problem(unet, 20))
+    with pytest.raises(
+        UserError, match="the presets are FNO sizes; give a unet size as 'width,depth'"
+    ):
+        parse_model("xs", len(CHANNELS), "unet")
+    with pytest.raises(UserError, match=r"needs width >= 1 and depth >= 1"):
+        parse_model("8,0", len(CHANNELS), "unet")
+    assert split_size("unet:8,3") == ("unet", "8,3")
+    assert split_size("xs") == ("fno", "xs")

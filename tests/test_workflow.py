@@ -116,7 +116,7 @@ def expected_jobs(cfg: dict, pack: bool = True) -> Counter:
 
 
 @pytest.mark.parametrize("pack", [True, False])
-@pytest.mark.parametrize("name", ["config", "reproduce", "paper", "test"])
+@pytest.mark.parametrize("name", ["config", "reproduce", "paper", "test", "architectures"])
 def test_dry_run_job_counts_match_the_config(name: str, pack: bool, tmp_path: Path) -> None:
     result = snakemake(
         tmp_path, "-n", "--quiet", "rules", "--configfile", str(ROOT / "config" / f"{name}.yaml"),
@@ -124,6 +124,19 @@ def test_dry_run_job_counts_match_the_config(name: str, pack: bool, tmp_path: Pa
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert job_counts(result.stdout + result.stderr) == expected_jobs(load(name), pack)
+
+
+def test_the_train_rules_pass_each_size_its_architecture(tmp_path: Path) -> None:
+    config = str(ROOT / "config" / "architectures.yaml")
+    result = snakemake(tmp_path, "-n", "-p", "--configfile", config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    commands = [line for line in result.stdout.splitlines() if " -- train " in line]
+    for size, flags in (
+        ("fno_xs", "--model xs --architecture fno"),
+        ("unet_8_3", "--model 8,3 --architecture unet"),
+    ):
+        mine = [c for c in commands if f"/{size}" in c]
+        assert mine and all(flags in c for c in mine), (size, mine[:1])
 
 
 def test_lint_is_clean(tmp_path: Path) -> None:
@@ -163,6 +176,9 @@ BROKEN = {
     "unknown preset": ({"sizes.tiny": "huge"}, "sizes.tiny"),
     "zero modes": ({"sizes.tiny": "0,4"}, "sizes.tiny"),
     "modes beyond the grid": ({"sizes.tiny": "12,4"}, "sizes.tiny"),
+    "unknown architecture": ({"sizes.tiny": "vit:2,4"}, "sizes.tiny"),
+    "a preset for the U-Net": ({"sizes.tiny": "unet:xs"}, "sizes.tiny"),
+    "U-Net deeper than the grid": ({"sizes.tiny": "unet:4,5"}, "sizes.tiny"),
     "empty pre-training entry": ({"pretrain.mixed": []}, "pretrain.mixed"),
     "N above the train set": ({"sweep.n": [4, 64]}, "sweep.n"),
     "decreasing range": ({"datasets.poisson_5_10.range": [10, 5]}, "datasets.poisson_5_10.range"),

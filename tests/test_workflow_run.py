@@ -18,6 +18,9 @@ import pytest
 import yaml
 from workflow_helpers import ROOT, job_counts, snakemake, snakemake_argv, snakemake_env
 
+from pdetransfer.engine.models.normalization import CHANNELS
+from pdetransfer.engine.models.registry import parse_model
+
 CONFIG = str(ROOT / "config" / "test.yaml")
 RUN = "results/runs/finetune/poisson_1_5/tiny/poisson_5_10/n4/lr0.001/s0"
 TRAINING_RULES = {"generate", "dataset_stats", "mixed_stats", "pretrain", "finetune", "scratch"}
@@ -212,3 +215,22 @@ def test_killed_training_resumes_with_rerun_incomplete(study_dir: Path) -> None:
     remaining = [int(m) for m in re.findall(r"train: \d+/(\d+)", log.read_text())]
     assert steps == 4 * 200 and remaining and max(remaining) < steps, log.read_text()[-2000:]
     assert re.search(r"resumed from step \d+ of 800, saved at ", log.read_text())
+
+
+def test_a_unet_study_runs_through_snakemake(tmp_path: Path) -> None:
+    """A size that names another architecture: pre-trained, fine-tuned and tabled as one."""
+    config = yaml.safe_load(Path(CONFIG).read_text())
+    config["datasets"] = {k: config["datasets"][k] for k in ("poisson_1_5", "poisson_5_10")}
+    config["sizes"] = {"unet": "unet:4,2"}
+    config["pretrain"] = {"poisson_1_5": ["poisson_1_5"]}
+    config["experiments"] = {"shifts": {"pretrain": "poisson_1_5", "downstream": ["poisson_5_10"]}}
+    config["sweep"] = {**config["sweep"], "n": [4], "modes": ["finetune", "zeroshot"]}
+    path = tmp_path / "unet.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    result = snakemake(tmp_path / "wd", "--cores", "2", "--configfile", str(path))
+    assert result.returncode == 0, result.stderr[-5000:]
+    runs = pd.read_csv(tmp_path / "wd/results/tables/runs.csv")
+    assert sorted(runs["mode"]) == ["finetune", "zeroshot"]
+    assert set(runs["architecture"]) == {"unet"} and set(runs["parameters"]) == {
+        parse_model("4,2", len(CHANNELS), "unet").parameters
+    }

@@ -124,7 +124,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="pre-train, fine-tune (--init) or train from scratch")
     p.add_argument("--data", required=True, nargs="+", help="train file(s); several = mixed")
     p.add_argument("--val", required=True, nargs="+", help="validation file(s)")
-    p.add_argument("--model", required=True, help="size preset name or 'modes,width'")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="size: a preset name or 'modes,width' (FNOs), 'width,depth' (unet)",
+    )
     p.add_argument(
         "--architecture",
         default=DEFAULT_ARCHITECTURE,

@@ -39,7 +39,8 @@ for mode in TRAINING_MODES:
         params:
             start=JOBS.start(mode)[0],
             trainable=trainable_flags(mode),
-            model=lambda wc: config["sizes"][wc.size],
+            model=lambda wc: STUDY.model(wc.size)[1],
+            architecture=lambda wc: STUDY.model(wc.size)[0],
             members=member_flags,
             out=out_flag(mode),
             recipe=train_flags("downstream"),
@@ -47,6 +48,7 @@ for mode in TRAINING_MODES:
         shell:
             "pdetransfer launch --gpus {resources.gpu} -- train {params.start} {input.start}"
             " {params.trainable}"
-            " --data {input.data} --val {input.val} --model {params.model}"
+            " --data {input.data} --val {input.val}"
+            " --model {params.model} --architecture {params.architecture}"
             " --n-train {wildcards.n} {params.members} {params.recipe}"
             " --checkpoint-every {params.every} --threads {threads} {params.out} > {log} 2>&1"

@@ -25,7 +25,8 @@ rule pretrain:
         mem_mb=res("pretrain", "mem_mb"),
         runtime=runtime("pretrain"),
     params:
-        model=lambda wc: config["sizes"][wc.size],
+        model=lambda wc: STUDY.model(wc.size)[1],
+        architecture=lambda wc: STUDY.model(wc.size)[0],
         dir=lambda wc, output: os.path.dirname(output.model),
         lr=recipe("pretrain")["lr"],
         seed=recipe("pretrain")["seed"],
@@ -34,6 +35,7 @@ rule pretrain:
     shell:
         "pdetransfer launch --gpus {resources.gpu} -- train"
         " --data {input.data} --val {input.val} --stats {input.stats}"
-        " --model {params.model} --lr {params.lr} --seed {params.seed}"
+        " --model {params.model} --architecture {params.architecture}"
+        " --lr {params.lr} --seed {params.seed}"
         " {params.recipe} --checkpoint-every {params.every}"
         " --threads {threads} --out {params.dir} > {log} 2>&1"

@@ -190,8 +190,9 @@ def _text(s: dict[str, Any]) -> str:
     lines = [
         f"checkpoint   {s['path']} ({s['kind']}, format {s['format_version']})",
         f"sha256       {s['sha256']}",
-        f"model        {model['name']} ({model['architecture']}): modes {model['modes']}, "
-        f"width {model['width']}, {model['layers']} layers, {model['parameters']:,} parameters",
+        f"model        {model['name']} ({model['architecture']}): "
+        f"{ARCHITECTURES[model['architecture']].describe(ModelSpec.from_dict(model))}, "
+        f"{model['parameters']:,} parameters",
         f"input        {', '.join(s['channels'])} on a {s['grid']}x{s['grid']} grid",
         f"normalised   source rms median {norm['source_norm_median']:.6g}; coefficient "
         "medians " + ", ".join(f"{v:.4g}" for v in norm["coefficient_abs_median"]),

@@ -23,6 +23,7 @@ from typing import Any
 
 from pdetransfer import __version__
 from pdetransfer.atomic import write_json
+from pdetransfer.engine.models.registry import split_size
 from pdetransfer.errors import UserError
 from pdetransfer.layout import NAME_PATTERN, Run, format_lr
 from pdetransfer.modes import MODES, Mode
@@ -148,6 +149,11 @@ class Study:
     def builds_pretraining(self) -> bool:
         """Whether some mode starts from a pre-trained checkpoint."""
         return any(mode.needs_pretrained for mode in self.study_modes())
+
+    def model(self, size: str) -> tuple[str, str]:
+        """The architecture and the ``--model`` size a ``sizes`` entry names (an FNO's unless
+        it is written ``"architecture:size"``)."""
+        return split_size(self.sizes[size])
 
     def experiment_sizes(self, experiment: str) -> list[str]:
         """Model sizes of an experiment (all sizes, in config order, unless it lists some)."""

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pdetransfer.data import datasets, import_spec, systems
-from pdetransfer.engine.models.registry import parse_model, resolution_problem
+from pdetransfer.engine.models.registry import parse_model, resolution_problem, split_size
 from pdetransfer.errors import UserError
 
 if TYPE_CHECKING:
@@ -200,7 +200,8 @@ def _check_sizes(study: Study) -> None:
     specs = {}
     for size, text in study.sizes.items():
         try:
-            specs[size] = parse_model(text, 1)
+            architecture, model = split_size(text)
+            specs[size] = parse_model(model, 1, architecture)
         except UserError as err:
             raise ConfigError(f"config key 'sizes.{size}': {err}") from None
     for name, exp in study.experiments.items():

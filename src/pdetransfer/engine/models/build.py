@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
 from pdetransfer.engine.models.packed import FunctionalEnsemble, PackedNetwork
@@ -54,3 +55,10 @@ def build_packed(networks: Sequence[nn.Module]) -> PackedNetwork:
 def count_parameters(model: nn.Module) -> int:
     """Trainable real numbers of an instantiated model (complex entries count twice)."""
     return sum(p.numel() * (2 if p.is_complex() else 1) for p in model.parameters())
+
+
+def meta_parameter_count(spec: ModelSpec) -> int:
+    """The parameter count of ``spec``'s network built on the ``meta`` device (no memory, no
+    weights drawn): for architectures whose closed form is another library's to change."""
+    with torch.device("meta"):
+        return count_parameters(build_model(spec))

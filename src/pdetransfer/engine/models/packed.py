@@ -152,3 +152,21 @@ class FunctionalEnsemble(PackedNetwork):
             return functional_call(network, params, (inputs,))
 
         return vmap(one)(self.member_parameters(), x)
+
+
+class LoopedEnsemble(FunctionalEnsemble):
+    """K networks on stacked parameters run one member after another, for networks that
+    ``vmap`` cannot batch (neuraloperator's spectral layers write in place into a tensor made
+    inside the forward). It saves no time over separate runs; it lets such networks train
+    packed like every other architecture, with the same weights and checkpoints."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``(K, B, in_channels, nx, ny)`` to ``(K, B, out_channels, nx, ny)``."""
+        (network,) = self._template
+        params = self.member_parameters()
+        return torch.stack(
+            [
+                functional_call(network, {name: p[k] for name, p in params.items()}, (x[k],))
+                for k in range(x.shape[0])
+            ]
+        )

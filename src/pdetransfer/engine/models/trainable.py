@@ -155,6 +155,11 @@ class Trainable:
             return LoRA(network, self.rank)  # type: ignore[arg-type]
         if self.rule == "head":
             heads = entry(network.spec.architecture).head  # type: ignore[union-attr]
+            if not heads:
+                raise UserError(
+                    f"architecture {network.spec.architecture!r} names no output layers for"  # type: ignore[union-attr]
+                    " --trainable head"
+                )
             for name, p in network.named_parameters():
                 p.requires_grad_(any(name.startswith(f"{h}.") for h in heads))
         return network

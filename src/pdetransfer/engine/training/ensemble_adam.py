@@ -156,12 +156,14 @@ class EnsembleAdam:
         for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq, strict=True):
             if p.grad is None:
                 continue
+            grad = p.grad
+            if p.is_complex():  # as torch's Adam: a complex weight is two real ones
+                p, grad, m, v = (torch.view_as_real(t) for t in (p, grad, m, v))
             shape = (self.members,) + (1,) * (p.dim() - 1)
             neg_step = torch.tensor(step_size, dtype=p.dtype, device=p.device).view(shape)
             bc2 = torch.tensor(bc2_sqrt, dtype=p.dtype, device=p.device).view(shape)
             index = torch.tensor(keep, dtype=torch.long, device=p.device)
             saved = [t.index_select(0, index) for t in (p, m, v)] if keep else []
-            grad = p.grad
             m.lerp_(grad, 1 - beta1)
             v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
             denom = (v.sqrt() / bc2).add_(self.eps)
