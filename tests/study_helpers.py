@@ -157,3 +157,62 @@ def aggregate_argv(study_file: Path, results: Path, tables: Path, *extra: str) -
     for name, flag in TABLE_FLAGS.items():
         argv += [flag, str(tables / f"{name}.csv")]
     return [*argv, "--bootstrap", "200", *extra]
+
+
+# ---------------------------------------------------------------------------- coverage
+#: Fabricated transfer curves of known truth: err = scale * N^-0.5, so N_scratch / N_finetune
+#: = (scale_scratch / scale_finetune)^2 = 4 at every target.
+TRUE_SCALE = {"finetune": 0.5, "scratch": 1.0}
+TRUE_RATIO = 4.0
+COVERAGE_NS = [8, 32, 128, 512]  # the reproduce study's sweep
+#: Fine-tuning reaches it at N = 24, scratch at N = 96: both well inside the sweep, so that
+#: an interval reaching past its ends says something about the method, not the sweep.
+COVERAGE_TARGET = TRUE_SCALE["finetune"] / 24**0.5
+#: Log-sd of the seed factor of a run and of the difficulty of a test sample.
+SEED_LOG_SD, DIFFICULTY_LOG_SD = 0.15, 0.4
+
+
+def coverage_config(seeds: int, downstream: int, test: int) -> dict:
+    """A study of ``downstream`` independent transfer tasks (each its own test set of ``test``
+    samples), one learning rate, ``seeds`` seeds over :data:`COVERAGE_NS`."""
+    names = [f"d{i}" for i in range(downstream)]
+    spec = {"system": "poisson", "range": [1, 5], "grid": 16, "train": 512, "val": 8}
+    config = {
+        "datasets": {name: {**spec, "test": test} for name in ["pre", *names]},
+        "sizes": {"xs": "xs"},
+        "pretrain": {"pre": ["pre"]},
+        "experiments": {"transfer": {"pretrain": "pre", "downstream": names}},
+        "sweep": {
+            "n": COVERAGE_NS,
+            "lr": [0.001],
+            "seeds": list(range(seeds)),
+            "modes": ["finetune", "scratch"],
+        },
+        "training": {"downstream": {"epochs": 2, "batch_size": 4}},
+        "report": {"targets": [COVERAGE_TARGET]},
+    }
+    validate(config, str(SCHEMA))
+    return config
+
+
+def seeded_results(
+    root: Path,
+    study: Study,
+    rng: np.random.Generator,
+    seed_sd: float = SEED_LOG_SD,
+    difficulty_sd: float = DIFFICULTY_LOG_SD,
+) -> None:
+    """Runs of known truth with the two sources of chance the intervals must cover: each
+    run's errors times a lognormal seed factor (log-sd ``seed_sd``), each test sample's times
+    a difficulty shared by every run of its dataset (log-sd ``difficulty_sd``); both factors
+    have mean 1, so a cell's expected mean error is its truth. Validation error follows the
+    run's seed factor."""
+    difficulty = {
+        name: rng.lognormal(-(difficulty_sd**2) / 2, difficulty_sd, spec["test"])
+        for name, spec in study.config["datasets"].items()
+    }
+    for run in study.runs():
+        seed = rng.lognormal(-(seed_sd**2) / 2, seed_sd)
+        truth = TRUE_SCALE[run.mode] * run.n**-0.5
+        per_sample = truth * seed * difficulty[run.downstream]
+        write_run(root / run.directory, run, per_sample, truth * seed, stop="plateau")

@@ -226,24 +226,26 @@ def point_intervals(
     error (what the error-vs-N plots shade), its ``interval_method`` and ``seed_df``. The
     seed spread is pooled over the cell's curve (its mode, pre-training, size and downstream
     set across N), so the cells of one curve are bootstrapped together."""
-    columns = {"test_rel_l2_lo": math.nan, "test_rel_l2_hi": math.nan}
-    out = summary.assign(**columns, interval_method=NO_INTERVAL, seed_df=0)
-    for _, curve in summary.groupby(CURVE, sort=False, dropna=False):
-        keys = {
-            r.Index: (r.mode, r.pretrain, r.size, r.downstream, int(r.n))
-            for r in curve.itertuples()
-        }
-        points = [(index, chosen[key]) for index, key in keys.items() if chosen.get(key)]
+    lo, hi = np.full(len(summary), math.nan), np.full(len(summary), math.nan)
+    method, seed_df = np.full(len(summary), NO_INTERVAL, dtype=object), np.zeros(len(summary))
+    rows = pd.RangeIndex(len(summary))
+    for _, curve in summary.assign(row=rows).groupby(CURVE, sort=False, dropna=False):
+        points = []
+        for r in curve.itertuples():
+            runs = chosen.get((r.mode, r.pretrain, r.size, r.downstream, int(r.n)))
+            if runs:
+                points.append((r.row, runs))
         if not points:
             continue
         reps = bootstrap.curves([[runs for _, runs in points]], per_point=True)
         if reps.method == NO_INTERVAL:
             continue
-        for column, (index, _) in enumerate(points):
-            lo, hi = percentile_interval(reps.curves[0][:, column])
-            out.loc[index, ["test_rel_l2_lo", "test_rel_l2_hi"]] = lo, hi
-            out.loc[index, ["interval_method", "seed_df"]] = reps.method, reps.seed_df
-    return out
+        for column, (row, _) in enumerate(points):
+            lo[row], hi[row] = percentile_interval(reps.curves[0][:, column])
+            method[row], seed_df[row] = reps.method, reps.seed_df
+    return summary.assign(
+        test_rel_l2_lo=lo, test_rel_l2_hi=hi, interval_method=method, seed_df=seed_df.astype(int)
+    )
 
 
 def _cell_name(row: Any) -> str:
