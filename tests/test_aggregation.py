@@ -27,10 +27,12 @@ from pdetransfer.study.aggregation import read_csv, summarize, warnings, write_c
 from pdetransfer.study.config import ConfigError, Study, format_lr
 from pdetransfer.study.efficiency import data_efficiency
 from pdetransfer.study.publishing import (
+    efficiency_section,
     format_error,
     format_interval,
     format_n,
     format_ratio,
+    format_sweep,
     render_tables,
 )
 from pdetransfer.study.statistics import n_to_reach
@@ -269,6 +271,31 @@ def test_publish_formats_bounds_and_missing_values() -> None:
     assert format_interval(30.2, 45.7) == " [30, 46]"
     assert format_interval(0.0, math.inf) == " [0, ∞]"
     assert format_interval(0.0, 0.0) == format_interval(math.nan, math.nan) == ""
+    assert format_sweep(16.0, 32.0) == " (16, 32]" and format_sweep(0.0, 8.0) == " (0, 8]"
+    assert format_sweep(1.0, math.inf, ".1f") == " (1.0, ∞]" and format_sweep(math.nan, 1) == ""
+
+
+def test_tables_md_lists_headlines_first_and_says_why_the_others_are_not() -> None:
+    study = Study(load_config("test"))
+    base = {"pretrain": "poisson_1_5", "size": "xs", "downstream": "poisson_5_10"}
+    numbers = {"n_finetune": 24.0, "n_scratch": 48.0, "ratio": 2.0, "interval_method": "m"}
+    numbers |= {"finetune_bound": "=", "scratch_bound": "=", "ratio_bound": "="}
+    for name, lo, hi in (("n_finetune", 16, 32), ("n_scratch", 32, 64), ("ratio", 1, 4)):
+        numbers |= {f"{name}_lo": lo + 1, f"{name}_hi": hi - 1}
+        numbers |= {f"{name}_sweep_lo": lo, f"{name}_sweep_hi": hi}
+    rows = [
+        {**base, **numbers, "target_rel_l2": 0.2, "headline": False}
+        | {"flags": "undertrained:scratch", "not_headline_because": "undertrained:scratch"},
+        {**base, **numbers, "target_rel_l2": 0.1, "headline": True}
+        | {"flags": "lr_edge_tie:finetune", "not_headline_because": ""},
+    ]
+    text = efficiency_section(study, pd.DataFrame(rows))
+    first, second = (line for line in text.splitlines() if line.startswith("| poisson_1_5"))
+    assert (
+        "| 0.1 | 24 [17, 31] (16, 32] | 48 [33, 63] (32, 64] | 2.0x [2.0, 3.0] (1.0, 4.0]" in first
+    )
+    assert first.endswith("| m | lr_edge_tie:finetune | headline |")
+    assert second.endswith("| undertrained:scratch | no: undertrained:scratch |")
 
 
 def test_publish_copies_the_run_and_renders_its_tables(tmp_path: Path) -> None:

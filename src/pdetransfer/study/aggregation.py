@@ -134,8 +134,9 @@ CURVE = ["mode", "pretrain", "size", "downstream"]
 
 def _val_spreads(runs: pd.DataFrame) -> dict[tuple[Any, ...], Spread]:
     """Per curve, the between-seed spread of log validation errors pooled over every rate of
-    every cell (the noise the learning-rate edge rule compares with)."""
-    done = runs[(runs["status"] != "diverged") & (runs["mode"] != "zeroshot")]
+    every cell (the noise the learning-rate edge rule compares with; runs without a rate or a
+    validation error, as zero-shot evaluations, add nothing)."""
+    done = runs[runs["status"] != "diverged"]
     return {
         tuple(key): pooled_spread(g["val_rel_l2"].tolist() for _, g in curve.groupby(["n", "lr"]))
         for key, curve in done.groupby(CURVE, sort=False, dropna=False)

@@ -14,7 +14,8 @@ which data-efficiency rows may be headlines. Every flag is computed from the run
     no check that early is measured from its first check. Empty for a diverged run.
 ``undertrained``
     ``hit_cap`` and ``last_window_gain`` above the tolerance ``report.undertrained_tolerance``
-    (fixed in the config before the study runs): the budget, not the data, decided its error.
+    (fixed in the config before the study runs), or unknown (no finite check): the budget, not
+    the data, decided its error.
 
 **Cells** (summary.csv): ``lr_at_edge`` is ``min``/``max`` only when the chosen rate, an end of
 the grid, beats its neighbour by more than the noise of that difference: the mean log
