@@ -131,7 +131,8 @@ def fit_row(
 ) -> dict[str, Any]:
     """The fit columns of one curve (points with a finite positive error, sorted by ``x``)."""
     n_points = len(x)
-    row: dict[str, Any] = {"n_points": n_points, "interval_method": "", "note": ""}
+    row: dict[str, Any] = {"n_points": n_points, "interval_method": NO_INTERVAL, "note": ""}
+    row["seed_df"] = 0
     if n_points < MIN_POINTS[POWER]:
         row["note"] = (
             f"too few points ({n_points}): a power law needs {MIN_POINTS[POWER]} "
