@@ -195,24 +195,30 @@ def coverage_config(seeds: int, downstream: int, test: int) -> dict:
     return config
 
 
-def seeded_results(
-    root: Path,
+def seeded_errors(
     study: Study,
     rng: np.random.Generator,
     seed_sd: float = SEED_LOG_SD,
     difficulty_sd: float = DIFFICULTY_LOG_SD,
-) -> None:
-    """Runs of known truth with the two sources of chance the intervals must cover: each
-    run's errors times a lognormal seed factor (log-sd ``seed_sd``), each test sample's times
-    a difficulty shared by every run of its dataset (log-sd ``difficulty_sd``); both factors
-    have mean 1, so a cell's expected mean error is its truth. Validation error follows the
-    run's seed factor."""
+) -> dict[Run, tuple[np.ndarray, float]]:
+    """Per run, test errors per sample and a validation error of known truth, with the two
+    sources of chance the intervals must cover: each run's errors times a lognormal seed factor
+    (log-sd ``seed_sd``), each test sample's times a difficulty shared by every run of its
+    dataset (log-sd ``difficulty_sd``); both factors have mean 1, so a cell's expected mean
+    error is its truth. The validation error follows the run's seed factor."""
     difficulty = {
         name: rng.lognormal(-(difficulty_sd**2) / 2, difficulty_sd, spec["test"])
         for name, spec in study.config["datasets"].items()
     }
+    errors = {}
     for run in study.runs():
         seed = rng.lognormal(-(seed_sd**2) / 2, seed_sd)
         truth = TRUE_SCALE[run.mode] * run.n**-0.5
-        per_sample = truth * seed * difficulty[run.downstream]
-        write_run(root / run.directory, run, per_sample, truth * seed, stop="plateau")
+        errors[run] = truth * seed * difficulty[run.downstream], truth * seed
+    return errors
+
+
+def seeded_results(root: Path, study: Study, rng: np.random.Generator) -> None:
+    """The runs of :func:`seeded_errors` as run directories, every one stopped on its plateau."""
+    for run, (per_sample, val) in seeded_errors(study, rng).items():
+        write_run(root / run.directory, run, per_sample, val, stop="plateau")
