@@ -28,10 +28,12 @@ from pdetransfer.study.aggregation import read_csv, summarize, warnings, write_c
 from pdetransfer.study.config import ConfigError, Study
 from pdetransfer.study.efficiency import data_efficiency
 from pdetransfer.study.publishing import (
+    efficiency_section,
     format_error,
     format_interval,
     format_n,
     format_ratio,
+    format_sweep,
     render_tables,
 )
 from pdetransfer.study.statistics import n_to_reach
@@ -270,6 +272,31 @@ def test_publish_formats_bounds_and_missing_values() -> None:
     assert format_interval(30.2, 45.7) == " [30, 46]"
     assert format_interval(0.0, math.inf) == " [0, ∞]"
     assert format_interval(0.0, 0.0) == format_interval(math.nan, math.nan) == ""
+    assert format_sweep(16.0, 32.0) == " (16, 32]" and format_sweep(0.0, 8.0) == " (0, 8]"
+    assert format_sweep(1.0, math.inf, ".1f") == " (1.0, ∞]" and format_sweep(math.nan, 1) == ""
+
+
+def test_tables_md_lists_headlines_first_and_says_why_the_others_are_not() -> None:
+    study = Study(load_config("test"))
+    base = {"pretrain": "poisson_1_5", "size": "xs", "downstream": "poisson_5_10"}
+    numbers = {"n_finetune": 24.0, "n_scratch": 48.0, "ratio": 2.0, "interval_method": "m"}
+    numbers |= {"finetune_bound": "=", "scratch_bound": "=", "ratio_bound": "="}
+    for name, lo, hi in (("n_finetune", 16, 32), ("n_scratch", 32, 64), ("ratio", 1, 4)):
+        numbers |= {f"{name}_lo": lo + 1, f"{name}_hi": hi - 1}
+        numbers |= {f"{name}_sweep_lo": lo, f"{name}_sweep_hi": hi}
+    rows = [
+        {**base, **numbers, "target_rel_l2": 0.2, "headline": False}
+        | {"flags": "undertrained:scratch", "not_headline_because": "undertrained:scratch"},
+        {**base, **numbers, "target_rel_l2": 0.1, "headline": True}
+        | {"flags": "lr_edge_tie:finetune", "not_headline_because": ""},
+    ]
+    text = efficiency_section(study, pd.DataFrame(rows))
+    first, second = (line for line in text.splitlines() if line.startswith("| poisson_1_5"))
+    assert (
+        "| 0.1 | 24 [17, 31] (16, 32] | 48 [33, 63] (32, 64] | 2.0x [2.0, 3.0] (1.0, 4.0]" in first
+    )
+    assert first.endswith("| m | lr_edge_tie:finetune | headline |")
+    assert second.endswith("| undertrained:scratch | no: undertrained:scratch |")
 
 
 def test_publish_copies_the_run_and_renders_its_tables(tmp_path: Path) -> None:
@@ -302,9 +329,12 @@ def test_publish_copies_the_run_and_renders_its_tables(tmp_path: Path) -> None:
     expected = f"{format_error(row['test_rel_l2_mean'], row['test_rel_l2_std'])} (lr 0.001)"
     assert "### poisson_1_5 → poisson e∈(5, 10), size xs" in text
     assert f"{expected} [one lr] |" in text  # the test config sweeps a single lr
-    # 8 scratch cells (2 sizes x 2 downstream x 2 N), one run each, none still improving.
-    assert "| scratch | 0 of 8 (0%) | 0 of 8 (0%) | 8 | 0 | 0 |" in text
-    assert "unbracketed:finetune, unbracketed:scratch |" in text
+    # 8 scratch cells (2 sizes x 2 downstream x 2 N), one run each (one seed, one lr), none
+    # at the cap.
+    row = "| scratch | 0 of 8 (0%) | 0 of 8 (0%) | 0 of 8 (0%) | 0 of 8 (0%) | 8 | 8 | 0 | 0 |"
+    assert row in text
+    flags = "unbracketed:finetune, one_seed:finetune, unbracketed:scratch, one_seed:scratch"
+    assert f"| sample_bootstrap | {flags} | no: {flags.replace(', ', '; ')}" in text
     assert "## Scaling fits" in text and "too few points (2)" in text
     assert "### mixed (tiny) on poisson e∈(5, 10)" in text
     assert "| from mixed | 0.8 |" in text  # zero-shot of the fake results is 0.8
@@ -346,16 +376,20 @@ def _run(n: int, lr: float, seed: int, val: float, **extra) -> dict:
     """One scratch run of runs.csv (cell by N), completed unless ``status`` says otherwise."""
     row = {"mode": "scratch", "pretrain": "", "size": "xs", "downstream": "d", "n": n}
     row.update(lr=lr, seed=seed, parameters=1000, val_rel_l2=val, test_rel_l2_mean=val)
-    row.update(train_seconds=1.0, status="completed", still_improving=False)
+    row.update(train_seconds=1.0, status="completed", hit_cap=False, undertrained=False)
     return {**row, **extra}
 
 
 def test_summary_diagnoses_edge_lr_undertrained_and_diverged_cells() -> None:
     lrs = (0.001, 0.003, 0.01)
     rows = []
-    # N=8: the largest lr is best, and one of its seeds stopped still improving.
+    # N=8: the largest lr is best, one of its seeds hit the cap still gaining, the other
+    # hit it with no gain to speak of.
     for lr, val in zip(lrs, (0.5, 0.4, 0.3), strict=True):
-        rows += [_run(8, lr, s, val, still_improving=(lr == 0.01 and s == 1)) for s in (0, 1)]
+        rows += [
+            _run(8, lr, s, val, hit_cap=lr == 0.01, undertrained=(lr == 0.01 and s == 1))
+            for s in (0, 1)
+        ]
     # N=16: the largest lr has the smallest validation error but one seed diverged (with a
     # tiny validation error before it did): it must not be chosen; 0.003 is, bracketed.
     for lr, val in zip(lrs, (0.5, 0.3, 0.1), strict=True):
@@ -370,7 +404,8 @@ def test_summary_diagnoses_edge_lr_undertrained_and_diverged_cells() -> None:
     summary = summarize(runs).set_index("n")
 
     assert summary.loc[8, "best_lr"] == 0.01 and summary.loc[8, "lr_at_edge"] == "max"
-    assert summary.loc[8, "undertrained"] and summary.loc[8, "n_still_improving"] == 1
+    assert summary.loc[8, "undertrained"] and summary.loc[8, "n_undertrained"] == 1
+    assert summary.loc[8, "n_hit_cap"] == 2
     assert summary.loc[16, "best_lr"] == 0.003 and summary.loc[16, "lr_at_edge"] == "no"
     assert summary.loc[16, "n_diverged"] == 1 and not summary.loc[16, "undertrained"]
     assert summary.loc[32, "status"] == "diverged" and summary.loc[32, "n_diverged"] == 6
@@ -411,7 +446,7 @@ def test_data_efficiency_flags_what_it_was_read_from(tmp_path: Path) -> None:
     assert eff.loc[0.05, "flags"] == "lr_at_edge:scratch"
     # 0.02: fine-tune crosses between 8 and 32 (4x apart: coarse), scratch all points.
     assert eff.loc[0.02, "flags"] == "coarse:finetune;lr_at_edge:scratch"
-    assert eff["interval_from"].eq("none").all() and eff["ratio_lo"].isna().all()
+    assert eff["interval_method"].eq("none").all() and eff["ratio_lo"].isna().all()
 
 
 # ---------------------------------------------------------------------------- partial results
@@ -478,7 +513,7 @@ def test_aggregate_reports_diverged_runs_and_bootstraps_the_rest(
         study,
         noise=0.3,
         diverged=diverged,
-        still_improving=lambda run: run.mode == "scratch" and run.n == 4 and run.seed == 0,
+        undertrained=lambda run: run.mode == "scratch" and run.n == 4 and run.seed == 0,
     )
     study_file = write_study(config, tmp_path / "study.json")
     tables = tmp_path / "tables"
@@ -492,13 +527,17 @@ def test_aggregate_reports_diverged_runs_and_bootstraps_the_rest(
     assert set(runs["stop_reason"]) == {"", "plateau", "cap", "diverged"}
     summary = read_csv(tables / "summary.csv")
     scratch = summary[summary["mode"] == "scratch"]
-    assert (scratch["best_lr"] < 0.01).all() and (scratch["lr_at_edge"] == "min").all()
+    # Every rate has the same validation error: the smallest is chosen and ties with its
+    # neighbour, which is reported but blocks no headline.
+    assert (scratch["best_lr"] < 0.01).all() and (scratch["lr_at_edge"] == "tie_min").all()
     ok = summary[summary["status"] == "ok"]
     assert (ok["test_rel_l2_lo"] <= ok["test_rel_l2_mean"]).all()
     assert (ok["test_rel_l2_mean"] <= ok["test_rel_l2_hi"]).all()
     eff = read_csv(tables / "data_efficiency.csv")
-    assert set(eff["interval_from"]) == {"seeds+samples"}
-    assert eff["flags"].str.contains("lr_at_edge:scratch").all()
+    assert set(eff["interval_method"]) == {"pooled_seed_t+sample_bootstrap"}
+    assert (eff["seed_df"] > 0).all()
+    assert eff["flags"].str.contains("lr_edge_tie:scratch").all()
+    assert not eff["flags"].str.contains("lr_at_edge:").any()
     fits = read_csv(tables / "scaling_fits.csv")
     by_n = fits[fits["against"] == "n"]
     assert len(by_n) == 2 * 2 * 3 + 2  # shifts: 2 downstream x 2 modes x 3 sizes; mixed: 2

@@ -16,6 +16,7 @@ from engine_helpers import dataset, load, pretrained, same_weights, train, train
 from pdetransfer.cli import main
 from pdetransfer.engine.losses import per_sample_loss
 from pdetransfer.engine.training.member import MemberState
+from pdetransfer.study.flags import stop_flags
 
 # 8 samples in one batch: one step per epoch, so the model overfits and validation plateaus.
 PLATEAU = ("--n-train", "8", "--batch-size", "8", "--val-every", "2", "--max-steps", "300")
@@ -48,6 +49,10 @@ def test_plateau_stops_early_on_the_schedule_of_the_cap(tmp_path: Path) -> None:
     assert summary["best_val_rel_l2"] == pytest.approx(min(val), rel=1e-6)
     assert int(rows[val.index(min(val))]["step"]) == best
     assert summary["still_improving"] is False
+    # What aggregate reads from the run's files: no cap, no gain over the last patience steps.
+    flags = stop_flags(summary, plateau / "log.csv", tolerance=0.01)
+    assert flags == {"hit_cap": False, "last_window_gain": 0.0, "undertrained": False}
+    assert stop_flags(_summary(fixed), fixed / "log.csv", tolerance=0.01)["hit_cap"]
     # The cosine schedule is over the cap: the plateau run is a prefix of the full-budget run.
     assert _without_seconds(rows) == _without_seconds(_log(fixed)[: len(rows)])
     assert _summary(fixed)["stop_reason"] == "budget" and _summary(fixed)["steps"] == 300
@@ -84,6 +89,11 @@ def test_cap_stops_a_run_that_is_still_improving(tmp_path: Path) -> None:
     assert (summary["stop_reason"], summary["steps"], summary["max_steps"]) == ("cap", 24, 24)
     assert summary["steps"] - summary["best_step"] < 500 and summary["still_improving"] is True
     assert _log(run)[-1]["step"] == "24"  # the last step is always checked
+    # Its patience spans the whole run, so its gain is measured from its first check.
+    flags = stop_flags(summary, run / "log.csv", tolerance=0.01)
+    val = [float(row["val_rel_l2"]) for row in _log(run)]
+    assert flags["last_window_gain"] == pytest.approx((val[0] - min(val)) / val[0])
+    assert flags["hit_cap"] and flags["undertrained"] and flags["last_window_gain"] > 0.01
     assert summary["epochs_run"] == 3 and summary["steps_per_epoch"] == 8
 
 

@@ -47,7 +47,13 @@ def test_tables_and_plots_exist(study_dir: Path) -> None:
     assert len(summary) == 23  # one lr and one seed: every run is its own cell
     efficiency = pd.read_csv(results / "tables" / "data_efficiency.csv")
     assert len(efficiency) == 5 * 2
-    assert set(efficiency["interval_from"]) == {"samples"}  # one seed: test samples alone
+    # One seed: test samples alone, flagged; no row is a headline, and each says why.
+    assert set(efficiency["interval_method"]) == {"sample_bootstrap"}
+    assert (efficiency["seed_df"] == 0).all() and not efficiency["headline"].any()
+    assert efficiency["not_headline_because"].str.contains("one_seed:finetune").all()
+    trained = runs[runs["mode"] != "zeroshot"]
+    assert trained["hit_cap"].all()  # a fixed budget of 2 epochs: every run reaches its end
+    assert trained["last_window_gain"].notna().all()
     assert (runs["status"] == "completed").all()
     fits = pd.read_csv(results / "tables" / "scaling_fits.csv")
     assert len(fits) == 5 * 2 and fits["note"].str.startswith("too few points (2)").all()

@@ -1,10 +1,8 @@
 """The study's tables: every run, the best learning rate per cell, data efficiency, fits.
 
 - ``runs.csv``: one row per run of the study (identity, status, test metrics, validation error,
-  parameters and how many of them the run's mode trained, how training stopped, times), read from each run directory's ``metrics.json`` and
-  ``train.json``. A run whose training diverged is a result, not a failure: its ``status`` is
-  ``diverged`` and its test errors are empty (NaN). Runs written before ``train.json`` recorded
-  a status count as ``completed``, and as not ``still_improving``.
+  parameters and how many of them the run's mode trained, how training stopped, times):
+  see :mod:`pdetransfer.study.collection`.
 - ``summary.csv``: per cell (mode, pre-training, size, downstream dataset, N) the learning rate
   with the lowest **validation** error averaged over seeds (never the test error: choosing on
   test would flatter every curve), with mean and standard deviation over seeds at that rate.
@@ -15,17 +13,21 @@
 
   ``lr_at_edge``
       ``min`` or ``max`` when the chosen rate is the smallest or largest of the cell's grid
-      (the optimum may lie outside it), ``no`` when it is bracketed, ``unbracketed`` when the
-      grid has a single rate (nothing is known about the optimum). A rate that diverged
-      brackets from above: the grid counts every rate tried, diverged ones included.
+      and beats its neighbour by more than the noise (the optimum may lie outside the grid),
+      ``tie_min``/``tie_max`` when it does not, ``no`` when it is bracketed, ``unbracketed``
+      when the grid has a single rate (nothing is known about the optimum). A rate that
+      diverged brackets from above: the grid counts every rate tried, diverged ones included.
+      The rule is in :mod:`pdetransfer.study.flags`.
   ``undertrained``
-      True when any run of the chosen rate stopped still improving (``still_improving`` in its
-      ``train.json``: it stopped at its step cap or budget with its best validation check near
-      the end, so the budget rather than the data decided its error);
-      ``n_still_improving`` counts those runs.
+      True when any run of the chosen rate is ``undertrained`` (it hit its cap still gaining
+      more than ``report.undertrained_tolerance``, see :mod:`pdetransfer.study.flags`);
+      ``n_hit_cap`` and ``n_undertrained`` count the chosen runs that hit the cap and that
+      were undertrained.
   ``test_rel_l2_lo`` / ``test_rel_l2_hi``
-      95% bootstrap interval of the cell's mean test error over its seeds and test samples
-      (:mod:`pdetransfer.study.statistics`), the band of the error-vs-N plots.
+      95% interval of the cell's mean test error over its seeds and test samples
+      (:mod:`pdetransfer.study.statistics`; ``interval_method``, ``seed_df``), the band of the
+      error-vs-N plots. ``one_seed``: the cell has one seed, so its own seed-to-seed spread is
+      not observed (its interval borrows its curve's, or has none).
 - ``data_efficiency.csv``: see :mod:`pdetransfer.study.efficiency`; ``scaling_fits.csv``: see
   :mod:`pdetransfer.study.fits`; ``mode_comparison.csv`` and ``mode_threshold.csv`` (every mode
   against full fine-tuning): see :mod:`pdetransfer.study.modes_table`.
@@ -54,50 +56,22 @@ from pdetransfer.atomic import atomic_path
 from pdetransfer.errors import UserError
 from pdetransfer.layout import Run
 from pdetransfer.modes import TRAINING, Mode
+from pdetransfer.study.collection import CELL, collect_runs
 from pdetransfer.study.config import Study
 from pdetransfer.study.efficiency import data_efficiency
 from pdetransfer.study.fits import scaling_fits
+from pdetransfer.study.flags import edge_position
 from pdetransfer.study.modes_table import mode_tables
-from pdetransfer.study.statistics import Bootstrap, RunErrors, percentile_interval
+from pdetransfer.study.statistics import (
+    NO_INTERVAL,
+    Bootstrap,
+    RunErrors,
+    Spread,
+    percentile_interval,
+    pooled_spread,
+)
 
-METRIC_KEYS = [
-    "rel_l2_mean",
-    "rel_l2_median",
-    "rel_l2_std",
-    "nrmse",
-    "max_abs_error",
-    "rel_l2_band_low",
-    "rel_l2_band_mid",
-    "rel_l2_band_high",
-]
-CELL = ["mode", "pretrain", "size", "downstream", "n"]
 Cell = tuple[str, str, str, str, int]
-RUN_COLUMNS = [
-    *CELL,
-    "lr",
-    "seed",
-    "status",
-    "system",
-    "model",
-    "architecture",
-    "parameters",
-    "trainable_parameters",
-    *(f"test_{k}" for k in METRIC_KEYS),
-    "n_test",
-    "eval_seconds",
-    "val_rel_l2",
-    "stop_reason",
-    "still_improving",
-    "best_step",
-    "best_epoch",
-    "epochs_run",
-    "steps",
-    "max_steps",
-    "loss",
-    "train_seconds",
-    "device",
-    "run_dir",
-]
 SUMMARY_COLUMNS = [
     *CELL,
     "parameters",
@@ -109,7 +83,9 @@ SUMMARY_COLUMNS = [
     "n_diverged",
     "lr_at_edge",
     "undertrained",
-    "n_still_improving",
+    "n_hit_cap",
+    "n_undertrained",
+    "one_seed",
     "val_rel_l2_mean",
     "val_rel_l2_std",
     "test_rel_l2_mean",
@@ -119,7 +95,17 @@ SUMMARY_COLUMNS = [
 #: Text columns of the tables whose empty cells must stay empty strings when read back.
 #: Incomplete cells ``aggregate --partial`` prints (all of them are in missing.csv).
 MISSING_LINES = 40
-TEXT_COLUMNS = ("pretrain", "size", "lr_at_edge", "flags", "interval_from", "note", "stop_reason")
+TEXT_COLUMNS = (
+    "pretrain",
+    "size",
+    "lr_at_edge",
+    "flags",
+    "interval_from",
+    "interval_method",
+    "not_headline_because",
+    "note",
+    "stop_reason",
+)
 
 
 def load_study(path: str | Path) -> Study:
@@ -136,119 +122,6 @@ def load_study(path: str | Path) -> Study:
     return Study(record["config"])
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path} does not exist: run the workflow before aggregating") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path} is not valid JSON ({err.msg})") from None
-
-
-def _metric(value: Any) -> float:
-    """A metric of metrics.json as a float (null, as diverged runs write it, is NaN)."""
-    return math.nan if value is None else float(value)
-
-
-def read_run(study: Study, run: Run, results: Path) -> tuple[dict[str, Any], np.ndarray | None]:
-    """One row of runs.csv, and the run's per-sample test errors where metrics.json has them."""
-    directory = results / run.directory
-    metrics = _read_json(directory / "metrics.json")
-    summary = _read_json(directory / "train.json") if run.trains else {}
-    diverged = "diverged" in (metrics.get("status"), summary.get("status"))
-    missing = [k for k in METRIC_KEYS if k not in metrics]
-    if missing and not diverged:
-        raise UserError(f"{directory / 'metrics.json'} lacks {', '.join(missing)}")
-    checkpoint = metrics.get("checkpoint") or {}
-    row: dict[str, Any] = {
-        "mode": run.mode,
-        "pretrain": run.pretrain or "",
-        "size": run.size,
-        "downstream": run.downstream,
-        "n": run.n if run.n is not None else 0,
-        "lr": float(run.lr) if run.lr is not None else math.nan,
-        "seed": run.seed if run.seed is not None else study.config["training"]["pretrain"]["seed"],
-        "status": "diverged" if diverged else "completed",
-        "system": study.datasets[run.downstream]["system"],
-        "model": checkpoint.get("model", study.sizes[run.size]),
-        "architecture": checkpoint.get("architecture"),
-        "parameters": checkpoint.get("parameters", summary.get("parameters")),
-        # train.json written before the rules trained every weight
-        "trainable_parameters": summary.get("trainable_parameters", summary.get("parameters"))
-        if run.trains
-        else 0,
-        **{f"test_{k}": math.nan if diverged else _metric(metrics[k]) for k in METRIC_KEYS},
-        "n_test": metrics.get("n_samples"),
-        "eval_seconds": metrics.get("seconds"),
-    }
-    if run.trains:
-        row.update(
-            val_rel_l2=_metric(summary.get("best_val_rel_l2")),
-            stop_reason=summary.get("stop_reason") or ("diverged" if diverged else ""),
-            still_improving=bool(summary.get("still_improving") or False),
-            best_step=summary.get("best_step"),
-            best_epoch=summary.get("best_epoch"),
-            epochs_run=summary.get("epochs_run"),
-            steps=summary.get("steps"),
-            max_steps=summary.get("max_steps"),
-            loss=summary.get("loss") or "",
-            train_seconds=summary.get("train_seconds"),
-        )
-    else:
-        row.update(
-            val_rel_l2=math.nan,
-            stop_reason="",
-            still_improving=False,
-            best_step=math.nan,
-            best_epoch=math.nan,
-            epochs_run=0,
-            steps=0,
-            max_steps=0,
-            loss="",
-            train_seconds=0.0,
-        )
-    row["device"] = summary.get("device") or metrics.get("device") or ""
-    row["run_dir"] = run.directory
-    per_sample = metrics.get("rel_l2_per_sample")
-    errors = None if diverged or per_sample is None else np.asarray(per_sample, dtype=float)
-    return row, errors
-
-
-def finished(run: Run, results: Path) -> bool:
-    """Whether a run has written everything the tables read (its metrics, and training summary)."""
-    directory = results / run.directory
-    needed = ["metrics.json", "train.json"] if run.trains else ["metrics.json"]
-    return all((directory / name).is_file() for name in needed)
-
-
-def collect_runs(
-    study: Study, results: str | Path, partial: bool = False
-) -> tuple[pd.DataFrame, dict[str, np.ndarray], list[Run]]:
-    """runs.csv as a frame (the study's order), per-sample errors by run directory, and the
-    runs not finished yet (always empty unless ``partial``: a strict collection stops at the
-    first missing file)."""
-    results = Path(results)
-    rows, samples, missing = [], {}, []
-    for run in study.runs():
-        if partial and not finished(run, results):
-            missing.append(run)
-            continue
-        row, errors = read_run(study, run, results)
-        rows.append(row)
-        if errors is not None:
-            samples[run.directory] = errors
-    return pd.DataFrame(rows, columns=RUN_COLUMNS), samples, missing
-
-
-def _lr_edge(grid: Sequence[float], best: float) -> str:
-    """Where the chosen rate sits in the grid tried (see the module docstring)."""
-    if len(grid) < 2:
-        return "unbracketed"
-    if best == min(grid):
-        return "min"
-    return "max" if best == max(grid) else "no"
-
-
 def _choose_lr(cell: pd.DataFrame) -> float:
     """The rate with the lowest mean validation error over completed seeds, preferring rates
     with no diverged seed (NaN when every run of the cell diverged)."""
@@ -262,13 +135,29 @@ def _choose_lr(cell: pd.DataFrame) -> float:
     return float(ranking["lr"].iloc[0])
 
 
+CURVE = ["mode", "pretrain", "size", "downstream"]
+
+
+def _val_spreads(runs: pd.DataFrame) -> dict[tuple[Any, ...], Spread]:
+    """Per curve, the between-seed spread of log validation errors pooled over every rate of
+    every cell (the noise the learning-rate edge rule compares with; runs without a rate or a
+    validation error, as zero-shot evaluations, add nothing)."""
+    done = runs[runs["status"] != "diverged"]
+    return {
+        tuple(key): pooled_spread(g["val_rel_l2"].tolist() for _, g in curve.groupby(["n", "lr"]))
+        for key, curve in done.groupby(CURVE, sort=False, dropna=False)
+    }
+
+
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     """summary.csv: best learning rate per cell by mean validation error, with diagnostics."""
     runs = runs.copy()
     if "status" not in runs:
         runs["status"] = "completed"
-    if "still_improving" not in runs:
-        runs["still_improving"] = False
+    for column in ("hit_cap", "undertrained"):
+        if column not in runs:
+            runs[column] = False
+    spreads = _val_spreads(runs)
     if "trainable_parameters" not in runs:  # runs.csv written before the modes' rules
         runs["trainable_parameters"] = runs["parameters"].where(runs["mode"].isin(TRAINING), 0)
     rows: list[dict[str, Any]] = []
@@ -277,15 +166,17 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         base["parameters"] = cell["parameters"].iloc[0]
         base["trainable_parameters"] = cell["trainable_parameters"].iloc[0]
         n_diverged = int((cell["status"] == "diverged").sum())
+        done = cell[cell["status"] != "diverged"]
         if base["mode"] not in TRAINING:
             chosen, best_lr, n_lrs, edge = cell, math.nan, 0, ""
         else:
             grid = sorted(set(cell["lr"]))
             best_lr, n_lrs = _choose_lr(cell), len(grid)
-            done = cell[cell["status"] != "diverged"]
             chosen = done[done["lr"] == best_lr]
-            edge = "" if math.isnan(best_lr) else _lr_edge(grid, best_lr)
-        still = chosen["still_improving"].fillna(False).astype(bool)
+            val = {lr: g["val_rel_l2"].tolist() for lr, g in done.groupby("lr")}
+            spread = spreads.get(tuple(key[:4]), Spread(math.nan, 0))
+            edge = "" if math.isnan(best_lr) else edge_position(grid, best_lr, val, spread)
+        undertrained = chosen["undertrained"].fillna(False).astype(bool)
         rows.append(
             {
                 **base,
@@ -295,8 +186,10 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
                 "n_seeds": len(chosen),
                 "n_diverged": n_diverged,
                 "lr_at_edge": edge,
-                "undertrained": bool(still.any()),
-                "n_still_improving": int(still.sum()),
+                "undertrained": bool(undertrained.any()),
+                "n_hit_cap": int(chosen["hit_cap"].fillna(False).astype(bool).sum()),
+                "n_undertrained": int(undertrained.sum()),
+                "one_seed": len(chosen) == 1,
                 "val_rel_l2_mean": chosen["val_rel_l2"].mean(),
                 "val_rel_l2_std": chosen["val_rel_l2"].std(ddof=1),
                 "test_rel_l2_mean": chosen["test_rel_l2_mean"].mean(),
@@ -346,19 +239,30 @@ def chosen_errors(
 def point_intervals(
     summary: pd.DataFrame, chosen: Mapping[Cell, Sequence[RunErrors]], bootstrap: Bootstrap
 ) -> pd.DataFrame:
-    """The summary with ``test_rel_l2_lo``/``_hi``: a 95% bootstrap interval of each cell's
-    mean test error over its seeds and test samples (what the error-vs-N plots shade)."""
-    bounds = []
-    for row in summary.itertuples():
-        runs = chosen.get((row.mode, row.pretrain, row.size, row.downstream, int(row.n)))
-        interval = (math.nan, math.nan)
-        if runs:
-            (reps,), source = bootstrap.curves([[runs]])
-            if source != "none":
-                interval = percentile_interval(reps[:, 0])
-        bounds.append(interval)
-    lo, hi = zip(*bounds, strict=True) if bounds else ((), ())
-    return summary.assign(test_rel_l2_lo=list(lo), test_rel_l2_hi=list(hi))
+    """The summary with ``test_rel_l2_lo``/``_hi``: a 95% interval of each cell's mean test
+    error (what the error-vs-N plots shade), its ``interval_method`` and ``seed_df``. The
+    seed spread is pooled over the cell's curve (its mode, pre-training, size and downstream
+    set across N), so the cells of one curve are bootstrapped together."""
+    lo, hi = np.full(len(summary), math.nan), np.full(len(summary), math.nan)
+    method, seed_df = np.full(len(summary), NO_INTERVAL, dtype=object), np.zeros(len(summary))
+    rows = pd.RangeIndex(len(summary))
+    for _, curve in summary.assign(row=rows).groupby(CURVE, sort=False, dropna=False):
+        points = []
+        for r in curve.itertuples():
+            runs = chosen.get((r.mode, r.pretrain, r.size, r.downstream, int(r.n)))
+            if runs:
+                points.append((r.row, runs))
+        if not points:
+            continue
+        reps = bootstrap.curves([[runs for _, runs in points]], per_point=True)
+        if reps.method == NO_INTERVAL:
+            continue
+        for column, (row, _) in enumerate(points):
+            lo[row], hi[row] = percentile_interval(reps.curves[0][:, column])
+            method[row], seed_df[row] = reps.method, reps.seed_df
+    return summary.assign(
+        test_rel_l2_lo=lo, test_rel_l2_hi=hi, interval_method=method, seed_df=seed_df.astype(int)
+    )
 
 
 def _cell_name(row: Any) -> str:
@@ -398,15 +302,22 @@ def warnings(runs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
             f"({counts.get('max', 0)} largest, {counts.get('min', 0)} smallest: {_some(edge)});"
             " the optimum may lie outside the grid"
         )
+    ties = cells[cells["lr_at_edge"].isin(["tie_min", "tie_max"])]
+    if len(ties):
+        lines.append(
+            f"{len(ties)} {total} chose an edge learning rate that ties with its neighbour"
+            f" ({_some(ties)}): reported, not flagged"
+        )
     single = cells[cells["lr_at_edge"] == "unbracketed"]
     if len(single):
         lines.append(f"{len(single)} {total} have a single learning rate: unbracketed")
     under = cells[cells["undertrained"]]
     if len(under):
-        runs_still = int(cells["n_still_improving"].sum())
+        chosen_runs = int(cells["n_seeds"].sum())
         lines.append(
-            f"{len(under)} {total} undertrained ({_some(under)}; {runs_still} of "
-            f"{int(cells['n_seeds'].sum())} chosen runs stopped still improving)"
+            f"{len(under)} {total} undertrained ({_some(under)}; {int(cells['n_undertrained'].sum())}"
+            f" of {chosen_runs} chosen runs hit the cap still gaining more than the tolerance,"
+            f" {int(cells['n_hit_cap'].sum())} hit the cap)"
         )
     return lines
 

@@ -5,23 +5,26 @@ it: fine-tuning with scratch. For each target test error, the N at which the mod
 baseline first reach it, interpolated linearly in log N - log error between the sweep's N
 values, and their ratio N_baseline / N_mode (for fine-tuning the paper's "~128x fewer
 examples", N_scratch / N_finetune). Columns are named after the pair: ``n_<mode>``,
-``<mode>_bound``, ``n_<mode>_lo``/``_hi``, then the baseline's. (A second comparison would
-fill only its own pair's columns; the table would then need a column naming the pair, left
-out while there is one so that the table keeps its shape.) When a curve is already below
-the target at the smallest N, or never reaches it, the N is a bound, and the ratio says so.
+``<mode>_bound``, ``n_<mode>_lo``/``_hi``, ``n_<mode>_sweep_lo``/``_hi``, then the baseline's.
+(A second comparison would fill only its own pair's columns; the table would then need a
+column naming the pair, left out while there is one so that the table keeps its shape.) When
+a curve is already below the target at the smallest N, or never reaches it, the N is a bound,
+and the ratio says so.
 
-Every N and ratio has a 95% bootstrap interval (``*_lo``/``*_hi``, see
+Every N and ratio has a 95% interval (``*_lo``/``*_hi``, see
 :mod:`pdetransfer.study.statistics`): 0 as a lower end means "below the smallest N of the
-sweep", ``inf`` as an upper end "beyond the largest". ``interval_from`` says what was resampled
-(``samples`` alone with one seed); ``bootstrap_replicates`` and ``bootstrap_seed`` reproduce it.
+sweep", ``inf`` as an upper end "beyond the largest". ``interval_method`` says what entered it,
+``seed_df`` the seed degrees of freedom of the weaker curve (0: one seed, no seed variation in
+the interval); ``bootstrap_replicates`` and ``bootstrap_seed`` reproduce it. Next to each N,
+``*_sweep_lo``/``*_sweep_hi`` are what the sweep points alone say if the curve is monotone
+(the two points around the crossing), and ``ratio_sweep_lo``/``_hi`` the ratios they allow:
+the interpolated value is a reading between them, not a measurement.
 
-``flags`` lists what makes a number unfit for a headline, per mode, from the cells it was read
-from (every sweep point up to the first one at or past the crossing; all of them when the
-target is never reached): ``lr_at_edge:MODE`` (a chosen rate at the grid's edge),
-``unbracketed:MODE`` (a single rate), ``undertrained:MODE`` (a chosen run stopped still
-improving), ``diverged:MODE`` (a cell that diverged at every rate, skipped by the curve) and
-``coarse:MODE`` (the crossing lies between sweep points more than 2x apart, so the
-interpolation itself is rough). An empty ``flags`` is the only kind of row a headline may use.
+``flags`` lists, per mode, what qualifies a number, from the cells it was read from (every
+sweep point up to the first one at or past the crossing; all of them when the target is never
+reached): see :data:`pdetransfer.study.flags.EFFICIENCY_FLAGS`. A row is a ``headline`` when
+no flag blocks it and its ratio is a number with an interval; ``not_headline_because`` says
+why any other row is not one, and headline rows come first.
 """
 
 from __future__ import annotations
@@ -34,25 +37,35 @@ import numpy as np
 import pandas as pd
 
 from pdetransfer.modes import Mode, comparisons
+from pdetransfer.study.flags import curve_flags, not_headline_because
 from pdetransfer.study.statistics import (
-    COARSE_SPACING,
+    NO_INTERVAL,
     Bootstrap,
     RunErrors,
-    crossing_spacing,
     n_to_reach,
     n_to_reach_replicates,
     percentile_interval,
+    sweep_bounds,
 )
 
 Cell = tuple[str, str, str, str, int]  # (mode, pretrain, size, downstream, n)
 
-IDENTITY = ["pretrain", "size", "downstream", "target_rel_l2"]
-TRAILER = ["interval_from", "bootstrap_replicates", "bootstrap_seed", "flags"]
+IDENTITY = ["pretrain", "size", "downstream", "target_rel_l2", "headline"]
+RATIO = ["ratio", "ratio_bound", "ratio_lo", "ratio_hi", "ratio_sweep_lo", "ratio_sweep_hi"]
+TRAILER = [
+    "interval_method",
+    "seed_df",
+    "bootstrap_replicates",
+    "bootstrap_seed",
+    "flags",
+    "not_headline_because",
+]
 
 
 def curve_columns(mode: Mode) -> list[str]:
-    """The columns of one side of a comparison: its N, bound and interval."""
-    return [f"n_{mode.name}", f"{mode.name}_bound", f"n_{mode.name}_lo", f"n_{mode.name}_hi"]
+    """The columns of one side of a comparison: its N, bound, interval and sweep bounds."""
+    n = f"n_{mode.name}"
+    return [n, f"{mode.name}_bound", f"{n}_lo", f"{n}_hi", f"{n}_sweep_lo", f"{n}_sweep_hi"]
 
 
 def columns() -> list[str]:
@@ -60,8 +73,7 @@ def columns() -> list[str]:
     pairs = [
         c for mode, base in comparisons() for c in (*curve_columns(mode), *curve_columns(base))
     ]
-    ratio = ["ratio", "ratio_bound", "ratio_lo", "ratio_hi"]
-    return [*IDENTITY, *_unique(pairs), *ratio, *TRAILER]
+    return [*IDENTITY, *_unique(pairs), *RATIO, *TRAILER]
 
 
 # What N_baseline / N_mode is known to be, given what each N is known to be: keyed by the
@@ -82,38 +94,16 @@ def _usable(curve: pd.DataFrame) -> pd.DataFrame:
     return curve[curve["test_rel_l2_mean"].gt(0)].sort_values("n")
 
 
-def curve_flags(curve: pd.DataFrame, mode: str, n: float, bound: str, target: float) -> list[str]:
-    """Flags of the cells an N was read from (see the module docstring)."""
-    if bound in ("=", "<="):
-        read = curve[curve["n"] <= curve.loc[curve["n"] >= n, "n"].min()]
-    else:
-        read = curve
-    flags = []
-    edge = read.get("lr_at_edge", pd.Series(dtype=str))
-    if edge.isin(["min", "max"]).any():
-        flags.append(f"lr_at_edge:{mode}")
-    if edge.eq("unbracketed").any():
-        flags.append(f"unbracketed:{mode}")
-    if read.get("undertrained", pd.Series(dtype=bool)).fillna(False).astype(bool).any():
-        flags.append(f"undertrained:{mode}")
-    if read.get("status", pd.Series(dtype=str)).eq("diverged").any():
-        flags.append(f"diverged:{mode}")
-    usable = _usable(curve)
-    spacing = crossing_spacing(usable["n"], usable["test_rel_l2_mean"], target)
-    if bound == "=" and spacing > COARSE_SPACING:
-        flags.append(f"coarse:{mode}")
-    return flags
-
-
 def _intervals(
     curves: Sequence[pd.DataFrame],
     chosen: Mapping[Cell, Sequence[RunErrors]],
     targets: Sequence[float],
     bootstrap: Bootstrap | None,
-) -> tuple[dict[float, list[tuple[float, float]]], str]:
-    """Per target: the (lo, hi) of N for each curve and of their ratio; what was resampled
-    (``none``, with empty intervals, when a point lacks its runs or nothing varies)."""
-    unknown = {t: [(math.nan, math.nan)] * 3 for t in targets}, "none"
+) -> tuple[dict[float, list[tuple[float, float]]], str, int]:
+    """Per target: the (lo, hi) of N for each curve and of their ratio (the baseline's N over
+    the mode's); the interval method and seed degrees of freedom (``none``, with empty
+    intervals, when a point lacks its runs or nothing varies)."""
+    unknown = {t: [(math.nan, math.nan)] * 3 for t in targets}, NO_INTERVAL, 0
     usable = [_usable(c) for c in curves]
     runs = [
         [list(chosen.get((r.mode, r.pretrain, r.size, r.downstream, int(r.n)), [])) for r in c]
@@ -121,18 +111,24 @@ def _intervals(
     ]
     if bootstrap is None or any(c.empty for c in usable) or not all(map(all, runs)):
         return unknown
-    reps, source = bootstrap.curves(runs)
-    if source == "none":
+    reps = bootstrap.curves(runs)
+    if reps.method == NO_INTERVAL:
         return unknown
     out = {}
     for target in targets:
         ours, base = (
-            n_to_reach_replicates(u["n"], r, target) for u, r in zip(usable, reps, strict=True)
+            n_to_reach_replicates(u["n"], r, target)
+            for u, r in zip(usable, reps.curves, strict=True)
         )
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = base / ours
         out[target] = [percentile_interval(v) for v in (ours, base, ratio)]
-    return out, source
+    return out, reps.method, reps.seed_df
+
+
+def _sweep(curve: pd.DataFrame, target: float) -> tuple[float, float]:
+    usable = _usable(curve)
+    return sweep_bounds(usable["n"], usable["test_rel_l2_mean"], target)
 
 
 def data_efficiency(
@@ -142,13 +138,14 @@ def data_efficiency(
     bootstrap: Bootstrap | None = None,
 ) -> pd.DataFrame:
     """data_efficiency.csv from the summary and, for the intervals, the chosen runs' errors
-    and a bootstrap (without them the interval columns are empty)."""
+    and a bootstrap (without them the interval columns are empty); headline rows first."""
     rows = [
         row
         for mode, base in comparisons()
         for row in compare(summary, mode, base, targets, chosen or {}, bootstrap)
     ]
-    return pd.DataFrame(rows, columns=columns())
+    table = pd.DataFrame(rows, columns=columns())
+    return table.sort_values("headline", ascending=False, kind="stable", ignore_index=True)
 
 
 def compare(
@@ -173,19 +170,25 @@ def compare(
             other = other[other["pretrain"] == pretrain]
         if other.empty:
             continue
-        intervals, source = _intervals([curve, other], chosen, targets, bootstrap)
-        unknown = source == "none"
+        intervals, method, seed_df = _intervals([curve, other], chosen, targets, bootstrap)
+        unknown = method == NO_INTERVAL
         for target in targets:
             n_ours, q_ours = n_to_reach(curve["n"], curve["test_rel_l2_mean"], target)
             n_base, q_base = n_to_reach(other["n"], other["test_rel_l2_mean"], target)
             bound = _RATIO_BOUND.get((q_base, q_ours), "")
             ratio = n_base / n_ours if bound else math.nan
             (ours_lo, ours_hi), (base_lo, base_hi), (r_lo, r_hi) = intervals[target]
+            ours_sweep, base_sweep = _sweep(curve, target), _sweep(other, target)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio_sweep = np.divide(
+                    [base_sweep[0], base_sweep[1]], [ours_sweep[1], ours_sweep[0]]
+                )
             flags = curve_flags(curve, mode.name, n_ours, q_ours, target)
             flags += curve_flags(other, base.name, n_base, q_base, target)
+            why = not_headline_because(flags, bound, (r_lo, r_hi))
             sides = (
-                (mode, (n_ours, q_ours, ours_lo, ours_hi)),
-                (base, (n_base, q_base, base_lo, base_hi)),
+                (mode, (n_ours, q_ours, ours_lo, ours_hi, *ours_sweep)),
+                (base, (n_base, q_base, base_lo, base_hi, *base_sweep)),
             )
             rows.append(
                 {
@@ -193,6 +196,7 @@ def compare(
                     "size": size,
                     "downstream": downstream,
                     "target_rel_l2": target,
+                    "headline": not why,
                     **{
                         column: value
                         for side, values in sides
@@ -202,10 +206,14 @@ def compare(
                     "ratio_bound": bound,
                     "ratio_lo": r_lo,
                     "ratio_hi": r_hi,
-                    "interval_from": source,
+                    "ratio_sweep_lo": ratio_sweep[0],
+                    "ratio_sweep_hi": ratio_sweep[1],
+                    "interval_method": method,
+                    "seed_df": seed_df,
                     "bootstrap_replicates": math.nan if unknown else bootstrap.replicates,
                     "bootstrap_seed": math.nan if unknown else bootstrap.seed,
                     "flags": ";".join(flags),
+                    "not_headline_because": "; ".join(why),
                 }
             )
     return rows

@@ -18,10 +18,13 @@ those residuals (natural log: 0.1 ~ 10% off).
 **How many points.** The law has three parameters: with four or more points it is fitted as
 is; with exactly three, ``c = 0`` (a pure power law, two parameters) so that a residual still
 means something (``form`` says which); with fewer the row says why and carries no number. The
-exponent's interval is the 95% percentile interval over the same bootstrap replicates as the
-data-efficiency intervals (:mod:`pdetransfer.study.statistics`). ``flags`` lists
-``lr_at_edge``, ``unbracketed`` and ``undertrained`` when any point of the curve has them
-(see :mod:`pdetransfer.study.aggregation`): the fit inherits its points' doubts.
+exponent's interval is the 95% percentile interval of the exponents refitted on bootstrap
+replicates of the curve (:mod:`pdetransfer.study.statistics`), whose seed shifts are drawn per
+point (a shift shared by every point would move no slope); ``interval_method`` and
+``seed_df`` say what entered it. ``flags`` lists ``lr_at_edge``, ``unbracketed``,
+``undertrained`` and ``one_seed`` when any point of the curve has them, and ``lr_edge_tie``
+(which blocks nothing) (see :mod:`pdetransfer.study.flags`): the fit inherits its points'
+doubts.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from pdetransfer.study.config import Study
-from pdetransfer.study.statistics import Bootstrap, RunErrors, percentile_interval
+from pdetransfer.study.statistics import NO_INTERVAL, Bootstrap, RunErrors, percentile_interval
 
 SATURATING = "a*x^-b+c"
 POWER = "a*x^-b"
@@ -58,7 +61,8 @@ COLUMNS = [
     "b_hi",
     "c",
     "rms_log_residual",
-    "interval_from",
+    "interval_method",
+    "seed_df",
     "bootstrap_replicates",
     "bootstrap_seed",
     "flags",
@@ -127,7 +131,8 @@ def fit_row(
 ) -> dict[str, Any]:
     """The fit columns of one curve (points with a finite positive error, sorted by ``x``)."""
     n_points = len(x)
-    row: dict[str, Any] = {"n_points": n_points, "interval_from": "", "note": ""}
+    row: dict[str, Any] = {"n_points": n_points, "interval_method": NO_INTERVAL, "note": ""}
+    row["seed_df"] = 0
     if n_points < MIN_POINTS[POWER]:
         row["note"] = (
             f"too few points ({n_points}): a power law needs {MIN_POINTS[POWER]} "
@@ -137,10 +142,12 @@ def fit_row(
     form = SATURATING if n_points >= MIN_POINTS[SATURATING] else POWER
     fit = fit_curves(x, np.asarray(errors, dtype=float)[None, :], form)
     row.update(form=form, **{k: float(v[0]) for k, v in fit.items()})
-    (reps,), source = bootstrap.curves([runs])
-    row["interval_from"] = source
-    if source != "none":
-        row["b_lo"], row["b_hi"] = percentile_interval(fit_curves(x, reps, form)["b"])
+    reps = bootstrap.curves([runs], per_point=True)
+    row.update(interval_method=reps.method, seed_df=reps.seed_df)
+    if reps.method != NO_INTERVAL:
+        with np.errstate(all="ignore"):
+            b = fit_curves(x, reps.curves[0], form)["b"]
+        row["b_lo"], row["b_hi"] = percentile_interval(b)
     if form == POWER:
         row["note"] = (
             f"3 points: floor c fixed at 0 (the saturating law needs {MIN_POINTS[SATURATING]})"
@@ -163,6 +170,10 @@ def _flags(curve: pd.DataFrame) -> str:
         flags.append("unbracketed")
     if "undertrained" in curve and curve["undertrained"].fillna(False).astype(bool).any():
         flags.append("undertrained")
+    if "n_seeds" in curve and curve["n_seeds"].eq(1).any():
+        flags.append("one_seed")
+    if "lr_at_edge" in curve and curve["lr_at_edge"].isin(["tie_min", "tie_max"]).any():
+        flags.append("lr_edge_tie")
     return ";".join(flags)
 
 

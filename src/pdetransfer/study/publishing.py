@@ -6,11 +6,13 @@ Snakemake benchmark totals. ``tables.md`` renders the tables the study's questio
 from, so every number quoted in a write-up can be traced to a file the run wrote; nothing here
 trains, evaluates or edits a number.
 
-The diagnostics travel with the numbers: every N and ratio with its 95% interval and its
-``flags`` (a number with a flag is not a headline), every test error with its cell's learning
-rate at the grid's edge or undertrained marked, a diagnostics section with the share of
-chosen runs that stopped still improving and of cells whose learning rate is at the edge, and
-the scaling fits. Tables written before those columns existed render as they always did.
+The diagnostics travel with the numbers: every N and ratio with its 95% interval, the bounds
+the sweep points alone give and its ``flags``; headline rows first, every other row with why
+it is not one; every test error with its cell's learning rate at the grid's edge (or tied
+there) or undertrained marked; a diagnostics section with the share of chosen runs that hit
+the cap and that were undertrained, and of cells whose learning rate is at the edge; and the
+scaling fits. Tables written before those columns existed (docs/results) render as they
+always did.
 """
 
 from __future__ import annotations
@@ -89,6 +91,16 @@ def _task(study: Study, pretrain: str, downstream: str) -> str:
     return f"{pretrain} → {dataset_label(study, downstream)}"
 
 
+def format_sweep(lo: float, hi: float, digits: str = ".0f") -> str:
+    """`` (8, 32]``: what the sweep points alone say of a crossing (0 and ∞ as in
+    :func:`format_interval`); empty when unknown."""
+    if math.isnan(lo) or math.isnan(hi):
+        return ""
+    low = "0" if lo == 0 else f"{lo:{digits}}"
+    high = "∞" if math.isinf(hi) else f"{hi:{digits}}"
+    return f" ({low}, {high}]"
+
+
 def efficiency_section(study: Study, efficiency: pd.DataFrame) -> str:
     """N that each mode and its baseline need per target error, and their ratio (for
     fine-tuning against scratch the paper's "x"), with intervals and flags where the table
@@ -101,8 +113,12 @@ def efficiency_section(study: Study, efficiency: pd.DataFrame) -> str:
 
 
 def _comparison_section(study: Study, efficiency: pd.DataFrame, mode: Mode, base: Mode) -> str:
-    """The data-efficiency rows of one mode against its baseline."""
+    """The data-efficiency rows of one mode against its baseline (headline rows first where
+    the table says which they are)."""
     intervals = "ratio_lo" in efficiency
+    headlines = "headline" in efficiency
+    if headlines:
+        efficiency = efficiency.sort_values("headline", ascending=False, kind="stable")
     ours, theirs = mode.name, base.name
     rows = []
     for r in efficiency.itertuples():
@@ -119,6 +135,17 @@ def _comparison_section(study: Study, efficiency: pd.DataFrame, mode: Mode, base
             row[4] += format_interval(getattr(r, f"n_{theirs}_lo"), getattr(r, f"n_{theirs}_hi"))
             if row[5] != MISSING:
                 row[5] += format_interval(r.ratio_lo, r.ratio_hi, ".1f")
+        if headlines:
+            for column, side in ((3, ours), (4, theirs)):
+                if getattr(r, f"{side}_bound") == "=":
+                    row[column] += format_sweep(
+                        getattr(r, f"n_{side}_sweep_lo"), getattr(r, f"n_{side}_sweep_hi")
+                    )
+            if r.ratio_bound == "=":
+                row[5] += format_sweep(r.ratio_sweep_lo, r.ratio_sweep_hi, ".1f")
+            verdict = "headline" if r.headline else f"no: {r.not_headline_because}"
+            row += [r.interval_method, r.flags.replace(";", ", ") or "none", verdict]
+        elif intervals:
             row += [r.interval_from, r.flags.replace(";", ", ") or "none"]
         rows.append(row)
     header = ["pre-training → downstream", "size", "target error", f"N {mode.label}"]
@@ -130,7 +157,21 @@ def _comparison_section(study: Study, efficiency: pd.DataFrame, mode: Mode, base
         "log N - log error between sweep points; ≤ = already at the smallest N, > = not",
         f"reached by the largest N), and N {base.label} / N {mode.label}.",
     ]
-    if intervals:
+    if headlines:
+        header += ["interval method", "flags", "headline?"]
+        text += [
+            "In brackets: 95% interval (seed spread pooled over the curve with a t quantile,",
+            "and test samples bootstrapped; 0 = below the smallest N, ∞ = beyond the largest).",
+            "In parentheses: what the sweep points alone say if the curve is monotone (the two",
+            "N around the crossing, and the ratios they allow). Headline rows come first; every",
+            "other row says why it is not one. Blocking flags: lr_at_edge = an edge learning",
+            "rate beats its neighbour by more than the noise, unbracketed = one learning rate,",
+            "undertrained = a chosen run hit its cap still gaining more than the tolerance,",
+            "diverged = a cell diverged at every learning rate, one_seed = a cell with one",
+            "seed, coarse = crossing between sweep points more than 2x apart. lr_edge_tie (an",
+            "edge rate tied with its neighbour) blocks nothing.",
+        ]
+    elif intervals:
         header += ["interval from", "flags"]
         text += [
             "In brackets: 95% bootstrap interval (0 = below the smallest N, ∞ = beyond the",
@@ -142,7 +183,13 @@ def _comparison_section(study: Study, efficiency: pd.DataFrame, mode: Mode, base
     return "\n".join([*text, "", markdown_table(header, rows)])
 
 
-EDGE_TEXT = {"min": "lr at grid min", "max": "lr at grid max", "unbracketed": "one lr"}
+EDGE_TEXT = {
+    "min": "lr at grid min",
+    "max": "lr at grid max",
+    "tie_min": "lr at grid min, tied with its neighbour",
+    "tie_max": "lr at grid max, tied with its neighbour",
+    "unbracketed": "one lr",
+}
 
 
 def _cell_text(row: pd.Series) -> str:
@@ -154,7 +201,8 @@ def _cell_text(row: pd.Series) -> str:
         text += f" (lr {row['best_lr']:g})"
     notes = [EDGE_TEXT[row["lr_at_edge"]]] if row.get("lr_at_edge") in EDGE_TEXT else []
     if row.get("undertrained"):
-        notes.append(f"undertrained {row['n_still_improving']}/{row['n_seeds']}")
+        count = row.get("n_undertrained", row.get("n_still_improving"))
+        notes.append(f"undertrained {count}/{row['n_seeds']}")
     return text + (f" [{'; '.join(notes)}]" if notes else "")
 
 
@@ -168,7 +216,13 @@ def error_section(study: Study, summary: pd.DataFrame) -> str:
         "Mean relative L2 test error ± standard deviation over seeds, at the learning rate",
         "chosen by mean validation error (in brackets). Zero-shot does not depend on N.",
     ]
-    if "lr_at_edge" in summary:
+    if "n_undertrained" in summary:
+        parts += [
+            "In square brackets: the chosen lr is an end of the grid (decisively, or tied with",
+            "its neighbour) or the only one, or k of the chosen runs hit their cap still gaining",
+            "more than the tolerance (undertrained k/seeds).",
+        ]
+    elif "lr_at_edge" in summary:
         parts += [
             "In square brackets: the chosen lr is an end of the grid (or the only one), or",
             "k of the chosen runs stopped still improving (undertrained k/seeds).",
@@ -263,6 +317,8 @@ def diagnostics_section(summary: pd.DataFrame) -> str:
     divergence (empty for a summary written before these columns)."""
     if "lr_at_edge" not in summary:
         return ""
+    if "n_hit_cap" in summary:
+        return _stop_diagnostics(summary)
     rows = []
     for mode, cells in summary[summary["mode"].isin(TRAINING)].groupby("mode", sort=False):
         ok = cells[cells["status"] == "ok"]
@@ -291,6 +347,51 @@ def diagnostics_section(summary: pd.DataFrame) -> str:
             "Chosen runs: the runs of each cell's chosen learning rate. A run stopped still",
             "improving hit its step cap or budget with its best validation near the end; an lr",
             "at the grid's edge may have its optimum outside the grid.",
+            "",
+            markdown_table(header, rows),
+        ]
+    )
+
+
+def _stop_diagnostics(summary: pd.DataFrame) -> str:
+    """The diagnostics of a summary with the cap, undertrained and edge-tie columns."""
+    rows = []
+    for mode, cells in summary[summary["mode"].isin(TRAINING)].groupby("mode", sort=False):
+        ok = cells[cells["status"] == "ok"]
+        seeds = ok["n_seeds"].sum()
+        rows.append(
+            [
+                mode,
+                _share(ok["n_hit_cap"].sum(), seeds),
+                _share(ok["n_undertrained"].sum(), seeds),
+                _share(ok["lr_at_edge"].isin(["min", "max"]).sum(), len(ok)),
+                _share(ok["lr_at_edge"].isin(["tie_min", "tie_max"]).sum(), len(ok)),
+                str(int((ok["lr_at_edge"] == "unbracketed").sum())),
+                str(int(ok["one_seed"].astype(bool).sum())),
+                str(int(cells["n_diverged"].sum())),
+                str(int((cells["status"] == "diverged").sum())),
+            ]
+        )
+    header = [
+        "mode",
+        "chosen runs at the cap",
+        "chosen runs undertrained",
+        "cells with lr at grid edge",
+        "cells with an edge lr tied",
+        "cells with one lr",
+        "cells with one seed",
+        "diverged runs",
+        "cells diverged at every lr",
+    ]
+    return "\n".join(
+        [
+            "## Diagnostics",
+            "",
+            "Chosen runs: the runs of each cell's chosen learning rate. Reaching the cap is a",
+            "fact, not a flag; a run is undertrained when it reached it with its best validation",
+            "error still falling by more than the tolerance over its last patience steps. An lr",
+            "at the grid's edge beats its neighbour by more than the noise (its optimum may lie",
+            "outside the grid); a tied one does not.",
             "",
             markdown_table(header, rows),
         ]

@@ -1,39 +1,57 @@
-"""Uncertainty of the study's numbers: a seeded bootstrap over seeds and test samples.
+"""Uncertainty of the study's numbers: a between-seed spread pooled over a curve, with a t
+quantile, combined with a seeded bootstrap over test samples.
 
 A point of an error-versus-N (or versus size) curve is the mean, over the seeds of the chosen
 learning rate, of each run's mean relative L2 error over the test samples. Two sources of
-chance move it: which seeds were drawn (initialisation, N-subset, batch order) and which test
-samples were drawn. One bootstrap replicate redraws both:
+chance move it, and each enters every interval by its own mechanism:
 
+- **seeds** (initialisation, N-subset, batch order). A study has 2-5 of them per point, too few
+  to resample: a percentile bootstrap over 2 seeds returns about their range, one standard
+  error of their mean, and covers the truth far less often than it claims
+  (``benchmarks/coverage.py`` measures it). Instead the between-seed variance of the runs'
+  log errors (seed effects are multiplicative, the errors span decades) is **pooled over the
+  points of a curve** (one mode, pre-training, size and downstream set across N), with
+  ``sum(seeds - 1)`` degrees of freedom (:func:`pooled_spread`). Each replicate draws that
+  variance from its sampling distribution (``s^2 * df / chi^2_df``) and shifts the log error of
+  a point of ``k`` seeds by a normal draw of that variance over ``k``: the shift's marginal is
+  ``t_df * s / sqrt(k)``, so a single point gets exactly a t interval and everything read from
+  several points (an N-to-target, a ratio, an exponent) inherits the t's width. A point with
+  one seed borrows its curve's variance; a curve with one seed everywhere has none
+  (``seed_df = 0``), its interval is from test samples alone, and the tables flag it
+  ``one_seed``.
 - **test samples**: one resampled index set (with replacement) per replicate, *shared* by every
   run of the curves compared together. Every run of a downstream dataset is evaluated on the
   same test set, so a hard sample is hard for fine-tuning and scratch alike; resampling it
   jointly keeps that pairing, and a ratio N_scratch / N_finetune is not charged twice for it.
-- **seeds**: per point, the seeds of the chosen learning rate drawn with replacement, each
-  run's error recomputed on the replicate's samples, then averaged.
 
-Whatever is computed from the curves (the N at which a target is reached, a ratio, a fitted
-exponent) is recomputed on every replicate, and the interval is the 2.5th to 97.5th
-percentile of the replicates (percentile bootstrap, 95%). With one seed per point only the
-test samples vary (``interval_from = "samples"``); a run without per-sample errors (written
-before ``metrics.json`` recorded them) keeps its mean fixed, and a curve with neither source
-gets no interval (``"none"``). Seeds are few (2-3 in the studies shipped here), so the seed
-part of the interval is itself rough: a percentile bootstrap over 2 seeds understates the
-spread by a factor of about sqrt(1/2). The replicates use a fixed seed, recorded in every
-table that carries an interval, so the tables are reproducible to the digit.
+How the seed shifts of one curve's points relate is not known: for one seed the N-subsets are
+nested (``subset_indices``), so they are likely positively correlated. Each quantity takes the
+end of that range that widens it: the N at which a curve reaches a target (read between two
+points) gets **one shift per curve** (perfect correlation gives an interpolated log error the
+full variance, independence at most half of it), a fitted exponent **one shift per point**
+(a shift shared by all points moves no slope). Fine-tuning and scratch curves are shifted
+independently (their shared N-subsets would only narrow a ratio). The pooled degrees of
+freedom assume the points' spreads are estimated independently; with 2 seeds and several
+points the t quantile is then near 2.5-3 instead of 12.7.
+
+Whatever is computed from the curves is recomputed on every replicate, and the interval is
+the 2.5th to 97.5th percentile of the replicates (95%). ``interval_method`` names what
+entered (:data:`SEEDS_AND_SAMPLES` and the others); a run without per-sample errors (written
+before ``metrics.json`` recorded them) keeps its mean fixed. The replicates use a fixed seed,
+recorded in every table that carries an interval, so the tables are reproducible to the digit.
 
 The N at which a curve reaches a target is interpolated linearly in log N - log error between
-sweep points. For a pure power law this is exact; a curve that bends (saturates) between two
-points makes the interpolated N off by an amount the data cannot show. That error is not a
-sampling error and no bootstrap measures it, so it is not folded into the interval: a
-noise-free curve keeps its degenerate interval, and the tables instead flag a crossing read
-between sweep points more than :data:`COARSE_SPACING` apart (``coarse`` in their ``flags``).
+sweep points. For a pure power law this is exact; a curve that bends between two points makes
+the interpolated N off by an amount the data cannot show. That error is not a sampling error
+and is not folded into the interval: the tables give next to it the bounds the sweep points
+alone give (:func:`sweep_bounds`, assuming a monotone curve) and flag a crossing read between
+points more than :data:`COARSE_SPACING` apart (``coarse``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +60,11 @@ import numpy as np
 LEVEL = 0.95
 #: Sweep points further apart than this factor make an interpolated N a rough one.
 COARSE_SPACING = 2.0
+#: ``interval_method`` values: what entered an interval.
+SEEDS_AND_SAMPLES = "pooled_seed_t+sample_bootstrap"
+SEEDS_ONLY = "pooled_seed_t"
+SAMPLES_ONLY = "sample_bootstrap"
+NO_INTERVAL = "none"
 
 
 @dataclass(frozen=True)
@@ -56,6 +79,54 @@ class RunErrors:
 Curve = Sequence[Sequence[RunErrors]]
 
 
+@dataclass(frozen=True)
+class Spread:
+    """A between-seed variance of log errors pooled over groups, and its degrees of freedom."""
+
+    variance: float
+    df: int
+
+
+def pooled_spread(groups: Iterable[Sequence[float]]) -> Spread:
+    """Variance of the log of positive values around their group's mean, pooled over groups
+    (each group: the seeds of one point, or of one learning rate); groups of one add nothing."""
+    squares, df = 0.0, 0
+    for group in groups:
+        logs = np.log([v for v in group if np.isfinite(v) and v > 0])
+        if len(logs) >= 2:
+            squares += float(np.square(logs - logs.mean()).sum())
+            df += len(logs) - 1
+    return Spread(squares / df if df else math.nan, df)
+
+
+def _t_coverage(t: float, df: int) -> float:
+    """P(|T| < t) of Student's t with integer ``df`` (Abramowitz & Stegun 26.7.3-4)."""
+    theta = math.atan(t / math.sqrt(df))
+    c2, s = math.cos(theta) ** 2, math.sin(theta)
+    if df % 2:
+        term, total = math.cos(theta), math.cos(theta) if df > 1 else 0.0
+        for j in range(3, df - 1, 2):
+            term *= c2 * (j - 1) / j
+            total += term
+        return 2 / math.pi * (theta + s * total)
+    term = total = 1.0
+    for j in range(2, df - 1, 2):
+        term *= c2 * (j - 1) / j
+        total += term
+    return s * total
+
+
+def t_quantile(df: int, level: float = LEVEL) -> float:
+    """The two-sided ``level`` quantile of Student's t with ``df`` degrees of freedom."""
+    lo, hi = 0.0, 1.0
+    while _t_coverage(hi, df) < level:
+        lo, hi = hi, 2 * hi
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _t_coverage(mid, df) < level else (lo, mid)
+    return (lo + hi) / 2
+
+
 def n_to_reach(ns: Sequence[float], errors: Sequence[float], target: float) -> tuple[float, str]:
     """Smallest N at which a curve reaches ``target``: (N, qualifier).
 
@@ -63,7 +134,7 @@ def n_to_reach(ns: Sequence[float], errors: Sequence[float], target: float) -> t
     around the first crossing); ``"<="``: already reached at the smallest N; ``">"``: never
     reached, N is the largest evaluated. Points are sorted by N; NaN errors are skipped.
     """
-    points = sorted((n, e) for n, e in zip(ns, errors, strict=True) if np.isfinite(e) and e > 0)
+    points = _points(ns, errors)
     if not points:
         return math.nan, ""
     for i, (n, e) in enumerate(points):
@@ -76,13 +147,29 @@ def n_to_reach(ns: Sequence[float], errors: Sequence[float], target: float) -> t
     return float(points[-1][0]), ">"
 
 
+def _points(ns: Sequence[float], errors: Sequence[float]) -> list[tuple[float, float]]:
+    return sorted((n, e) for n, e in zip(ns, errors, strict=True) if np.isfinite(e) and e > 0)
+
+
 def crossing_spacing(ns: Sequence[float], errors: Sequence[float], target: float) -> float:
     """Ratio of the two sweep points an interpolated N lies between (1 when not interpolated)."""
-    points = sorted((n, e) for n, e in zip(ns, errors, strict=True) if np.isfinite(e) and e > 0)
+    lo, hi = sweep_bounds(ns, errors, target)
+    return hi / lo if lo > 0 and math.isfinite(hi) else 1.0
+
+
+def sweep_bounds(
+    ns: Sequence[float], errors: Sequence[float], target: float
+) -> tuple[float, float]:
+    """What the sweep points alone say of the N at which a curve reaches ``target``, if the
+    curve falls monotonically between them: ``(lo, hi]``, the last point above the target and
+    the first at or below it; 0 when reached at the smallest N, infinity when never reached."""
+    points = _points(ns, errors)
+    if not points:
+        return math.nan, math.nan
     for i, (n, e) in enumerate(points):
         if e <= target:
-            return float(n / points[i - 1][0]) if i > 0 else 1.0
-    return 1.0
+            return (float(points[i - 1][0]) if i else 0.0), float(n)
+    return float(points[-1][0]), math.inf
 
 
 def n_to_reach_replicates(ns: Sequence[float], curves: np.ndarray, target: float) -> np.ndarray:
@@ -92,7 +179,8 @@ def n_to_reach_replicates(ns: Sequence[float], curves: np.ndarray, target: float
     N" (somewhere below the sweep) and infinity for "never reached" (beyond it).
     """
     log_n = np.log(np.asarray(ns, dtype=float))
-    log_e = np.log(np.clip(curves, 1e-300, None))
+    with np.errstate(over="ignore", invalid="ignore"):
+        log_e = np.log(np.clip(curves, 1e-300, None))
     reached = curves <= target
     first = reached.argmax(axis=1)
     rows = np.arange(len(curves))
@@ -101,7 +189,8 @@ def n_to_reach_replicates(ns: Sequence[float], curves: np.ndarray, target: float
     inside = reached.any(axis=1) & (first > 0)
     i, r = first[inside], rows[inside]
     e0, e1 = log_e[r, i - 1], log_e[r, i]
-    frac = (math.log(target) - e0) / (e1 - e0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = (math.log(target) - e0) / (e1 - e0)
     out[inside] = np.exp(log_n[i - 1] + frac * (log_n[i] - log_n[i - 1]))
     return out
 
@@ -122,22 +211,27 @@ def percentile_interval(values: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def interval_source(curves: Sequence[Curve]) -> str:
-    """What a bootstrap of ``curves`` resamples: ``seeds+samples``, ``samples``, ``seeds``, ``none``.
-
-    Seeds count only if every point has at least two runs; samples only if every run recorded
-    per-sample errors of one common test set.
-    """
+def _sample_length(curves: Sequence[Curve]) -> int | None:
+    """The common test-set length of every run's per-sample errors (None: some run lacks them,
+    or they come from different test sets)."""
     runs = [run for curve in curves for point in curve for run in point]
     lengths = {None if r.per_sample is None else len(r.per_sample) for r in runs}
-    samples = bool(runs) and len(lengths) == 1 and None not in lengths
-    seeds = bool(runs) and all(len(point) >= 2 for curve in curves for point in curve)
-    parts = [name for name, used in (("seeds", seeds), ("samples", samples)) if used]
-    return "+".join(parts) or "none"
+    return lengths.pop() if runs and len(lengths) == 1 else None
+
+
+@dataclass(frozen=True)
+class Replicates:
+    """Bootstrap replicates of curves (each replicates x points), what entered them
+    (``method``) and the fewest seed degrees of freedom of the curves (0: some curve had one
+    seed per point, so seed-to-seed variation is not in its interval)."""
+
+    curves: list[np.ndarray]
+    method: str
+    seed_df: int
 
 
 class Bootstrap:
-    """Seeded bootstrap replicates of error curves (see the module docstring).
+    """Seeded replicates of error curves (see the module docstring).
 
     The test-sample draws are made once per test-set length and reused by every call on one
     instance: replicate ``b`` resamples the same test samples for every curve of a table, so
@@ -161,27 +255,45 @@ class Bootstrap:
             self._weights[length] = counts.reshape(self.replicates, length) / length
         return self._weights[length]
 
-    def curves(self, curves: Sequence[Curve]) -> tuple[list[np.ndarray], str]:
-        """Replicates of every curve (each replicates x points) and what was resampled;
-        seeds are redrawn per point."""
-        source = interval_source(curves)
-        weights = None
-        if "samples" in source:
-            weights = self.sample_weights(len(curves[0][0][0].per_sample))  # type: ignore[arg-type]
-        out = []
+    def seed_shifts(self, spread: Spread, seeds: np.ndarray, per_point: bool) -> np.ndarray:
+        """Log-error shifts (replicates x points) of a curve whose points have ``seeds`` runs:
+        a variance drawn from the pooled one's sampling distribution, then normal shifts of
+        that variance over the seeds, one per curve or one per point."""
+        df, b = spread.df, self.replicates
+        if df == 0:
+            return np.zeros((b, len(seeds)))
+        variance = spread.variance * df / self.rng.chisquare(df, size=(b, 1))
+        z = self.rng.standard_normal((b, len(seeds) if per_point else 1))
+        return z * np.sqrt(variance / seeds)
+
+    def curves(self, curves: Sequence[Curve], per_point: bool = False) -> Replicates:
+        """Replicates of every curve: test samples resampled jointly, each curve's seed
+        variation drawn from its own pooled spread, shifted per curve or (``per_point``) per
+        point (see the module docstring for which quantity takes which)."""
+        length = _sample_length(curves)
+        weights = None if length is None else self.sample_weights(length)
+        out, dfs = [], []
         for curve in curves:
+            if not curve:
+                out.append(np.empty((self.replicates, 0)))
+                continue
             columns = []
             for point in curve:
                 if weights is None:
-                    per_run = np.repeat([[run.mean for run in point]], self.replicates, axis=0)
+                    columns.append(np.full(self.replicates, np.mean([r.mean for r in point])))
                 else:
-                    per_run = weights @ np.stack([run.per_sample for run in point], axis=1)
-                if len(point) >= 2:
-                    draw = self.rng.integers(0, len(point), size=(self.replicates, len(point)))
-                    rows = np.arange(self.replicates)[:, None]
-                    columns.append(per_run[rows, draw].mean(axis=1))
-                else:
-                    columns.append(per_run[:, 0])
-            empty = np.empty((self.replicates, 0))
-            out.append(np.stack(columns, axis=1) if columns else empty)
-        return out, source
+                    stacked = np.stack([run.per_sample for run in point], axis=1)
+                    columns.append((weights @ stacked).mean(axis=1))
+            spread = pooled_spread([[r.mean for r in point] for point in curve])
+            seeds = np.array([len(point) for point in curve], dtype=float)
+            with np.errstate(over="ignore"):
+                shift = np.exp(self.seed_shifts(spread, seeds, per_point))
+            out.append(np.stack(columns, axis=1) * shift)
+            dfs.append(spread.df)
+        seed_df = min(dfs, default=0)
+        seeds_in = any(dfs)
+        if weights is not None:
+            method = SEEDS_AND_SAMPLES if seeds_in else SAMPLES_ONLY
+        else:
+            method = SEEDS_ONLY if seeds_in else NO_INTERVAL
+        return Replicates(out, method, seed_df)
