@@ -38,7 +38,8 @@ from pdetransfer import __version__
 from pdetransfer.atomic import write_json
 from pdetransfer.errors import UserError
 from pdetransfer.layout import Run
-from pdetransfer.study.aggregation import METRIC_KEYS, load_study, read_run
+from pdetransfer.study.aggregation import load_study
+from pdetransfer.study.collection import METRIC_KEYS, read_run
 from pdetransfer.study.config import Study
 
 #: The default store, relative to the results root (config key tracking.uri overrides it).
