@@ -15,7 +15,7 @@
 # device file per GPU (/dev/null, /dev/zero, ...: a duplicate file is fatal to slurmd).
 # Every finished job is also logged by jobcomp/filetxt, the tests' proof that jobs ran here;
 # finished jobs stay in `scontrol show job` for an hour (MinJobAge), where the tests read what
-# each job asked for. The node has the features cpu and gpu, so the README's constraint-style
+# each job asked for. The node has the features cpu and gpu, so docs/cluster.md's constraint-style
 # profile (sbatch -C) runs here too; a QOS is accepted but not enforced without accounting.
 set -euo pipefail
 

@@ -1,7 +1,7 @@
 """Fault injection through ``snakemake``: a study survives its failures by the documented recovery.
 
 One tiny study (derived from config/test.yaml) runs twice, in two directories: once clean, once
-with three faults injected, each followed by the recovery the README ("When things go wrong")
+with three faults injected, each followed by the recovery docs/troubleshooting.md
 documents:
 
 1. a learning rate that diverges (``sweep.lr: [0.001, 1000.0]``): no recovery needed, its runs

@@ -1,6 +1,6 @@
 """Recovering a study from a dataset file damaged after it was written, through ``snakemake``.
 
-The documented recovery (README, "When things go wrong") is one command,
+The documented recovery (docs/troubleshooting.md) is one command,
 ``snakemake --forcerun results/data/<dataset>/<split>.h5``; the jobs that read a damaged file
 fail naming that command. Only the data rules run here (a few seconds).
 """

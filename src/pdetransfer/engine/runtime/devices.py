@@ -24,7 +24,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         elif (given := gpu.expected_gpus()) is not None:
             raise UserError(
                 f"{given} but torch {torch.__version__} cannot use CUDA (is it a CPU-only "
-                "build? see the README's SLURM section for a CUDA build); pass --device cpu "
+                "build? see docs/cluster.md for a CUDA build); pass --device cpu "
                 f"to run on the CPU anyway, or set {gpu.ALLOW_CPU_ENV}=1 on a test cluster"
             )
         else:
