@@ -12,6 +12,7 @@ import yaml
 from workflow_helpers import ROOT, snakemake
 
 from pdetransfer.modes import MODES, full_finetune
+from pdetransfer.study.statistics import SAMPLES_ONLY
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +45,7 @@ def test_a_study_with_every_mode(tmp_path: Path) -> None:
     others = [m for m in MODES if m != full_finetune().name]
     assert sorted(set(comparison["mode"])) == sorted(others)
     assert len(comparison) == len(others) * len(config["sweep"]["n"])
-    assert comparison["ratio"].gt(0).all() and (comparison["interval_from"] == "samples").all()
+    assert comparison["ratio"].gt(0).all() and (comparison["interval_method"] == SAMPLES_ONLY).all()
     assert (comparison["ratio_lo"] <= comparison["ratio_hi"]).all()
     thresholds = pd.read_csv(tables / "mode_threshold.csv", keep_default_na=False)
     assert sorted(thresholds["mode"]) == sorted(others)

@@ -6,7 +6,8 @@ on the same pre-training, size, downstream dataset and N (a mode that does not t
 error does not depend on N, at every N of the reference).
 
 - ``mode_comparison.csv``: per (pretrain, size, downstream, N, mode) the mode's test error, its
-  ratio to full fine-tuning's, and 95% bootstrap intervals of both. Both points are
+  ratio to full fine-tuning's, and 95% intervals of both (``interval_method``, ``seed_df``: see
+  :mod:`pdetransfer.study.statistics`). Both points are
   resampled jointly (one test-sample draw shared by the two, seeds per point,
   :mod:`pdetransfer.study.statistics`), so a hard test sample is not charged to one side only.
 - ``mode_threshold.csv``: per (pretrain, size, downstream, mode) the smallest sweep N from
@@ -29,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from pdetransfer.modes import MODES, Mode, full_finetune
-from pdetransfer.study.statistics import Bootstrap, RunErrors, percentile_interval
+from pdetransfer.study.statistics import NO_INTERVAL, Bootstrap, RunErrors, percentile_interval
 
 Cell = tuple[str, str, str, str, int]  # (mode, pretrain, size, downstream, n)
 
@@ -37,7 +38,7 @@ Cell = tuple[str, str, str, str, int]  # (mode, pretrain, size, downstream, n)
 WITHIN = 1.1
 
 IDENTITY = ["pretrain", "size", "downstream"]
-TRAILER = ["interval_from", "bootstrap_replicates", "bootstrap_seed"]
+TRAILER = ["interval_method", "seed_df", "bootstrap_replicates", "bootstrap_seed"]
 COMPARISON_COLUMNS = [
     *IDENTITY,
     "n",
@@ -99,8 +100,9 @@ def _replicates(
     mode: Mode,
     chosen: Mapping[Cell, Sequence[RunErrors]],
     bootstrap: Bootstrap | None,
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """Bootstrap replicates (replicates x N) of the mode's and the reference's curves."""
+) -> tuple[np.ndarray, np.ndarray, str, int]:
+    """Bootstrap replicates (replicates x N) of the mode's and the reference's curves, the
+    interval method and the seed degrees of freedom (:class:`~pdetransfer.study.statistics.Bootstrap`)."""
     reference = full_finetune()
     ours, theirs = [], []
     for r in joined.itertuples():
@@ -109,9 +111,12 @@ def _replicates(
         theirs.append(list(chosen.get((reference.name, r.pretrain_ref, r.size, r.downstream,
                                        int(r.n)), [])))  # fmt: skip
     if bootstrap is None or not all(ours) or not all(theirs):
-        return np.empty((0, len(joined))), np.empty((0, len(joined))), "none"
-    (a, b), source = bootstrap.curves([ours, theirs])
-    return a, b, source
+        return np.empty((0, len(joined))), np.empty((0, len(joined))), NO_INTERVAL, 0
+    reps = bootstrap.curves([ours, theirs])
+    if reps.method == NO_INTERVAL:
+        return np.empty((0, len(joined))), np.empty((0, len(joined))), NO_INTERVAL, 0
+    a, b = reps.curves
+    return a, b, reps.method, reps.seed_df
 
 
 def _threshold(ns: np.ndarray, ratios: np.ndarray) -> np.ndarray:
@@ -136,10 +141,11 @@ def mode_tables(
     """mode_comparison.csv and mode_threshold.csv (see the module docstring)."""
     comparison, thresholds = [], []
     for (pretrain, size, downstream), mode, joined in _pairs(summary):
-        a, b, source = _replicates(joined, mode, chosen, bootstrap)
-        unknown = source == "none"
+        a, b, method, seed_df = _replicates(joined, mode, chosen, bootstrap)
+        unknown = method == NO_INTERVAL
         trailer = {
-            "interval_from": source,
+            "interval_method": method,
+            "seed_df": seed_df,
             "bootstrap_replicates": math.nan if unknown else bootstrap.replicates,  # type: ignore[union-attr]
             "bootstrap_seed": math.nan if unknown else bootstrap.seed,  # type: ignore[union-attr]
         }
