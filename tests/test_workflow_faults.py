@@ -77,14 +77,18 @@ def study_config(directory: Path) -> str:
     return str(path)
 
 
-def job_pid(out: str) -> int | None:
-    """The process training the run directory ``out``: ``pdetransfer ... --out OUT``, or a
-    packed cell's ``--out-pattern`` whose directory holds it (the job's shell holds the command
-    line in one word, so only the process itself matches)."""
+def job_pid(out: str, workdir: Path) -> int | None:
+    """The process training the run directory ``out`` of the study in ``workdir``:
+    ``pdetransfer ... --out OUT``, or a packed cell's ``--out-pattern`` whose directory holds
+    it (the job's shell holds the command line in one word, so only the process itself
+    matches). The paths are relative, so only a process working in ``workdir`` qualifies:
+    another study on the machine may train a run of the same name."""
     cell = os.path.dirname(os.path.dirname(out))  # .../n32 of .../n32/lr0.001/s0
     for proc in Path("/proc").iterdir():
         try:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if (proc / "cwd").resolve() != workdir.resolve():
+                continue
         except OSError:  # gone meanwhile, or not ours
             continue
         words = [word.decode(errors="replace") for word in argv]
@@ -113,7 +117,7 @@ def kill_training_mid_way(workdir: Path, options: list[str]) -> subprocess.Compl
             pid, deadline = None, time.monotonic() + 300
             while pid is None and proc.poll() is None and time.monotonic() < deadline:
                 if (run / "state.pt").exists():
-                    pid = job_pid(KILLED)
+                    pid = job_pid(KILLED, workdir)
                 time.sleep(0.02)
             assert pid is not None, "the run finished (or the study stopped) before its kill"
             os.kill(pid, signal.SIGKILL)
