@@ -28,16 +28,7 @@ from pdetransfer.errors import UserError
 
 #: Root attributes the card shows in its own sections (the rest go to "Other attributes").
 SHOWN = {
-    "system",
-    "param_name",
-    "param_range",
-    "split",
-    "grid",
-    "n_samples",
-    "base_seed",
-    "seed",
-    "kappa",
-    "format_version",
+    *datasets.REQUIRED_ATTRS,
     "pdetransfer_version",
     "config",
     "generation",

@@ -76,7 +76,7 @@ class DatasetInfo:
         return self.attrs.get("origin") == "import"
 
 
-_REQUIRED_ATTRS = (
+REQUIRED_ATTRS = (
     "system",
     "param_name",
     "param_range",
@@ -128,7 +128,7 @@ def _attr(value: Any) -> Any:
 
 def info_from(h5: h5py.File, path: Path) -> DatasetInfo:
     """Validate the layout and attributes of an open file."""
-    missing = [name for name in _REQUIRED_ATTRS if name not in h5.attrs]
+    missing = [name for name in REQUIRED_ATTRS if name not in h5.attrs]
     if missing:
         raise UserError(f"{path} is not a pdetransfer dataset: attribute {missing[0]!r} missing")
     attrs = {key: _attr(value) for key, value in h5.attrs.items()}

@@ -65,11 +65,12 @@ RUN_COLUMNS = [
 ]
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path, missing: str = "run the workflow before aggregating") -> dict[str, Any]:
+    """A run's JSON file; one sentence (ending in ``missing`` when it is absent) otherwise."""
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise UserError(f"{path} does not exist: run the workflow before aggregating") from None
+        raise UserError(f"{path} does not exist: {missing}") from None
     except json.JSONDecodeError as err:
         raise UserError(f"{path} is not valid JSON ({err.msg})") from None
 
@@ -83,8 +84,8 @@ def read_run(study: Study, run: Run, results: Path) -> tuple[dict[str, Any], np.
     """One row of runs.csv, and the run's per-sample test errors where metrics.json has them."""
     directory = results / run.directory
     tolerance = float(study.config["report"]["undertrained_tolerance"])
-    metrics = _read_json(directory / "metrics.json")
-    summary = _read_json(directory / "train.json") if run.trains else {}
+    metrics = read_json(directory / "metrics.json")
+    summary = read_json(directory / "train.json") if run.trains else {}
     diverged = "diverged" in (metrics.get("status"), summary.get("status"))
     missing = [k for k in METRIC_KEYS if k not in metrics]
     if missing and not diverged:

@@ -39,7 +39,7 @@ from pdetransfer.atomic import write_json
 from pdetransfer.errors import UserError
 from pdetransfer.layout import Run
 from pdetransfer.study.aggregation import load_study
-from pdetransfer.study.collection import METRIC_KEYS, read_run
+from pdetransfer.study.collection import METRIC_KEYS, read_json, read_run
 from pdetransfer.study.config import Study
 
 #: The default store, relative to the results root (config key tracking.uri overrides it).
@@ -125,20 +125,15 @@ def read_curve(path: Path) -> list[tuple[int, str, float]]:
     return curve
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path} does not exist: run the study before tracking it") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path} is not valid JSON ({err.msg})") from None
-
-
 def run_record(study: Study, run: Run, results: Path) -> RunRecord:
     """The export of one downstream run (fine-tune, scratch or zero-shot)."""
     row, _ = read_run(study, run, results)
     directory = results / run.directory
-    summary = _read_json(directory / "train.json") if run.trains else {}
+    summary = (
+        read_json(directory / "train.json", "run the study before tracking it")
+        if run.trains
+        else {}
+    )
     identity = ("mode", "pretrain", "size", "downstream", "n", "lr", "seed", "system", "model")
     params = {key: _text(row[key]) for key in identity if _text(row[key]) not in ("", "nan")}
     params["parameters"] = _text(row["parameters"])
@@ -165,7 +160,7 @@ def pretrain_record(study: Study, entry: str, size: str, results: Path) -> RunRe
     """The export of one pre-training run (no test metrics: it is evaluated downstream)."""
     key = f"pretrain/{entry}/{size}"
     directory = results / key
-    summary = _read_json(directory / "train.json")
+    summary = read_json(directory / "train.json", "run the study before tracking it")
     params = {
         "mode": "pretrain",
         "pretrain": entry,
