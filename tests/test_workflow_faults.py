@@ -32,13 +32,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
-from workflow_helpers import ROOT, job_counts, snakemake, snakemake_argv, snakemake_env
+from workflow_helpers import (
+    ROOT,
+    job_counts,
+    same_dataset,
+    snakemake,
+    snakemake_argv,
+    snakemake_env,
+)
 
 from pdetransfer.engine.checkpoints import load_checkpoint
 
@@ -132,21 +137,6 @@ def kill_training_mid_way(workdir: Path, options: list[str]) -> subprocess.Compl
         result = subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
     assert not (run / "model.pt").exists(), "the run finished before the signal arrived"
     return result
-
-
-def same_dataset(a: Path, b: Path) -> bool:
-    """The same samples and attributes, but for ``generation`` (when, where and how fast the
-    file was made, which a regenerated file rightly tells anew)."""
-    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
-        attrs = [{k: v for k, v in f.attrs.items() if k != "generation"} for f in (fa, fb)]
-        same_attrs = attrs[0].keys() == attrs[1].keys() and all(
-            np.array_equal(attrs[0][k], attrs[1][k]) for k in attrs[0]
-        )
-        return (
-            same_attrs
-            and fa.keys() == fb.keys()
-            and all(np.array_equal(fa[k][()], fb[k][()]) for k in fa)
-        )
 
 
 def table(workdir: Path, name: str) -> pd.DataFrame:

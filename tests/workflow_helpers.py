@@ -9,6 +9,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import h5py
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "Snakefile"
 
@@ -50,3 +53,18 @@ def job_counts(output: str) -> Counter:
         counts[rule] = int(count)
     assert sum(counts.values()) == int(match.group(2))
     return counts
+
+
+def same_dataset(a: Path, b: Path) -> bool:
+    """The same samples and attributes, but for ``generation`` (when, where and how fast the
+    file was made, which a regenerated file rightly tells anew)."""
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        attrs = [{k: v for k, v in f.attrs.items() if k != "generation"} for f in (fa, fb)]
+        same_attrs = attrs[0].keys() == attrs[1].keys() and all(
+            np.array_equal(attrs[0][k], attrs[1][k]) for k in attrs[0]
+        )
+        return (
+            same_attrs
+            and fa.keys() == fb.keys()
+            and all(np.array_equal(fa[k][()], fb[k][()]) for k in fa)
+        )
