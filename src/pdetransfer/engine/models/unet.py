@@ -10,7 +10,7 @@ doubles it by a 2x2 transposed convolution and concatenates the encoder's featur
 level; a 1x1 head maps to one output channel.
 
 The 3x3 convolutions pad *periodically*: the study's systems live on the periodic unit square
-(STUDY.md), so a zero pad would invent a wall at the edges that the solution does not have,
+(docs/science.md), so a zero pad would invent a wall at the edges that the solution does not have,
 and the FNO it is compared with is periodic through its Fourier layers. There is no
 normalisation layer: a per-sample norm (GroupNorm, LayerNorm) divides out the amplitude of the
 features, which for these linear PDEs carries the amplitude of the solution, and BatchNorm's
