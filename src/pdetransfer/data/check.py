@@ -240,11 +240,18 @@ def check_command(args: argparse.Namespace) -> int:
         pairs = zip(info.attrs["omega_values"], info.attrs["omega_counts"], strict=True)
         print("  omega histogram: " + ", ".join(f"{v}:{c}" for v, c in pairs))
         print(f"  rejected draws (max|u| > 2): {info.attrs['n_rejected']}")
-    for failure in report.failures:
-        print(f"  FAIL {failure}")
-    if report.ok:
-        print("  OK")
-    else:
-        print(f"  FAILED ({len(report.failures)} problems); if the file was damaged after it was")
-        print(f"  written, {regenerate_hint(info.path)}")
+    print_verdict(
+        report.failures,
+        f"if the file was damaged after it was\n  written, {regenerate_hint(info.path)}",
+    )
     return 0 if report.ok else 1
+
+
+def print_verdict(failures: list[str], remedy: str) -> None:
+    """The end of a check report: each failure, then OK, or FAILED with what to do."""
+    for failure in failures:
+        print(f"  FAIL {failure}")
+    if failures:
+        print(f"  FAILED ({len(failures)} problems); {remedy}")
+    else:
+        print("  OK")

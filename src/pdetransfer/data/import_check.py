@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pdetransfer.data import darcy, systems
-from pdetransfer.data.check import spectral_residual
+from pdetransfer.data.check import print_verdict, spectral_residual
 from pdetransfer.data.datasets import (
     FLOOR_FACTOR,
     PARAM_TOLERANCE,
@@ -194,9 +194,4 @@ def print_report(report: ImportReport) -> None:
         else:
             print("  residual computed at import (this file is downsampled from the source grid)")
     print(f"  {info.param_name}: min {report.params.min():.6g}, max {report.params.max():.6g}")
-    for failure in report.failures:
-        print(f"  FAIL {failure}")
-    if report.ok:
-        print("  OK")
-    else:
-        print(f"  FAILED ({len(report.failures)} problems); fix the source, then import it again")
+    print_verdict(report.failures, "fix the source, then import it again")
