@@ -340,7 +340,7 @@ def test_publish_copies_the_run_and_renders_its_tables(tmp_path: Path) -> None:
     assert "| from mixed | 0.8 |" in text  # zero-shot of the fake results is 0.8
     assert "| pre-training | 1 | 12 | 0.00 |" in text
     assert "| data generation and checks | 2 | 2 | 0.00 |" in text
-    assert "| all jobs |  | 14 | 0.00 |" in text
+    assert "| all jobs | 3 | 14 | 0.00 |" in text
 
 
 def test_publish_names_what_is_missing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -363,7 +363,7 @@ def test_published_results_are_the_reproduce_study_and_its_tables() -> None:
     summary = read_csv(published / "tables" / "summary.csv")
     efficiency = read_csv(published / "tables" / "data_efficiency.csv")
     fits = read_csv(published / "tables" / "scaling_fits.csv")
-    rendered = render_tables(study, summary, efficiency, benchmarks=None, fits=fits)
+    rendered = render_tables(study, summary, efficiency, None, fits=fits)
     committed = (published / "tables.md").read_text(encoding="utf-8")
     assert committed.split("\n\n## Compute")[0] + "\n" == rendered
     runs = read_csv(published / "tables" / "runs.csv")

@@ -285,6 +285,13 @@ def _add_aggregate(sub: argparse._SubParsersAction) -> None:
         "--thresholds-csv", help="output: per mode, the N from which it stays near full fine-tuning"
     )
     p.add_argument(
+        "--crossover-csv", help="output: per fine-tuning mode, the N from which scratch catches up"
+    )
+    p.add_argument("--size-csv", help="output: the fine-tune gain per model size at each N")
+    p.add_argument(
+        "--compute-csv", help="output: job-seconds and wall time per stage (benchmark files)"
+    )
+    p.add_argument(
         "--partial",
         action="store_true",
         help="use the runs finished so far instead of failing on the first missing one",
@@ -319,13 +326,19 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "publish", help="copy a finished study's tables and figures out of results/ (+ tables.md)"
     )
-    p.add_argument("--study", default="results/study.json", help="study file of the run")
-    p.add_argument("--tables", default="results/tables", help="folder of the aggregate tables")
-    p.add_argument("--plots", default="results/plots", help="folder of the figures (PNG copied)")
+    p.add_argument(
+        "--name",
+        help="the study's name (config key study): its files are under "
+        "results/studies/NAME/ (default: the unnamed study's, directly under results/)",
+    )
+    p.add_argument("--results", default="results", help="results root of the run")
+    p.add_argument("--study", help="study file of the run (default: the study's study.json)")
+    p.add_argument("--tables", help="folder of the aggregate tables (default: the study's)")
+    p.add_argument("--plots", help="folder of the figures, PNG copied (default: the study's)")
     p.add_argument(
         "--benchmarks",
-        default="results/benchmarks",
-        help="Snakemake benchmark folder, for compute per stage ('' to leave it out)",
+        help="Snakemake benchmark folder, for compute per stage where the tables have no "
+        "compute.csv (default: the results root's; '' to leave it out)",
     )
     p.add_argument("--out", required=True, help="output folder, e.g. docs/results")
     _handler(p, "pdetransfer.study.publishing:publish_command")

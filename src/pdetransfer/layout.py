@@ -15,6 +15,7 @@ import re
 import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pdetransfer.errors import UserError
@@ -214,3 +215,41 @@ class Jobs:
         if mode.needs_pretrained:
             return "--init", f"{self.root}/{PRETRAINED_MODEL}"
         return "--stats", f"{self.root}/{DATASET_STATS.format(dataset='{downstream}')}"
+
+
+# ---------------------------------------------------------------- a study's own outputs
+#: A named study (config key ``study``) keeps its own outputs (study file, tables, plots,
+#: partial tables, tracking export, their logs and benchmarks) below this folder, so several
+#: studies share one results root and its datasets, pre-trainings and runs; an unnamed study
+#: keeps them directly below the root.
+STUDIES = "studies"
+STUDY_FILE = "study.json"
+TABLES_DIR = "tables"
+PLOTS_DIR = "plots"
+PARTIAL_DIR = "partial"
+LOGS_DIR = "logs"
+BENCHMARKS_DIR = "benchmarks"
+TRACKING_EXPORT = "tracking/export.json"
+
+
+def study_root(name: str | None) -> str:
+    """The folder of a study's own outputs relative to the results root ('' when unnamed)."""
+    return f"{STUDIES}/{name}" if name else ""
+
+
+def study_path(name: str | None, path: str) -> str:
+    """One of a study's own outputs (``tables/runs.csv``) relative to the results root."""
+    root = study_root(name)
+    return f"{root}/{path}" if root else path
+
+
+def study_files(results: str | Path) -> dict[str | None, Path]:
+    """The study file of every study recorded below a results root, by name (None: the
+    unnamed study's)."""
+    results = Path(results)
+    found: dict[str | None, Path] = {}
+    if (results / STUDY_FILE).is_file():
+        found[None] = results / STUDY_FILE
+    for path in sorted(results.glob(f"{STUDIES}/*/{STUDY_FILE}")):
+        found[path.parent.name] = path
+    return found

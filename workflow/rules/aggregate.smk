@@ -1,5 +1,7 @@
-# Tables and plots. They read only metrics and summaries, so changing a plot (or its rule)
-# never retrains anything; the study file carries the resolved config to the commands.
+# Tables and plots, the study's own outputs: below results/, or results/studies/<study>/ for a
+# named study (pdetransfer.layout.study_root). They read only metrics and summaries, so
+# changing a plot (or its rule) never retrains anything; the study file carries the resolved
+# config to the commands.
 
 
 localrules:
@@ -16,9 +18,9 @@ localrules:
 
 rule study:
     output:
-        "results/study.json",
+        STUDY_FILE,
     log:
-        "results/logs/study.log",
+        study_log("study.log"),
     conda:
         ENV
     params:
@@ -29,65 +31,75 @@ rule study:
 
 rule aggregate:
     input:
-        study="results/study.json",
+        study=STUDY_FILE,
         runs=run_outputs(),
         checks=data_checks(),
     output:
         runs=report(
-            "results/tables/runs.csv",
+            table("runs.csv"),
             caption="../report/runs.rst",
             category="Tables",
         ),
         summary=report(
-            "results/tables/summary.csv",
+            table("summary.csv"),
             caption="../report/summary.rst",
             category="Tables",
         ),
         efficiency=report(
-            "results/tables/data_efficiency.csv",
+            table("data_efficiency.csv"),
             caption="../report/data_efficiency.rst",
             category="Tables",
         ),
         fits=report(
-            "results/tables/scaling_fits.csv",
+            table("scaling_fits.csv"),
             caption="../report/scaling_fits.rst",
             category="Tables",
         ),
         modes=report(
-            "results/tables/mode_comparison.csv",
+            table("mode_comparison.csv"),
             caption="../report/modes.rst",
             category="Tables",
         ),
         thresholds=report(
-            "results/tables/mode_threshold.csv",
+            table("mode_threshold.csv"),
             caption="../report/modes.rst",
             category="Tables",
         ),
+        crossover=report(
+            table("mode_crossover.csv"),
+            caption="../report/modes.rst",
+            category="Tables",
+        ),
+        sizes=table("size_gain.csv"),
+        compute=table("compute.csv"),
     log:
-        "results/logs/aggregate.log",
+        study_log("aggregate.log"),
     benchmark:
-        "results/benchmarks/aggregate.tsv"
+        study_out(f"{layout.BENCHMARKS_DIR}/aggregate.tsv")
     conda:
         ENV
     shell:
         "pdetransfer aggregate --study {input.study} --results results"
         " --runs-csv {output.runs} --summary-csv {output.summary}"
         " --efficiency-csv {output.efficiency} --fits-csv {output.fits}"
-        " --modes-csv {output.modes} --thresholds-csv {output.thresholds} > {log} 2>&1"
+        " --modes-csv {output.modes} --thresholds-csv {output.thresholds}"
+        " --crossover-csv {output.crossover} --size-csv {output.sizes}"
+        " --compute-csv {output.compute} > {log} 2>&1"
 
 
-# `snakemake partial`: the tables of the runs finished so far, under results/partial/tables,
-# with missing.csv listing per cell what is not. The rule has neither input nor output, so
+# `snakemake partial`: the tables of the runs finished so far, under the study's partial/tables
+# (results/partial/tables, or results/studies/<study>/partial/tables for a named study), with
+# missing.csv listing per cell what is not. The rule has neither input nor output, so
 # Snakemake always runs it when asked and never schedules anything for it (no run, no study
-# file: it records its own, so results/study.json and the full tables stay untouched).
+# file: it records its own, so the study file and the full tables stay untouched).
 rule partial:
     log:
-        "results/logs/partial.log",
+        study_log("partial.log"),
     conda:
         ENV
     params:
         config=json.dumps(config),
-        out="results/partial",
+        out=study_out(layout.PARTIAL_DIR),
     shell:
         "(pdetransfer study --config-json {params.config:q} --out {params.out}/study.json"
         " && pdetransfer aggregate --partial --study {params.out}/study.json --results results"
@@ -99,20 +111,20 @@ rule partial:
 
 rule plot_error_vs_n:
     input:
-        study="results/study.json",
-        summary="results/tables/summary.csv",
-        fits="results/tables/scaling_fits.csv",
+        study=STUDY_FILE,
+        summary=table("summary.csv"),
+        fits=table("scaling_fits.csv"),
     output:
         png=report(
-            "results/plots/error_vs_n/{experiment}/{downstream}.png",
+            PLOTS + "/error_vs_n/{experiment}/{downstream}.png",
             caption="../report/error_vs_n.rst",
             category="Error vs N",
             subcategory="{experiment}",
             labels={"experiment": "{experiment}", "downstream": "{downstream}"},
         ),
-        svg="results/plots/error_vs_n/{experiment}/{downstream}.svg",
+        svg=PLOTS + "/error_vs_n/{experiment}/{downstream}.svg",
     log:
-        "results/logs/plots/error_vs_n/{experiment}/{downstream}.log",
+        study_log("plots/error_vs_n/{experiment}/{downstream}.log"),
     conda:
         ENV
     shell:
@@ -124,18 +136,18 @@ rule plot_error_vs_n:
 
 rule plot_error_vs_size:
     input:
-        study="results/study.json",
-        summary="results/tables/summary.csv",
+        study=STUDY_FILE,
+        summary=table("summary.csv"),
     output:
         png=report(
-            "results/plots/error_vs_size/{experiment}.png",
+            PLOTS + "/error_vs_size/{experiment}.png",
             caption="../report/error_vs_size.rst",
             category="Error vs model size",
             labels={"experiment": "{experiment}"},
         ),
-        svg="results/plots/error_vs_size/{experiment}.svg",
+        svg=PLOTS + "/error_vs_size/{experiment}.svg",
     log:
-        "results/logs/plots/error_vs_size/{experiment}.log",
+        study_log("plots/error_vs_size/{experiment}.log"),
     conda:
         ENV
     shell:
@@ -145,18 +157,18 @@ rule plot_error_vs_size:
 
 rule plot_ood:
     input:
-        study="results/study.json",
-        summary="results/tables/summary.csv",
+        study=STUDY_FILE,
+        summary=table("summary.csv"),
     output:
         png=report(
-            "results/plots/ood/{experiment}.png",
+            PLOTS + "/ood/{experiment}.png",
             caption="../report/ood.rst",
             category="OOD series",
             labels={"experiment": "{experiment}"},
         ),
-        svg="results/plots/ood/{experiment}.svg",
+        svg=PLOTS + "/ood/{experiment}.svg",
     log:
-        "results/logs/plots/ood/{experiment}.log",
+        study_log("plots/ood/{experiment}.log"),
     conda:
         ENV
     shell:
@@ -166,18 +178,18 @@ rule plot_ood:
 
 rule plot_mixed:
     input:
-        study="results/study.json",
-        summary="results/tables/summary.csv",
+        study=STUDY_FILE,
+        summary=table("summary.csv"),
     output:
         png=report(
-            "results/plots/mixed/{experiment}.png",
+            PLOTS + "/mixed/{experiment}.png",
             caption="../report/mixed.rst",
             category="Mixed physics",
             labels={"experiment": "{experiment}"},
         ),
-        svg="results/plots/mixed/{experiment}.svg",
+        svg=PLOTS + "/mixed/{experiment}.svg",
     log:
-        "results/logs/plots/mixed/{experiment}.log",
+        study_log("plots/mixed/{experiment}.log"),
     conda:
         ENV
     shell:
@@ -187,18 +199,18 @@ rule plot_mixed:
 
 rule plot_gallery:
     input:
-        study="results/study.json",
+        study=STUDY_FILE,
         runs=gallery_inputs,
     output:
         png=report(
-            "results/plots/gallery/{downstream}.png",
+            PLOTS + "/gallery/{downstream}.png",
             caption="../report/gallery.rst",
             category="Gallery",
             labels={"downstream": "{downstream}"},
         ),
-        svg="results/plots/gallery/{downstream}.svg",
+        svg=PLOTS + "/gallery/{downstream}.svg",
     log:
-        "results/logs/plots/gallery/{downstream}.log",
+        study_log("plots/gallery/{downstream}.log"),
     conda:
         ENV
     shell:
@@ -214,13 +226,13 @@ rule plot_gallery:
 # an output (Snakemake deletes outputs before a rerun; a rerun must update the store instead).
 rule track:
     input:
-        study="results/study.json",
+        study=STUDY_FILE,
         runs=run_outputs(),
         pretrain=pretrain_outputs(),
     output:
-        "results/tracking/export.json",
+        study_out(layout.TRACKING_EXPORT),
     log:
-        "results/logs/track.log",
+        study_log("track.log"),
     conda:
         TRACK_ENV
     shell:

@@ -15,7 +15,7 @@ from pdetransfer.data.import_spec import is_imported
 from pdetransfer.engine.training.schedule import recipe_flags
 from pdetransfer.modes import MODES
 from pdetransfer.study.config import ConfigError, Study
-from pdetransfer.study.validation import check_schema, coerce_numbers
+from pdetransfer.study.validation import check_schema, check_shared, coerce_numbers
 
 # A study given with --configfile REPLACES the default one instead of being deep-merged into
 # it (Snakemake's default), which would silently add the default study's named datasets and
@@ -25,9 +25,12 @@ if workflow.config_settings.configfiles:
     config.update(copy.deepcopy(dict(workflow.config_settings.overwrite_config)))
 
 
+RESULTS = "results"  # the results root: pdetransfer.layout's paths are relative to it
+
 # Every config error is raised here, before the DAG is built, naming its key: numbers YAML 1.1
 # or --config left as strings (1e-3) are converted first, then the schema is checked (by
-# key), its defaults filled, and the study checked against every rule its jobs apply.
+# key), its defaults filled, and the study checked against every rule its jobs apply and
+# against the other studies recorded in the same results root (whose files it shares).
 SCHEMA = "../schemas/config.schema.yaml"
 try:
     with open(workflow.source_path(SCHEMA)) as schema_file:
@@ -36,6 +39,7 @@ try:
     check_schema(config, schema)
     validate(config, SCHEMA)
     STUDY = Study(config)
+    check_shared(STUDY.record(), STUDY.name, layout.study_files(RESULTS))
 except ConfigError as err:
     raise WorkflowError(f"invalid config: {err}") from None
 
@@ -110,7 +114,6 @@ def train_flags(stage):
 # With sweep.pack a training job of a mode trains, and another evaluates, a whole cell (all
 # learning rates x seeds); without it each job is one run, lr{lr}/s{seed} of its cell. Where
 # those jobs' files live is pdetransfer.layout's (layout.Jobs).
-RESULTS = "results"  # the results root: pdetransfer.layout's paths are relative to it
 PACK = config["sweep"]["pack"]
 JOBS = layout.Jobs(RESULTS, PACK, layout.members(STUDY.lrs, STUDY.seeds))
 TRAINING_MODES = [mode for mode in MODES.values() if mode.trains]
@@ -119,6 +122,13 @@ TRAINING_MODES = [mode for mode in MODES.values() if mode.trains]
 def results(path):
     """A path of pdetransfer.layout (relative to the results root) below the root."""
     return f"{RESULTS}/{path}"
+
+
+def study_out(path):
+    """One of the study's own outputs (tables/runs.csv, logs/aggregate.log): below
+    studies/<name>/ for a named study (config key study), else below the results root.
+    """
+    return results(layout.study_path(STUDY.name, path))
 
 
 def member_flags(wildcards):
@@ -256,22 +266,36 @@ def gallery_inputs(wildcards):
 def plot_targets():
     """Every plot of the study (PNG and SVG)."""
     stems = [
-        f"results/plots/error_vs_n/{name}/{ds}"
+        f"error_vs_n/{name}/{ds}"
         for name, exp in STUDY.experiments.items()
         for ds in exp["downstream"]
     ]
-    stems += [f"results/plots/gallery/{ds}" for ds in STUDY.gallery_datasets()]
-    stems += [
-        f"results/plots/error_vs_size/{name}" for name in STUDY.scaling_experiments()
+    stems += [f"gallery/{ds}" for ds in STUDY.gallery_datasets()]
+    stems += [f"error_vs_size/{name}" for name in STUDY.scaling_experiments()]
+    stems += [f"ood/{name}" for name in STUDY.ood_experiments()]
+    stems += [f"mixed/{name}" for name in STUDY.mixed_experiments()]
+    return [
+        study_out(f"{layout.PLOTS_DIR}/{stem}.{ext}")
+        for stem in stems
+        for ext in ("png", "svg")
     ]
-    stems += [f"results/plots/ood/{name}" for name in STUDY.ood_experiments()]
-    stems += [f"results/plots/mixed/{name}" for name in STUDY.mixed_experiments()]
-    return [f"{stem}.{ext}" for stem in stems for ext in ("png", "svg")]
 
 
+def table(name):
+    """One of the study's tables."""
+    return study_out(f"{layout.TABLES_DIR}/{name}")
+
+
+def study_log(name):
+    """The log of one of the study's own jobs."""
+    return study_out(f"{layout.LOGS_DIR}/{name}")
+
+
+STUDY_FILE = study_out(layout.STUDY_FILE)
+PLOTS = study_out(layout.PLOTS_DIR)
 TABLES = [
-    "results/tables/runs.csv",
-    "results/tables/summary.csv",
-    "results/tables/data_efficiency.csv",
-    "results/tables/scaling_fits.csv",
+    table("runs.csv"),
+    table("summary.csv"),
+    table("data_efficiency.csv"),
+    table("scaling_fits.csv"),
 ]

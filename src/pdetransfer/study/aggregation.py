@@ -30,7 +30,9 @@
       not observed (its interval borrows its curve's, or has none).
 - ``data_efficiency.csv``: see :mod:`pdetransfer.study.efficiency`; ``scaling_fits.csv``: see
   :mod:`pdetransfer.study.fits`; ``mode_comparison.csv`` and ``mode_threshold.csv`` (every mode
-  against full fine-tuning): see :mod:`pdetransfer.study.modes_table`.
+  against full fine-tuning) and ``mode_crossover.csv`` (every mode that fine-tunes against
+  scratch): see :mod:`pdetransfer.study.modes_table`; ``size_gain.csv``: see
+  :mod:`pdetransfer.study.sizes`; ``compute.csv``: see :mod:`pdetransfer.study.compute`.
 
 Runs are enumerated from the study (the resolved config), not by scanning directories, so
 stale runs of an earlier config never leak into the tables. ``aggregate`` is strict: every run
@@ -54,14 +56,16 @@ import pandas as pd
 from pdetransfer import __version__
 from pdetransfer.atomic import atomic_path
 from pdetransfer.errors import UserError
-from pdetransfer.layout import Run
+from pdetransfer.layout import BENCHMARKS_DIR, Run
 from pdetransfer.modes import TRAINING, Mode
 from pdetransfer.study.collection import CELL, collect_runs
+from pdetransfer.study.compute import compute_table, study_benchmarks
 from pdetransfer.study.config import Study
 from pdetransfer.study.efficiency import data_efficiency
 from pdetransfer.study.fits import scaling_fits
 from pdetransfer.study.flags import edge_position
-from pdetransfer.study.modes_table import mode_tables
+from pdetransfer.study.modes_table import crossover_table, mode_tables
+from pdetransfer.study.sizes import size_gain
 from pdetransfer.study.statistics import (
     NO_INTERVAL,
     Bootstrap,
@@ -380,12 +384,20 @@ def aggregate_command(args: argparse.Namespace) -> int:
     write_csv(summary, args.summary_csv)
     write_csv(efficiency, args.efficiency_csv)
     write_csv(fits, args.fits_csv)
-    if args.modes_csv or args.thresholds_csv:
+    if args.modes_csv or args.thresholds_csv or args.size_csv:
         modes, thresholds = mode_tables(summary, chosen, Bootstrap(replicates, seed))
         if args.modes_csv:
             write_csv(modes, args.modes_csv)
         if args.thresholds_csv:
             write_csv(thresholds, args.thresholds_csv)
+        if args.size_csv:
+            write_csv(size_gain(study, summary, modes), args.size_csv)
+    if args.crossover_csv:
+        crossovers = crossover_table(summary, chosen, Bootstrap(replicates, seed))
+        write_csv(crossovers, args.crossover_csv)
+    if args.compute_csv:
+        benchmarks = Path(args.results) / BENCHMARKS_DIR
+        write_csv(compute_table(benchmarks, study_benchmarks(study, benchmarks)), args.compute_csv)
     print(
         f"{len(runs)} runs, {len(summary)} summary cells, {len(efficiency)} efficiency rows, "
         f"{len(fits)} fits"

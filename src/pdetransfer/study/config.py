@@ -25,7 +25,7 @@ from pdetransfer import __version__
 from pdetransfer.atomic import write_json
 from pdetransfer.engine.models.registry import split_size
 from pdetransfer.errors import UserError
-from pdetransfer.layout import NAME_PATTERN, Run, format_lr
+from pdetransfer.layout import NAME_PATTERN, Run, cell_template, format_lr
 from pdetransfer.modes import MODES, Mode
 from pdetransfer.study.validation import (
     ConfigError,
@@ -50,12 +50,17 @@ class Study:
         self.lrs: list[str] = [format_lr(float(lr)) for lr in sweep["lr"]]
         self.seeds: list[int] = [int(s) for s in sweep["seeds"]]
         self.modes: list[str] = list(sweep["modes"])
+        #: The study's name (config key ``study``): its own outputs live under
+        #: ``studies/<name>/`` (:func:`pdetransfer.layout.study_root`); None keeps them at the
+        #: results root.
+        self.name: str | None = config.get("study")
         self._check()
 
     # ------------------------------------------------------------------ consistency checks
     def _check(self) -> None:
         """Raise :class:`ConfigError` naming the key of the first inconsistency found."""
-        for name in (*self.datasets, *self.sizes, *self.pretrain, *self.experiments):
+        named = [self.name] if self.name is not None else []
+        for name in (*self.datasets, *self.sizes, *self.pretrain, *self.experiments, *named):
             if not re.fullmatch(NAME_PATTERN, str(name)):
                 raise ConfigError(
                     f"name {name!r} must match {NAME_PATTERN} (it becomes a path component)"
@@ -229,6 +234,29 @@ class Study:
         """Every run of the study once (runs of a shared mode, scratch, appear once)."""
         return _unique(run for name in self.experiments for run in self.experiment_runs(name))
 
+    def cells(self) -> list[str]:
+        """The cell directory of every run (what two studies in one results root may share)."""
+        return _unique(
+            cell_template(run.spec).format(
+                pretrain=run.pretrain, size=run.size, downstream=run.downstream, n=run.n
+            )
+            for run in self.runs()
+        )
+
+    def record(self) -> dict[str, Any]:
+        """The study file's content: the resolved config and what the study builds (the
+        tables read the config; another study in the same results root reads the rest to
+        find what the two share)."""
+        runs = self.runs()
+        return {
+            "config": self.config,
+            "datasets": self.used_datasets(),
+            "pretrain_checkpoints": [list(job) for job in self.pretrain_jobs()],
+            "cells": self.cells(),
+            "runs": {name: sum(r.mode == name for r in runs) for name in MODES},
+            "pdetransfer_version": __version__,
+        }
+
     # ------------------------------------------------------------------ report selections
     def ood_experiments(self) -> list[str]:
         """Experiments with a series of downstream datasets from a single-system pre-training."""
@@ -312,16 +340,7 @@ def study_command(args: argparse.Namespace) -> int:
         raise UserError(
             f"--config-json lacks key {err}: pass the workflow's validated config"
         ) from None
-    runs = study.runs()
-    write_json(
-        args.out,
-        {
-            "config": config,
-            "datasets": study.used_datasets(),
-            "pretrain_checkpoints": [list(job) for job in study.pretrain_jobs()],
-            "runs": {name: sum(r.mode == name for r in runs) for name in MODES},
-            "pdetransfer_version": __version__,
-        },
-    )
-    print(f"study: {len(runs)} runs of {len(study.experiments)} experiments")
+    record = study.record()
+    write_json(args.out, record)
+    print(f"study: {sum(record['runs'].values())} runs of {len(study.experiments)} experiments")
     return 0

@@ -190,7 +190,8 @@ def render(schema: Mapping[str, Any], configs: Sequence[tuple[str, Mapping[str, 
         lines.append("; ".join(fact for fact in facts if fact) + ".")
         rows = [key for key in keys if key.path[0] == top.name and len(key.path) > 1]
         if not rows:
-            lines += ["", f"Example: {example(top, configs)}"]
+            shown = example(top, configs)
+            lines += ["", f"Example: {shown}"] if shown else []
             continue
         lines += [
             "",

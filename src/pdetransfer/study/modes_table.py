@@ -1,4 +1,5 @@
-"""Every mode against full fine-tuning: ``mode_comparison.csv`` and ``mode_threshold.csv``.
+"""Every mode against full fine-tuning (``mode_comparison.csv``, ``mode_threshold.csv``), and
+every mode that fine-tunes the pre-trained model against scratch (``mode_crossover.csv``).
 
 Full fine-tuning is the mode that starts from the pre-trained model and trains every weight
 (:func:`pdetransfer.modes.full_finetune`); every other mode of the study is compared with it
@@ -18,6 +19,10 @@ error does not depend on N, at every N of the reference).
   ``>`` (not within at the largest N: no threshold in the sweep, ``n_within`` empty, and the
   ``note`` says so). Its interval is the percentile interval of the threshold recomputed on
   every bootstrap replicate of the two curves (0 for "below the sweep", inf for "none").
+  ``trainable_parameters``: what the mode trains.
+- ``mode_crossover.csv``: per (pretrain, size, downstream) and mode that trains from the
+  pre-trained model, the N from which scratch catches up with it, interval-aware: see
+  :func:`crossover_table`.
 """
 
 from __future__ import annotations
@@ -63,6 +68,22 @@ THRESHOLD_COLUMNS = [
     "n_within_hi",
     "note",
     *TRAILER,
+    "trainable_parameters",
+]
+CROSSOVER_COLUMNS = [
+    *IDENTITY,
+    "mode",
+    "trainable_parameters",
+    "baseline",
+    "n_crossover",
+    "crossover_bound",
+    "n_crossover_sweep_lo",
+    "n_crossover_sweep_hi",
+    "ratio",
+    "ratio_lo",
+    "ratio_hi",
+    "note",
+    *TRAILER,
 ]
 
 
@@ -70,17 +91,16 @@ def _key(row: Any) -> Cell:
     return (row.mode, row.pretrain, row.size, row.downstream, int(row.n))
 
 
-def _pairs(summary: pd.DataFrame) -> list[tuple[tuple[str, str, str], Mode, pd.DataFrame]]:
-    """Per (pretrain, size, downstream) of the reference and each other mode of the study: the
-    reference's usable rows joined with the mode's on N (``n`` plus ``_ref`` columns)."""
-    reference = full_finetune()
+def _pairs(
+    summary: pd.DataFrame, reference: Mode, others: Sequence[Mode]
+) -> list[tuple[tuple[str, str, str], Mode, pd.DataFrame]]:
+    """Per (pretrain, size, downstream) of the reference and each of ``others`` in the study:
+    the reference's usable rows joined with the mode's on N (``n`` plus ``_ref`` columns)."""
     ok = summary[(summary["status"] == "ok") & summary["test_rel_l2_mean"].gt(0)]
     out = []
     ref_rows = ok[ok["mode"] == reference.name]
     for (pretrain, size, downstream), ref in ref_rows.groupby(IDENTITY, sort=False):
-        for mode in MODES.values():
-            if mode is reference:
-                continue
+        for mode in others:
             rows = ok[
                 (ok["mode"] == mode.name) & (ok["size"] == size) & (ok["downstream"] == downstream)
             ]
@@ -100,10 +120,10 @@ def _replicates(
     mode: Mode,
     chosen: Mapping[Cell, Sequence[RunErrors]],
     bootstrap: Bootstrap | None,
+    reference: Mode,
 ) -> tuple[np.ndarray, np.ndarray, str, int]:
     """Bootstrap replicates (replicates x N) of the mode's and the reference's curves, the
     interval method and the seed degrees of freedom (:class:`~pdetransfer.study.statistics.Bootstrap`)."""
-    reference = full_finetune()
     ours, theirs = [], []
     for r in joined.itertuples():
         n = int(r.n) if mode.trains else 0
@@ -133,6 +153,84 @@ def _threshold(ns: np.ndarray, ratios: np.ndarray) -> np.ndarray:
     return out
 
 
+def _trailer(method: str, seed_df: int, bootstrap: Bootstrap | None) -> dict[str, Any]:
+    """The interval provenance columns of a row (empty replicates and seed without one)."""
+    unknown = method == NO_INTERVAL or bootstrap is None
+    return {
+        "interval_method": method,
+        "seed_df": seed_df,
+        "bootstrap_replicates": math.nan if unknown else bootstrap.replicates,  # type: ignore[union-attr]
+        "bootstrap_seed": math.nan if unknown else bootstrap.seed,  # type: ignore[union-attr]
+    }
+
+
+def crossover(ns: Sequence[float], decisive: Sequence[bool]) -> tuple[float, str, float, float]:
+    """The smallest N (ascending ``ns``) where the mode no longer wins decisively, as
+    (N, bound, sweep_lo, sweep_hi): bound ``=`` with the crossing in (sweep_lo, sweep_hi]
+    (``sweep_lo`` 0 when it is below the sweep's smallest N, bound ``<=``), or ``>`` with no
+    N when it wins decisively at every N of the sweep."""
+    for j, wins in enumerate(decisive):
+        if not wins:
+            lo = float(ns[j - 1]) if j else 0.0
+            return float(ns[j]), "=" if j else "<=", lo, float(ns[j])
+    return math.nan, ">", float(ns[-1]), math.inf
+
+
+def crossover_table(
+    summary: pd.DataFrame,
+    chosen: Mapping[Cell, Sequence[RunErrors]],
+    bootstrap: Bootstrap | None,
+) -> pd.DataFrame:
+    """mode_crossover.csv: per mode that starts from the pre-trained model and trains, per
+    (pretrain, size, downstream), the smallest sweep N at which scratch's error is no longer
+    decisively above the mode's: the 95% interval of scratch / mode contains 1 or lies below
+    it (the point ratio where there is no interval). The crossing lies between the last N
+    where the mode still wins decisively and that N (``n_crossover_sweep_lo``/``_hi``); it
+    is a sweep point, not interpolated. ``crossover_bound`` ``<=`` says scratch is level from
+    the smallest N on, ``>`` that the mode wins at every N of the sweep (no crossover)."""
+    scratch = MODES[full_finetune().baseline or ""]
+    rows = []
+    for reference in (m for m in MODES.values() if m.trains and m.needs_pretrained):
+        for (pretrain, size, downstream), _, joined in _pairs(summary, reference, [scratch]):
+            a, b, method, seed_df = _replicates(joined, scratch, chosen, bootstrap, reference)
+            ratio = (joined["test_rel_l2_mean"] / joined["test_rel_l2_mean_ref"]).to_numpy()
+            if method == NO_INTERVAL:
+                lo = hi = np.full(len(ratio), math.nan)
+                decisive = ratio > 1
+            else:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    bounds = [percentile_interval(col) for col in (a / b).T]
+                lo, hi = (np.array(side) for side in zip(*bounds, strict=True))
+                decisive = lo > 1
+            ns = joined["n"].to_numpy()
+            n_cross, bound, sweep_lo, sweep_hi = crossover(ns, decisive)
+            at = int(np.flatnonzero(ns == n_cross)[0]) if bound != ">" else len(ns) - 1
+            note = {
+                "<=": "scratch is level or better from the smallest N of the sweep",
+                ">": f"none within the sweep: the mode wins decisively up to N = {int(ns[-1])}",
+            }.get(bound, "")
+            rows.append(
+                {
+                    "pretrain": pretrain,
+                    "size": size,
+                    "downstream": downstream,
+                    "mode": reference.name,
+                    "trainable_parameters": joined["trainable_parameters_ref"].iloc[0],
+                    "baseline": scratch.name,
+                    "n_crossover": n_cross,
+                    "crossover_bound": bound,
+                    "n_crossover_sweep_lo": sweep_lo,
+                    "n_crossover_sweep_hi": sweep_hi,
+                    "ratio": ratio[at],
+                    "ratio_lo": lo[at],
+                    "ratio_hi": hi[at],
+                    "note": note,
+                    **_trailer(method, seed_df, bootstrap),
+                }
+            )
+    return pd.DataFrame(rows, columns=CROSSOVER_COLUMNS)
+
+
 def mode_tables(
     summary: pd.DataFrame,
     chosen: Mapping[Cell, Sequence[RunErrors]],
@@ -140,15 +238,12 @@ def mode_tables(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """mode_comparison.csv and mode_threshold.csv (see the module docstring)."""
     comparison, thresholds = [], []
-    for (pretrain, size, downstream), mode, joined in _pairs(summary):
-        a, b, method, seed_df = _replicates(joined, mode, chosen, bootstrap)
+    reference = full_finetune()
+    others = [mode for mode in MODES.values() if mode is not reference]
+    for (pretrain, size, downstream), mode, joined in _pairs(summary, reference, others):
+        a, b, method, seed_df = _replicates(joined, mode, chosen, bootstrap, reference)
         unknown = method == NO_INTERVAL
-        trailer = {
-            "interval_method": method,
-            "seed_df": seed_df,
-            "bootstrap_replicates": math.nan if unknown else bootstrap.replicates,  # type: ignore[union-attr]
-            "bootstrap_seed": math.nan if unknown else bootstrap.seed,  # type: ignore[union-attr]
-        }
+        trailer = _trailer(method, seed_df, bootstrap)
         with np.errstate(divide="ignore", invalid="ignore"):
             rep_ratio = a / b
         ratios = (joined["test_rel_l2_mean"] / joined["test_rel_l2_mean_ref"]).to_numpy()
@@ -194,6 +289,7 @@ def mode_tables(
                 "size": size,
                 "downstream": downstream,
                 "mode": mode.name,
+                "trainable_parameters": joined["trainable_parameters"].iloc[0],
                 "within": WITHIN,
                 "n_within": n_within,
                 "bound": bound,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -28,77 +28,34 @@ import pandas as pd
 from pdetransfer import __version__
 from pdetransfer.atomic import atomic_path
 from pdetransfer.errors import UserError
-from pdetransfer.layout import mode_root
+from pdetransfer.layout import BENCHMARKS_DIR, PLOTS_DIR, STUDY_FILE, TABLES_DIR, study_path
 from pdetransfer.modes import MODES, TRAINING, Mode, comparisons, full_finetune
+from pdetransfer.study import compute
 from pdetransfer.study.aggregation import load_study, mode_rows, read_csv, summary_rows
 from pdetransfer.study.config import Study
-from pdetransfer.study.plotting import dataset_label
-
-MISSING = "n/a"
-TABLES = ("runs.csv", "summary.csv", "data_efficiency.csv", "scaling_fits.csv")
-BOUND_SYMBOL = {"=": "", "<=": "≤", ">=": "≥", ">": ">", "<": "<"}
-# Snakemake benchmark files by stage: (label, globs under results/benchmarks). A file counts
-# for the first stage that matches it (the mixed-physics statistics sit under pretrain/).
-STAGES = (
-    ("data generation and checks", ("data/**/*.tsv", "pretrain/*/stats.tsv")),
-    ("pre-training", ("pretrain/*/*.tsv",)),
-    *((m.activity, (f"{mode_root(m)}/**/train.tsv",)) for m in MODES.values() if m.trains),
-    ("evaluation", ("runs/**/evaluate.tsv",)),
-    ("gallery predictions", ("runs/**/predict.tsv",)),
+from pdetransfer.study.markdown import (
+    MISSING,
+    format_error,
+    format_interval,
+    format_n,
+    format_ratio,
+    format_sweep,
+    markdown_table,
+    task_label,
 )
+from pdetransfer.study.plotting import dataset_label
+from pdetransfer.study.sections import compute_section, crossover_section, size_section
 
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub-flavoured Markdown table (text cells, first column left, others right)."""
-    align = [":--"] + ["--:"] * (len(header) - 1)
-    lines = [header, align, *rows]
-    return "\n".join("| " + " | ".join(str(cell) for cell in line) + " |" for line in lines)
-
-
-def format_error(mean: float, std: float = math.nan) -> str:
-    """``0.0523 ± 0.0031``: three significant digits, the spread over seeds when known."""
-    if not math.isfinite(mean):
-        return MISSING
-    text = f"{mean:.3g}"
-    return f"{text} ± {std:.2g}" if math.isfinite(std) else text
-
-
-def format_n(n: float, bound: str) -> str:
-    """An N of data_efficiency.csv with its qualifier: ``≤8``, ``>1024`` or ``37``."""
-    if not math.isfinite(n):
-        return MISSING
-    return f"{BOUND_SYMBOL.get(bound, '')}{n:.0f}"
-
-
-def format_ratio(ratio: float, bound: str) -> str:
-    """N_scratch / N_finetune with its qualifier: ``12.3x``, ``≥4.0x``; n/a when unknown."""
-    if not bound or not math.isfinite(ratio):
-        return MISSING
-    return f"{BOUND_SYMBOL[bound]}{ratio:.1f}x"
-
-
-def format_interval(lo: float, hi: float, digits: str = ".0f") -> str:
-    """`` [30, 45]``: a 95% interval (0 and ∞: beyond the sweep's ends); empty when unknown,
-    or when both ends lie beyond the same end of the sweep (the bound already says so)."""
-    if math.isnan(lo) or math.isnan(hi) or (lo == hi and lo in (0, math.inf)):
-        return ""
-    low = "0" if lo == 0 else f"{lo:{digits}}"
-    high = "∞" if math.isinf(hi) else f"{hi:{digits}}"
-    return f" [{low}, {high}]"
-
-
-def _task(study: Study, pretrain: str, downstream: str) -> str:
-    return f"{pretrain} → {dataset_label(study, downstream)}"
-
-
-def format_sweep(lo: float, hi: float, digits: str = ".0f") -> str:
-    """`` (8, 32]``: what the sweep points alone say of a crossing (0 and ∞ as in
-    :func:`format_interval`); empty when unknown."""
-    if math.isnan(lo) or math.isnan(hi):
-        return ""
-    low = "0" if lo == 0 else f"{lo:{digits}}"
-    high = "∞" if math.isinf(hi) else f"{hi:{digits}}"
-    return f" ({low}, {high}]"
+TABLES = ("runs.csv", "summary.csv", "data_efficiency.csv", "scaling_fits.csv")
+COMPUTE = "compute.csv"
+#: Tables copied and rendered where the study wrote them.
+OPTIONAL_TABLES = (
+    "mode_comparison.csv",
+    "mode_threshold.csv",
+    "mode_crossover.csv",
+    "size_gain.csv",
+    COMPUTE,
+)
 
 
 def efficiency_section(study: Study, efficiency: pd.DataFrame) -> str:
@@ -123,7 +80,7 @@ def _comparison_section(study: Study, efficiency: pd.DataFrame, mode: Mode, base
     rows = []
     for r in efficiency.itertuples():
         row = [
-            _task(study, r.pretrain, r.downstream),
+            task_label(study, r.pretrain, r.downstream),
             r.size,
             f"{r.target_rel_l2:g}",
             format_n(getattr(r, f"n_{ours}"), getattr(r, f"{ours}_bound")),
@@ -241,7 +198,7 @@ def error_section(study: Study, summary: pd.DataFrame) -> str:
             elif not curve.empty:
                 zero = format_error(curve["test_rel_l2_mean"].iloc[0])
                 rows.append([mode.label, *([zero] * len(ns))])
-        title = f"### {_task(study, pretrain, downstream)}, size {size}"
+        title = f"### {task_label(study, pretrain, downstream)}, size {size}"
         parts += ["", title, "", markdown_table(["mode", *(f"N={n}" for n in ns)], rows)]
     return "\n".join(parts)
 
@@ -425,43 +382,17 @@ def fits_section(fits: pd.DataFrame) -> str:
     )
 
 
-def compute_section(benchmarks: Path) -> str:
-    """Job wall-clock seconds summed per stage, from Snakemake's benchmark files."""
-    rows = []
-    total = 0.0
-    counted: set[Path] = set()
-    for label, patterns in STAGES:
-        files = sorted({path for p in patterns for path in benchmarks.glob(p)} - counted)
-        counted.update(files)
-        seconds = 0.0
-        for path in files:
-            try:
-                seconds += float(pd.read_csv(path, sep="\t")["s"].sum())
-            except (pd.errors.ParserError, pd.errors.EmptyDataError, KeyError):
-                raise UserError(f"benchmark file {path} is not a Snakemake benchmark") from None
-        total += seconds
-        rows.append([label, str(len(files)), f"{seconds:,.0f}", f"{seconds / 3600:.2f}"])
-    rows.append(["all jobs", "", f"{total:,.0f}", f"{total / 3600:.2f}"])
-    return "\n".join(
-        [
-            "## Compute",
-            "",
-            "Wall-clock seconds of the jobs, summed per stage (Snakemake benchmark files); jobs",
-            "ran in parallel, so the sum exceeds the study's elapsed time.",
-            "",
-            markdown_table(["stage", "jobs", "job seconds", "job hours"], rows),
-        ]
-    )
-
-
 def render_tables(
     study: Study,
     summary: pd.DataFrame,
     efficiency: pd.DataFrame,
-    benchmarks: Path | None,
+    compute_table: pd.DataFrame | None,
     fits: pd.DataFrame | None = None,
+    extra: Mapping[str, pd.DataFrame] | None = None,
 ) -> str:
-    """tables.md: every section, in the order the study's questions are asked."""
+    """tables.md: every section, in the order the study's questions are asked (``extra``: the
+    optional tables by file name, mode_crossover.csv and size_gain.csv, where written)."""
+    extra = extra or {}
     sections = [
         "# Tables of the study",
         f"Written by `pdetransfer publish` (pdetransfer {__version__}) from the workflow's\n"
@@ -473,8 +404,12 @@ def render_tables(
         learning_rate_section(study, summary),
         fits_section(fits) if fits is not None else "",
     ]
-    if benchmarks is not None:
-        sections.append(compute_section(benchmarks))
+    if "size_gain.csv" in extra:
+        sections.append(size_section(study, extra["size_gain.csv"], efficiency))
+    if "mode_crossover.csv" in extra:
+        sections.append(crossover_section(study, extra["mode_crossover.csv"]))
+    if compute_table is not None:
+        sections.append(compute_section(compute_table))
     return "\n\n".join(section for section in sections if section) + "\n"
 
 
@@ -483,29 +418,58 @@ def _copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, tmp)
 
 
+def _paths(args: argparse.Namespace) -> tuple[Path, Path, Path]:
+    """The study file, tables and plots of the run: as given, else the study's own
+    (:func:`pdetransfer.layout.study_path` of ``--name`` below ``--results``)."""
+
+    def own(path: str) -> Path:
+        return Path(args.results) / study_path(args.name, path)
+
+    return (
+        Path(args.study) if args.study else own(STUDY_FILE),
+        Path(args.tables) if args.tables else own(TABLES_DIR),
+        Path(args.plots) if args.plots else own(PLOTS_DIR),
+    )
+
+
+def _compute(tables: Path, benchmarks: str | None, results: str) -> pd.DataFrame | None:
+    """The study's compute.csv; for tables written before it, every job of a benchmark folder
+    (``--benchmarks``, by default the results root's where it exists; '' for none)."""
+    if (tables / COMPUTE).is_file():
+        return read_csv(tables / COMPUTE)
+    folder = Path(results) / BENCHMARKS_DIR if benchmarks is None else Path(benchmarks)
+    if (benchmarks is None and not folder.is_dir()) or benchmarks == "":
+        return None
+    if not folder.is_dir():
+        raise UserError(f"--benchmarks {folder} is not a directory")
+    return compute.compute_table(folder, sorted(folder.glob("**/*.tsv")))
+
+
 def publish_command(args: argparse.Namespace) -> int:
     """``pdetransfer publish``: copy tables, PNG figures and study file; write tables.md."""
-    study = load_study(args.study)
-    tables, plots, out = Path(args.tables), Path(args.plots), Path(args.out)
+    study_file, tables, plots = _paths(args)
+    study = load_study(study_file)
+    out = Path(args.out)
     for name in TABLES:
         if not (tables / name).is_file():
             raise UserError(f"{tables / name} does not exist: run the workflow's aggregate rule")
     figures = sorted(plots.glob("**/*.png"))
     if not figures:
         raise UserError(f"no PNG figures under {plots}: run the workflow first")
-    benchmarks = Path(args.benchmarks) if args.benchmarks else None
-    if benchmarks is not None and not benchmarks.is_dir():
-        raise UserError(f"--benchmarks {benchmarks} is not a directory")
+    costs = _compute(tables, args.benchmarks, args.results)
     summary = read_csv(tables / "summary.csv")
     efficiency = read_csv(tables / "data_efficiency.csv")
     fits = read_csv(tables / "scaling_fits.csv")
-    text = render_tables(study, summary, efficiency, benchmarks, fits)
-    for name in TABLES:
+    present = [name for name in OPTIONAL_TABLES if (tables / name).is_file()]
+    extra = {name: read_csv(tables / name) for name in present}
+    text = render_tables(study, summary, efficiency, costs, fits, extra)
+    copied = [*TABLES, *present]
+    for name in copied:
         _copy(tables / name, out / "tables" / name)
     for figure in figures:
         _copy(figure, out / "figures" / figure.relative_to(plots))
-    _copy(Path(args.study), out / "study.json")
+    _copy(study_file, out / "study.json")
     with atomic_path(out / "tables.md") as tmp:
         Path(tmp).write_text(text, encoding="utf-8")
-    print(f"published {len(TABLES)} tables and {len(figures)} figures to {out}")
+    print(f"published {len(copied)} tables and {len(figures)} figures to {out}")
     return 0

@@ -17,8 +17,10 @@ expects one, before the schema is checked, so users can write numbers the way th
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pdetransfer.data import datasets, import_spec, systems
@@ -271,3 +273,77 @@ def _check_reachable(study: Study) -> None:
                     f"the {split} split) cannot be reached on a {grid}x{grid} grid, where that "
                     f"source allows at most {reachable[i]:.4g}; use a finer grid or a lower range"
                 )
+
+
+# ---------------------------------------------------------------------------- shared roots
+#: Named entries two studies in one results root must define alike (their files are shared).
+SHARED_ENTRIES = ("datasets", "sizes", "pretrain")
+#: Settings two studies must agree on where they share what the setting shapes: the datasets
+#: both generate, the pre-trainings both build, the run cells both hold (a training job's
+#: params; with sweep.pack a cell's job trains every learning rate x seed of the sweep).
+SHARED_SETTINGS = (
+    ("data_seed", "datasets"),
+    ("training.pretrain", "pretrain_checkpoints"),
+    ("training.checkpoint_every", "pretrain_checkpoints"),
+    ("training.downstream", "cells"),
+    ("training.checkpoint_every", "cells"),
+    ("evaluation", "cells"),
+    ("sweep.lora_rank", "cells"),
+    ("sweep.pack", "cells"),
+    ("report.gallery.samples", "cells"),
+)
+PACKED_SETTINGS = ("sweep.lr", "sweep.seeds")
+
+
+def _label(name: str | None) -> str:
+    return f"study {name!r}" if name is not None else "the unnamed study"
+
+
+def _setting(config: Mapping[str, Any], key: str) -> Any:
+    value: Any = config
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+def sharing_conflict(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> str | None:
+    """The first config key two study records (``Study.record``) disagree on although their
+    studies share the files it shapes; None when they can share one results root. A record
+    written before ``cells`` existed shares no cells as far as this can tell."""
+    mine, other = ours["config"], theirs["config"]
+    for section in SHARED_ENTRIES:
+        for name in sorted(set(mine[section]) & set(other.get(section, {}))):
+            if mine[section][name] != other[section][name]:
+                return f"{section}.{name}"
+    shared = {
+        what: set(map(str, ours.get(what, []))) & set(map(str, theirs.get(what, [])))
+        for what in ("datasets", "pretrain_checkpoints", "cells")
+    }
+    settings = list(SHARED_SETTINGS)
+    if _setting(mine, "sweep.pack"):
+        settings += [(key, "cells") for key in PACKED_SETTINGS]
+    for key, what in settings:
+        if shared[what] and _setting(mine, key) != _setting(other, key):
+            return key
+    return None
+
+
+def check_shared(record: Mapping[str, Any], name: str | None, files: Mapping[Any, Any]) -> None:
+    """Raise :class:`ConfigError` when the study (its record and name) would overwrite files of
+    another study recorded in the same results root (``files``: name -> its study file)."""
+    for other, path in files.items():
+        if other == name:
+            continue
+        try:
+            theirs = json.loads(Path(path).read_text())
+            key = sharing_conflict(record, theirs)
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise ConfigError(
+                f"study file {path} is unreadable: remove it or rerun its study first"
+            ) from None
+        if key is not None:
+            raise ConfigError(
+                f"config key '{key}': {_label(name)} sets it differently from {_label(other)} "
+                f"({path}), and both use the same files under the results root; make them "
+                "agree or run the studies in separate directories"
+            )
