@@ -52,6 +52,10 @@ def test_a_study_with_every_mode(tmp_path: Path) -> None:
     assert set(thresholds["bound"]) <= {"=", "<=", ">"}
     assert all((row.bound == ">") == (row.note != "") for row in thresholds.itertuples()
                if row.bound != "<=")  # fmt: skip
+    crossovers = pd.read_csv(tables / "mode_crossover.csv", keep_default_na=False)
+    assert sorted(crossovers["mode"]) == ["finetune", "head", "lora"]
+    assert (crossovers.set_index("mode")["trainable_parameters"] == trainable).dropna().all()
+    assert set(crossovers["crossover_bound"]) <= {"=", "<=", ">"}
     assert (tmp_path / "results" / "plots" / "error_vs_n" / "shifts" / "poisson_5_10.png").exists()
 
     lora = next((tmp_path / "results" / "runs" / "lora").glob("**/model.pt"))
