@@ -116,13 +116,13 @@ rule plot_error_vs_n:
         fits=table("scaling_fits.csv"),
     output:
         png=report(
-            PLOTS + "/error_vs_n/{experiment}/{downstream}.png",
+            plot("error_vs_n/{experiment}/{downstream}.png"),
             caption="../report/error_vs_n.rst",
             category="Error vs N",
             subcategory="{experiment}",
             labels={"experiment": "{experiment}", "downstream": "{downstream}"},
         ),
-        svg=PLOTS + "/error_vs_n/{experiment}/{downstream}.svg",
+        svg=plot("error_vs_n/{experiment}/{downstream}.svg"),
     log:
         study_log("plots/error_vs_n/{experiment}/{downstream}.log"),
     conda:
@@ -140,12 +140,12 @@ rule plot_error_vs_size:
         summary=table("summary.csv"),
     output:
         png=report(
-            PLOTS + "/error_vs_size/{experiment}.png",
+            plot("error_vs_size/{experiment}.png"),
             caption="../report/error_vs_size.rst",
             category="Error vs model size",
             labels={"experiment": "{experiment}"},
         ),
-        svg=PLOTS + "/error_vs_size/{experiment}.svg",
+        svg=plot("error_vs_size/{experiment}.svg"),
     log:
         study_log("plots/error_vs_size/{experiment}.log"),
     conda:
@@ -161,12 +161,12 @@ rule plot_ood:
         summary=table("summary.csv"),
     output:
         png=report(
-            PLOTS + "/ood/{experiment}.png",
+            plot("ood/{experiment}.png"),
             caption="../report/ood.rst",
             category="OOD series",
             labels={"experiment": "{experiment}"},
         ),
-        svg=PLOTS + "/ood/{experiment}.svg",
+        svg=plot("ood/{experiment}.svg"),
     log:
         study_log("plots/ood/{experiment}.log"),
     conda:
@@ -182,12 +182,12 @@ rule plot_mixed:
         summary=table("summary.csv"),
     output:
         png=report(
-            PLOTS + "/mixed/{experiment}.png",
+            plot("mixed/{experiment}.png"),
             caption="../report/mixed.rst",
             category="Mixed physics",
             labels={"experiment": "{experiment}"},
         ),
-        svg=PLOTS + "/mixed/{experiment}.svg",
+        svg=plot("mixed/{experiment}.svg"),
     log:
         study_log("plots/mixed/{experiment}.log"),
     conda:
@@ -203,12 +203,12 @@ rule plot_gallery:
         runs=gallery_inputs,
     output:
         png=report(
-            PLOTS + "/gallery/{downstream}.png",
+            plot("gallery/{downstream}.png"),
             caption="../report/gallery.rst",
             category="Gallery",
             labels={"downstream": "{downstream}"},
         ),
-        svg=PLOTS + "/gallery/{downstream}.svg",
+        svg=plot("gallery/{downstream}.svg"),
     log:
         study_log("plots/gallery/{downstream}.log"),
     conda:

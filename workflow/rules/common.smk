@@ -274,16 +274,17 @@ def plot_targets():
     stems += [f"error_vs_size/{name}" for name in STUDY.scaling_experiments()]
     stems += [f"ood/{name}" for name in STUDY.ood_experiments()]
     stems += [f"mixed/{name}" for name in STUDY.mixed_experiments()]
-    return [
-        study_out(f"{layout.PLOTS_DIR}/{stem}.{ext}")
-        for stem in stems
-        for ext in ("png", "svg")
-    ]
+    return [plot(f"{stem}.{ext}") for stem in stems for ext in ("png", "svg")]
 
 
 def table(name):
     """One of the study's tables."""
     return study_out(f"{layout.TABLES_DIR}/{name}")
+
+
+def plot(name):
+    """One of the study's figures."""
+    return study_out(f"{layout.PLOTS_DIR}/{name}")
 
 
 def study_log(name):
@@ -292,7 +293,6 @@ def study_log(name):
 
 
 STUDY_FILE = study_out(layout.STUDY_FILE)
-PLOTS = study_out(layout.PLOTS_DIR)
 TABLES = [
     table("runs.csv"),
     table("summary.csv"),
