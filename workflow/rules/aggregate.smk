@@ -63,6 +63,16 @@ rule aggregate:
             caption="../report/modes.rst",
             category="Tables",
         ),
+        bins=report(
+            "results/tables/error_bins.csv",
+            caption="../report/error_bins.rst",
+            category="Tables",
+        ),
+        forgetting=report(
+            "results/tables/forgetting.csv",
+            caption="../report/forgetting.rst",
+            category="Tables",
+        ),
     log:
         "results/logs/aggregate.log",
     benchmark:
@@ -73,7 +83,8 @@ rule aggregate:
         "pdetransfer aggregate --study {input.study} --results results"
         " --runs-csv {output.runs} --summary-csv {output.summary}"
         " --efficiency-csv {output.efficiency} --fits-csv {output.fits}"
-        " --modes-csv {output.modes} --thresholds-csv {output.thresholds} > {log} 2>&1"
+        " --modes-csv {output.modes} --thresholds-csv {output.thresholds}"
+        " --bins-csv {output.bins} --forgetting-csv {output.forgetting} > {log} 2>&1"
 
 
 # `snakemake partial`: the tables of the runs finished so far, under results/partial/tables,

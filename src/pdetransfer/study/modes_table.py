@@ -18,6 +18,11 @@ error does not depend on N, at every N of the reference).
   ``>`` (not within at the largest N: no threshold in the sweep, ``n_within`` empty, and the
   ``note`` says so). Its interval is the percentile interval of the threshold recomputed on
   every bootstrap replicate of the two curves (0 for "below the sweep", inf for "none").
+
+``mode_comparison.csv`` also gives both sides' **median** errors (the mean over seeds of each
+run's median over the test samples) and their ratio ``ratio_median`` with an interval
+(``median_interval_method``), drawn from a bootstrap of its own (same seed), so a reader sees
+whether the typical sample agrees with the mean. The threshold is the mean's.
 """
 
 from __future__ import annotations
@@ -30,7 +35,14 @@ import numpy as np
 import pandas as pd
 
 from pdetransfer.modes import MODES, Mode, full_finetune
-from pdetransfer.study.statistics import NO_INTERVAL, Bootstrap, RunErrors, percentile_interval
+from pdetransfer.study.statistics import (
+    MEAN,
+    MEDIAN,
+    NO_INTERVAL,
+    Bootstrap,
+    RunErrors,
+    percentile_interval,
+)
 
 Cell = tuple[str, str, str, str, int]  # (mode, pretrain, size, downstream, n)
 
@@ -52,6 +64,14 @@ COMPARISON_COLUMNS = [
     "ratio_lo",
     "ratio_hi",
     *TRAILER,
+    "test_rel_l2_median",
+    "test_rel_l2_median_lo",
+    "test_rel_l2_median_hi",
+    "reference_rel_l2_median",
+    "ratio_median",
+    "ratio_median_lo",
+    "ratio_median_hi",
+    "median_interval_method",
 ]
 THRESHOLD_COLUMNS = [
     *IDENTITY,
@@ -100,9 +120,11 @@ def _replicates(
     mode: Mode,
     chosen: Mapping[Cell, Sequence[RunErrors]],
     bootstrap: Bootstrap | None,
+    statistic: str = MEAN,
 ) -> tuple[np.ndarray, np.ndarray, str, int]:
-    """Bootstrap replicates (replicates x N) of the mode's and the reference's curves, the
-    interval method and the seed degrees of freedom (:class:`~pdetransfer.study.statistics.Bootstrap`)."""
+    """Bootstrap replicates (replicates x N) of the mode's and the reference's curves of
+    ``statistic``, the interval method and the seed degrees of freedom
+    (:class:`~pdetransfer.study.statistics.Bootstrap`)."""
     reference = full_finetune()
     ours, theirs = [], []
     for r in joined.itertuples():
@@ -112,11 +134,36 @@ def _replicates(
                                        int(r.n)), [])))  # fmt: skip
     if bootstrap is None or not all(ours) or not all(theirs):
         return np.empty((0, len(joined))), np.empty((0, len(joined))), NO_INTERVAL, 0
-    reps = bootstrap.curves([ours, theirs])
+    reps = bootstrap.curves([ours, theirs], statistic=statistic)
     if reps.method == NO_INTERVAL:
         return np.empty((0, len(joined))), np.empty((0, len(joined))), NO_INTERVAL, 0
     a, b = reps.curves
     return a, b, reps.method, reps.seed_df
+
+
+def _median_columns(
+    joined: pd.DataFrame,
+    mode: Mode,
+    chosen: Mapping[Cell, Sequence[RunErrors]],
+    bootstrap: Bootstrap | None,
+) -> dict[str, list[Any]]:
+    """Per row of ``joined``: both sides' median errors, their ratio and its interval, and the
+    median interval method (NaN medians where the summary has none)."""
+    nan = pd.Series(math.nan, index=joined.index)
+    ours = joined.get("test_rel_l2_median", nan).to_numpy(dtype=float)
+    ref = joined.get("test_rel_l2_median_ref", nan).to_numpy(dtype=float)
+    a, b, method, _ = _replicates(joined, mode, chosen, bootstrap, MEDIAN)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio, rep_ratio = ours / ref, a / b
+    out: dict[str, list[Any]] = {name: [] for name in COMPARISON_COLUMNS[-8:]}
+    for j in range(len(joined)):
+        known = method != NO_INTERVAL
+        err = percentile_interval(a[:, j]) if known else (math.nan, math.nan)
+        rat = percentile_interval(rep_ratio[:, j]) if known else (math.nan, math.nan)
+        values = [ours[j], *err, ref[j], ratio[j], *rat, method]
+        for name, value in zip(out, values, strict=True):
+            out[name].append(value)
+    return out
 
 
 def _threshold(ns: np.ndarray, ratios: np.ndarray) -> np.ndarray:
@@ -140,8 +187,10 @@ def mode_tables(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """mode_comparison.csv and mode_threshold.csv (see the module docstring)."""
     comparison, thresholds = [], []
+    medians = None if bootstrap is None else Bootstrap(bootstrap.replicates, bootstrap.seed)
     for (pretrain, size, downstream), mode, joined in _pairs(summary):
         a, b, method, seed_df = _replicates(joined, mode, chosen, bootstrap)
+        median_columns = _median_columns(joined, mode, chosen, medians)
         unknown = method == NO_INTERVAL
         trailer = {
             "interval_method": method,
@@ -173,6 +222,7 @@ def mode_tables(
                     "ratio_lo": rat_lo,
                     "ratio_hi": rat_hi,
                     **trailer,
+                    **{column: values[j] for column, values in median_columns.items()},
                 }
             )
         ns = joined["n"].to_numpy()
