@@ -88,7 +88,8 @@ def read_parameter(path: Path) -> Parameter | None:
         info = info_from(h5, path)
         values = read_rows(h5["param"], 0, info.n_samples, path).astype(float)
     lo, hi = info.param_range
-    if not (np.isfinite(values).all() and np.ptp(values, initial=0.0) > 0 and hi > lo):
+    varies = values.size > 0 and values.min() < values.max()
+    if not (np.isfinite(values).all() and varies and hi > lo):
         return None
     return Parameter(info.param_name, lo, hi, values)
 
