@@ -32,6 +32,7 @@ rule aggregate:
         study="results/study.json",
         runs=run_outputs(),
         checks=data_checks(),
+        tests=test_files(),
     output:
         runs=report(
             "results/tables/runs.csv",
