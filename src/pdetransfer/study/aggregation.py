@@ -426,8 +426,13 @@ def aggregate_command(args: argparse.Namespace) -> int:
         write_csv(forgetting(summary, chosen, Bootstrap(replicates, seed)), args.forgetting_csv)
     if args.bins_csv:
         parameters, notes = dataset_parameters(summary["downstream"], args.results)
-        bins = int(study.config["report"]["bins"])
-        table = error_bins(summary, chosen, parameters, bins, Bootstrap(replicates, seed))
+        bins = study.config["report"].get("bins")
+        if bins is None:
+            raise UserError(
+                f"{args.study} has no report.bins (written before the key existed): rewrite it"
+                " with `pdetransfer study`"
+            )
+        table = error_bins(summary, chosen, parameters, int(bins), Bootstrap(replicates, seed))
         write_csv(table, args.bins_csv)
         for line in notes:
             print(f"aggregate: {line}")

@@ -143,6 +143,7 @@ def error_bins(
                 f" file has {len(parameter.values)} samples: rerun their evaluation"
             )
         edges, index = parameter.bins(count)
+        by_cell: list[list[dict[str, Any]]] = [[] for _ in cells]
         for b in range(count):
             mask = index == b
             binned = [[_restrict(r, mask) for r in runs] for _, runs in cells]
@@ -152,7 +153,8 @@ def error_bins(
                 row = dict(zip(CELL, (mode, pretrain, size, downstream, n), strict=True))
                 row |= {"param_name": parameter.name, "bin": b}
                 row |= {"param_lo": edges[b], "param_hi": edges[b + 1], "samples": int(mask.sum())}
-                rows.append(row | _numbers(runs, j, mean, median, bootstrap))
+                by_cell[j].append(row | _numbers(runs, j, mean, median, bootstrap))
+        rows += [row for cell in by_cell for row in cell]
     return pd.DataFrame(rows, columns=BIN_COLUMNS)
 
 
