@@ -15,6 +15,7 @@ import pandas as pd
 from pdetransfer.modes import MODES
 from pdetransfer.study.config import Study
 from pdetransfer.study.markdown import MISSING, format_interval, markdown_table, task_label
+from pdetransfer.study.plotting import dataset_label
 
 
 def _label(mode: str) -> str:
@@ -102,6 +103,9 @@ def bins_section(study: Study, bins: pd.DataFrame) -> str:
                 for r in cell.itertuples()
             ]
             rows.append([_label(mode), str(int(n)) if n else "", *texts])
-        source = task_label(study, pretrain, downstream) if pretrain else downstream
+        if pretrain:
+            source = task_label(study, pretrain, downstream)
+        else:
+            source = f"{dataset_label(study, downstream)} (no pre-training)"
         parts += ["", f"### {source}, size {size}", "", markdown_table(header, rows)]
     return "\n".join(parts)
