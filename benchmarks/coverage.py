@@ -15,7 +15,8 @@ every run of its dataset, log-sd 0.4). Their intervals are computed by the funct
 The runs stay in memory (one learning rate, every run chosen): tests/test_coverage.py runs the
 same studies through ``pdetransfer aggregate`` end to end, files included, with fewer draws.
 Per seeds x quantity x method: the share of intervals that contain the truth and the median
-interval width relative to the truth. Quantities: the cell means (truth a * N^-0.5), the cell
+and mean interval widths relative to the truth (the mean is inf where some ratio interval
+reaches beyond the sweep, an infinite end). Quantities: the cell means (truth a * N^-0.5), the cell
 medians (``test_rel_l2_median``: truth a * N^-0.5 times the difficulty's median,
 exp(-log-sd^2 / 2)), the data-efficiency ratio, and (new method only: data_efficiency draws it
 with :class:`Bootstrap` whatever the mean's method) the ratio read from the medians. Results go to ``benchmarks/results/coverage.csv``.
