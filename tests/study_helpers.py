@@ -14,8 +14,10 @@ import yaml
 from snakemake.utils import validate
 
 from pdetransfer.cli import main
+from pdetransfer.data.datasets import FORMAT_VERSION
+from pdetransfer.data.systems import file_system
 from pdetransfer.engine.training.run_files import LOG_COLUMNS
-from pdetransfer.layout import Run
+from pdetransfer.layout import DATASET_FILE, Run
 from pdetransfer.study.config import Study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,6 +148,33 @@ def parameters(size: str) -> int:
     return {"tiny": 100, "small": 400, "xs": 1000, "s": 4000}[size]
 
 
+def write_test_file(path: Path, system: str, param_range: list[float], param: np.ndarray) -> None:
+    """A dataset file as the data stage writes it, holding only what the tables read: its
+    samples' physical parameter ``param`` (fields and coefficients zero, grid 16)."""
+    n, grid = len(param), 16
+    spec = file_system(system)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as h5:
+        h5["fields"] = np.zeros((n, 2, grid, grid), np.float32)
+        h5["tensor"] = np.zeros((n, len(spec.tensor_names)), np.float32)
+        h5["coefficients"] = np.zeros((n, 6), np.float32)
+        h5["param"] = np.asarray(param, np.float64)
+        h5["sparsity"] = np.zeros(n)
+        h5.attrs.update(system=system, param_name=spec.param_name, param_range=param_range)
+        h5.attrs.update(split="test", grid=grid, n_samples=n, base_seed=0, seed=0, kappa=1.0)
+        h5.attrs["format_version"] = FORMAT_VERSION
+
+
+def fake_test_files(root: Path, study: Study, samples: int = 8) -> None:
+    """Every downstream dataset's test file under ``root``, its samples' parameter spread
+    evenly over the dataset's range (both ends included)."""
+    for name in {run.downstream for run in study.runs()}:
+        spec = study.config["datasets"][name]
+        param = np.linspace(*spec["range"], samples)
+        path = root / DATASET_FILE.format(dataset=name, split="test")
+        write_test_file(path, spec["system"], spec["range"], param)
+
+
 def write_study(config: dict, path: Path) -> Path:
     """The study file ``pdetransfer study`` writes for ``config``."""
     assert main(["study", "--config-json", json.dumps(config), "--out", str(path)]) == 0
@@ -171,6 +200,9 @@ COVERAGE_NS = [8, 32, 128, 512]  # the reproduce study's sweep
 COVERAGE_TARGET = TRUE_SCALE["finetune"] / 24**0.5
 #: Log-sd of the seed factor of a run and of the difficulty of a test sample.
 SEED_LOG_SD, DIFFICULTY_LOG_SD = 0.15, 0.4
+#: The median of a run's expected per-sample errors over its truth: the difficulty's median
+#: (lognormal with mean 1), what a cell's median error estimates.
+TRUE_MEDIAN_FACTOR = float(np.exp(-(DIFFICULTY_LOG_SD**2) / 2))
 
 
 def coverage_config(seeds: int, downstream: int, test: int) -> dict:

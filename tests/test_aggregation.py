@@ -16,6 +16,7 @@ from study_helpers import (
     SCHEMA,
     aggregate_argv,
     fake_results,
+    fake_test_files,
     load_config,
     rich_config,
     write_study,
@@ -27,15 +28,15 @@ from pdetransfer.layout import format_lr
 from pdetransfer.study.aggregation import read_csv, summarize, warnings, write_csv
 from pdetransfer.study.config import ConfigError, Study
 from pdetransfer.study.efficiency import data_efficiency
-from pdetransfer.study.publishing import (
-    efficiency_section,
+from pdetransfer.study.markdown import (
     format_error,
     format_interval,
     format_n,
     format_ratio,
     format_sweep,
-    render_tables,
 )
+from pdetransfer.study.publishing import render_tables
+from pdetransfer.study.sections import efficiency_section
 from pdetransfer.study.statistics import n_to_reach
 
 
@@ -197,15 +198,26 @@ def test_csv_round_trip_keeps_empty_pretrain(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- fake results
+#: aggregate's optional outputs (flag stem: table name).
+LATER_TABLES = {
+    "modes": "mode_comparison",
+    "thresholds": "mode_threshold",
+    "bins": "error_bins",
+    "forgetting": "forgetting",
+}
+
+
 def _aggregated(tmp_path: Path) -> tuple[Study, Path, Path, Path]:
     """Fake results aggregated into tables, one figure drawn: what publish reads."""
     config = load_config("test")
     study = Study(config)
     results = tmp_path / "results"
     fake_results(results, study)
+    fake_test_files(results, study)
     study_file = write_study(config, results / "study.json")
     tables = results / "tables"
-    assert main(aggregate_argv(study_file, results, tables)) == 0
+    extra = [f"--{name}-csv={tables / f'{table}.csv'}" for name, table in LATER_TABLES.items()]
+    assert main(aggregate_argv(study_file, results, tables, *extra)) == 0
     plots = results / "plots"
     figure = plots / "mixed" / "mixed.png"
     argv = ["plot", "mixed", "--study", str(study_file), "--experiment", "mixed"]
@@ -225,6 +237,23 @@ def test_aggregate_and_every_plot_from_fake_results(tmp_path: Path) -> None:
     assert runs["test_rel_l2_mean"].notna().all()
     eff = read_csv(tables["eff"])
     assert len(eff) == 5 * len(config["report"]["targets"])  # 5 (pretrain, size, downstream)
+    # Noise-free fake runs: every sample of a run has its mean error, so median = mean.
+    summary = read_csv(tables["summary"])
+    assert np.allclose(summary["test_rel_l2_median"], summary["test_rel_l2_mean"])
+    assert (summary["median_interval_method"] == "sample_bootstrap").all()
+    assert {"n_finetune_median", "ratio_median", "ratio_median_lo"} <= set(eff.columns)
+    modes = read_csv(tables_dir / "mode_comparison.csv")
+    assert np.allclose(modes["ratio_median"], modes["ratio"])
+    # The test config's 8 test samples spread evenly over each range: 2 per bin of 4.
+    bins = read_csv(tables_dir / "error_bins.csv")
+    assert len(bins) == 4 * len(summary) and (bins["samples"] == 2).all()
+    assert set(bins["param_name"]) == {"e", "omega"}
+    assert np.allclose(bins["test_rel_l2_median"], bins["test_rel_l2_mean"])
+    # Fine-tuning (0.1 N^-0.3) beats zero-shot (0.8) on every sample.
+    forgetting = read_csv(tables_dir / "forgetting.csv")
+    assert len(forgetting) == (summary["mode"] == "finetune").sum()
+    assert (forgetting["fraction_worse"] == 0).all()
+    assert np.allclose(forgetting["median_ratio"], 0.125 * forgetting["n"] ** -0.3)
 
     common = ["--study", str(study_file), "--summary", str(tables["summary"])]
     for kind, extra in (
@@ -326,7 +355,10 @@ def test_publish_copies_the_run_and_renders_its_tables(tmp_path: Path) -> None:
         & (summary["downstream"] == "poisson_5_10")
         & (summary["n"] == 8)
     ].iloc[0]
-    expected = f"{format_error(row['test_rel_l2_mean'], row['test_rel_l2_std'])} (lr 0.001)"
+    median = f"; median {row['test_rel_l2_median']:.3g}"
+    median += f" [{row['test_rel_l2_median_lo']:.3g}, {row['test_rel_l2_median_hi']:.3g}]"
+    expected = format_error(row["test_rel_l2_mean"], row["test_rel_l2_std"]) + median
+    expected += " (lr 0.001)"
     assert "### poisson_1_5 → poisson e∈(5, 10), size xs" in text
     assert f"{expected} [one lr] |" in text  # the test config sweeps a single lr
     # 8 scratch cells (2 sizes x 2 downstream x 2 N), one run each (one seed, one lr), none
@@ -341,6 +373,13 @@ def test_publish_copies_the_run_and_renders_its_tables(tmp_path: Path) -> None:
     assert "| pre-training | 1 | 12 | 0.00 |" in text
     assert "| data generation and checks | 2 | 2 | 0.00 |" in text
     assert "| all jobs | 3 | 14 | 0.00 |" in text
+    for name in LATER_TABLES.values():
+        assert (out / "tables" / f"{name}.csv").read_bytes() == (
+            tables / f"{name}.csv"
+        ).read_bytes()
+    assert "## Forgetting" in text and "| poisson_1_5 → poisson e∈(5, 10) | xs | 8 | " in text
+    assert "## Error per bin of the physical parameter" in text
+    assert "| mode | N | e ∈ [5, 6.25] (2) | e ∈ [6.25, 7.5] (2) |" in text
 
 
 def test_publish_names_what_is_missing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

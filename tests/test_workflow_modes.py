@@ -58,6 +58,22 @@ def test_a_study_with_every_mode(tmp_path: Path) -> None:
     assert set(crossovers["crossover_bound"]) <= {"=", "<=", ">"}
     assert (tmp_path / "results" / "plots" / "error_vs_n" / "shifts" / "poisson_5_10.png").exists()
 
+    # Medians, error per bin of Poisson's e (its test set's 8 samples in 4 bins) and every
+    # fine-tuning mode against zero-shot, sample by sample.
+    assert summary["test_rel_l2_median"].gt(0).all()
+    assert comparison["ratio_median"].gt(0).all()
+    bins = pd.read_csv(tables / "error_bins.csv")
+    assert len(bins) == 4 * len(summary) and set(bins["param_name"]) == {"e"}
+    assert (bins.groupby(["mode", "n"])["samples"].sum() == 8).all()
+    assert (bins["param_lo"].min(), bins["param_hi"].max()) == (5, 10)
+    forgetting = pd.read_csv(tables / "forgetting.csv")
+    tuned = sorted(m.name for m in MODES.values() if m.trains and m.needs_pretrained)
+    assert sorted(set(forgetting["mode"])) == tuned
+    assert len(forgetting) == len(tuned) * len(config["sweep"]["n"])
+    assert (
+        forgetting["fraction_worse"].between(0, 1).all() and forgetting["median_ratio"].gt(0).all()
+    )
+
     lora = next((tmp_path / "results" / "runs" / "lora").glob("**/model.pt"))
     info = subprocess.run(
         ["pdetransfer", "info", str(lora)], capture_output=True, text=True, check=True

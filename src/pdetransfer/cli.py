@@ -284,6 +284,10 @@ def _add_aggregate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--thresholds-csv", help="output: per mode, the N from which it stays near full fine-tuning"
     )
+    p.add_argument("--bins-csv", help="output: each cell's error per bin of the physical parameter")
+    p.add_argument(
+        "--forgetting-csv", help="output: fine-tuned against zero-shot error, sample by sample"
+    )
     p.add_argument(
         "--crossover-csv", help="output: per fine-tuning mode, the N from which scratch catches up"
     )

@@ -34,6 +34,7 @@ rule aggregate:
         study=STUDY_FILE,
         runs=run_outputs(),
         checks=data_checks(),
+        tests=test_files(),
     output:
         runs=report(
             table("runs.csv"),
@@ -72,6 +73,16 @@ rule aggregate:
         ),
         sizes=table("size_gain.csv"),
         compute=table("compute.csv"),
+        bins=report(
+            table("error_bins.csv"),
+            caption="../report/error_bins.rst",
+            category="Tables",
+        ),
+        forgetting=report(
+            table("forgetting.csv"),
+            caption="../report/forgetting.rst",
+            category="Tables",
+        ),
     log:
         study_log("aggregate.log"),
     benchmark:
@@ -84,7 +95,8 @@ rule aggregate:
         " --efficiency-csv {output.efficiency} --fits-csv {output.fits}"
         " --modes-csv {output.modes} --thresholds-csv {output.thresholds}"
         " --crossover-csv {output.crossover} --size-csv {output.sizes}"
-        " --compute-csv {output.compute} > {log} 2>&1"
+        " --compute-csv {output.compute}"
+        " --bins-csv {output.bins} --forgetting-csv {output.forgetting} > {log} 2>&1"
 
 
 # `snakemake partial`: the tables of the runs finished so far, under the study's partial/tables

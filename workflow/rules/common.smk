@@ -237,6 +237,13 @@ def data_checks():
     ]
 
 
+def test_files():
+    """The test split of every downstream dataset (error_bins.csv reads its parameter)."""
+    return [
+        dataset_file(ds, "test") for ds in sorted({r.downstream for r in STUDY.runs()})
+    ]
+
+
 def card_inputs(wildcards):
     """What a dataset's card reads: its split files, their check reports (same order) and,
     where it has a train split, its normalisation stats."""

@@ -28,11 +28,18 @@
       (:mod:`pdetransfer.study.statistics`; ``interval_method``, ``seed_df``), the band of the
       error-vs-N plots. ``one_seed``: the cell has one seed, so its own seed-to-seed spread is
       not observed (its interval borrows its curve's, or has none).
+  ``test_rel_l2_median`` / ``_median_lo`` / ``_median_hi``
+      The mean over seeds of each chosen run's median test error over the test samples, with
+      its 95% interval (``median_interval_method``): what the typical test sample sees, which a
+      few extreme samples cannot carry (:mod:`pdetransfer.study.statistics`).
 - ``data_efficiency.csv``: see :mod:`pdetransfer.study.efficiency`; ``scaling_fits.csv``: see
   :mod:`pdetransfer.study.fits`; ``mode_comparison.csv`` and ``mode_threshold.csv`` (every mode
   against full fine-tuning) and ``mode_crossover.csv`` (every mode that fine-tunes against
   scratch): see :mod:`pdetransfer.study.modes_table`; ``size_gain.csv``: see
-  :mod:`pdetransfer.study.sizes`; ``compute.csv``: see :mod:`pdetransfer.study.compute`.
+  :mod:`pdetransfer.study.sizes`; ``compute.csv``: see :mod:`pdetransfer.study.compute`;
+  ``error_bins.csv`` (error per bin of the physical parameter): see :mod:`pdetransfer.study.bins`;
+  ``forgetting.csv`` (fine-tuned against zero-shot, sample by sample): see
+  :mod:`pdetransfer.study.forgetting`.
 
 Runs are enumerated from the study (the resolved config), not by scanning directories, so
 stale runs of an earlier config never leak into the tables. ``aggregate`` is strict: every run
@@ -58,15 +65,19 @@ from pdetransfer.atomic import atomic_path
 from pdetransfer.errors import UserError
 from pdetransfer.layout import BENCHMARKS_DIR, Run
 from pdetransfer.modes import TRAINING, Mode
+from pdetransfer.study.bins import dataset_parameters, error_bins
 from pdetransfer.study.collection import CELL, collect_runs
 from pdetransfer.study.compute import compute_table, study_benchmarks
 from pdetransfer.study.config import Study
 from pdetransfer.study.efficiency import data_efficiency
 from pdetransfer.study.fits import scaling_fits
 from pdetransfer.study.flags import edge_position
+from pdetransfer.study.forgetting import forgetting
 from pdetransfer.study.modes_table import crossover_table, mode_tables
 from pdetransfer.study.sizes import size_gain
 from pdetransfer.study.statistics import (
+    MEAN,
+    MEDIAN,
     NO_INTERVAL,
     Bootstrap,
     RunErrors,
@@ -95,6 +106,7 @@ SUMMARY_COLUMNS = [
     "test_rel_l2_mean",
     "test_rel_l2_std",
     "train_seconds_mean",
+    "test_rel_l2_median",
 ]
 #: Text columns of the tables whose empty cells must stay empty strings when read back.
 #: Incomplete cells ``aggregate --partial`` prints (all of them are in missing.csv).
@@ -156,6 +168,8 @@ def _val_spreads(runs: pd.DataFrame) -> dict[tuple[Any, ...], Spread]:
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     """summary.csv: best learning rate per cell by mean validation error, with diagnostics."""
     runs = runs.copy()
+    if "test_rel_l2_median" not in runs:  # runs of a frame that records means only
+        runs["test_rel_l2_median"] = math.nan
     if "status" not in runs:
         runs["status"] = "completed"
     for column in ("hit_cap", "undertrained"):
@@ -199,6 +213,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
                 "test_rel_l2_mean": chosen["test_rel_l2_mean"].mean(),
                 "test_rel_l2_std": chosen["test_rel_l2_mean"].std(ddof=1),
                 "train_seconds_mean": chosen["train_seconds"].mean(),
+                "test_rel_l2_median": chosen["test_rel_l2_median"].mean(),
             }
         )
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
@@ -234,7 +249,9 @@ def chosen_errors(
             continue
         picked = cell if row.mode not in TRAINING else cell[cell["lr"] == row.best_lr]
         out[key] = [
-            RunErrors(float(r.test_rel_l2_mean), samples.get(r.run_dir))
+            RunErrors(
+                float(r.test_rel_l2_mean), samples.get(r.run_dir), float(r.test_rel_l2_median)
+            )
             for r in picked.itertuples()
         ]
     return out
@@ -244,9 +261,31 @@ def point_intervals(
     summary: pd.DataFrame, chosen: Mapping[Cell, Sequence[RunErrors]], bootstrap: Bootstrap
 ) -> pd.DataFrame:
     """The summary with ``test_rel_l2_lo``/``_hi``: a 95% interval of each cell's mean test
-    error (what the error-vs-N plots shade), its ``interval_method`` and ``seed_df``. The
-    seed spread is pooled over the cell's curve (its mode, pre-training, size and downstream
-    set across N), so the cells of one curve are bootstrapped together."""
+    error (what the error-vs-N plots shade), its ``interval_method`` and ``seed_df``; then
+    ``test_rel_l2_median_lo``/``_hi`` and ``median_interval_method`` for its median. The seed
+    spread is pooled over the cell's curve (its mode, pre-training, size and downstream set
+    across N), so the cells of one curve are bootstrapped together; every mean is drawn before
+    any median, so the means' intervals do not depend on the medians'."""
+    lo, hi, method, seed_df = _intervals_of(summary, chosen, bootstrap, MEAN)
+    m_lo, m_hi, m_method, _ = _intervals_of(summary, chosen, bootstrap, MEDIAN)
+    return summary.assign(
+        test_rel_l2_lo=lo,
+        test_rel_l2_hi=hi,
+        interval_method=method,
+        seed_df=seed_df.astype(int),
+        test_rel_l2_median_lo=m_lo,
+        test_rel_l2_median_hi=m_hi,
+        median_interval_method=m_method,
+    )
+
+
+def _intervals_of(
+    summary: pd.DataFrame,
+    chosen: Mapping[Cell, Sequence[RunErrors]],
+    bootstrap: Bootstrap,
+    statistic: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per summary row: the interval of its ``statistic``, the method and seed df."""
     lo, hi = np.full(len(summary), math.nan), np.full(len(summary), math.nan)
     method, seed_df = np.full(len(summary), NO_INTERVAL, dtype=object), np.zeros(len(summary))
     rows = pd.RangeIndex(len(summary))
@@ -258,15 +297,13 @@ def point_intervals(
                 points.append((r.row, runs))
         if not points:
             continue
-        reps = bootstrap.curves([[runs for _, runs in points]], per_point=True)
+        reps = bootstrap.curves([[runs for _, runs in points]], True, statistic)
         if reps.method == NO_INTERVAL:
             continue
         for column, (row, _) in enumerate(points):
             lo[row], hi[row] = percentile_interval(reps.curves[0][:, column])
             method[row], seed_df[row] = reps.method, reps.seed_df
-    return summary.assign(
-        test_rel_l2_lo=lo, test_rel_l2_hi=hi, interval_method=method, seed_df=seed_df.astype(int)
-    )
+    return lo, hi, method, seed_df
 
 
 def _cell_name(row: Any) -> str:
@@ -398,6 +435,20 @@ def aggregate_command(args: argparse.Namespace) -> int:
     if args.compute_csv:
         benchmarks = Path(args.results) / BENCHMARKS_DIR
         write_csv(compute_table(benchmarks, study_benchmarks(study, benchmarks)), args.compute_csv)
+    if args.forgetting_csv:
+        write_csv(forgetting(summary, chosen, Bootstrap(replicates, seed)), args.forgetting_csv)
+    if args.bins_csv:
+        parameters, notes = dataset_parameters(summary["downstream"], args.results)
+        bins = study.config["report"].get("bins")
+        if bins is None:
+            raise UserError(
+                f"{args.study} has no report.bins (written before the key existed): rewrite it"
+                " with `pdetransfer study`"
+            )
+        table = error_bins(summary, chosen, parameters, int(bins), Bootstrap(replicates, seed))
+        write_csv(table, args.bins_csv)
+        for line in notes:
+            print(f"aggregate: {line}")
     print(
         f"{len(runs)} runs, {len(summary)} summary cells, {len(efficiency)} efficiency rows, "
         f"{len(fits)} fits"

@@ -25,6 +25,12 @@ sweep point up to the first one at or past the crossing; all of them when the ta
 reached): see :data:`pdetransfer.study.flags.EFFICIENCY_FLAGS`. A row is a ``headline`` when
 no flag blocks it and its ratio is a number with an interval; ``not_headline_because`` says
 why any other row is not one, and headline rows come first.
+
+The same reading on the cells' **median** errors (``test_rel_l2_median`` of summary.csv) fills
+``n_<mode>_median``, ``<mode>_median_bound`` (and the baseline's), ``ratio_median``,
+``ratio_median_bound`` and its interval ``ratio_median_lo``/``_hi`` (``median_interval_method``):
+the N at which the typical test sample reaches the target. Where the two ratios disagree, a few
+extreme samples carry the mean's. Headlines and flags are the mean's.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ import pandas as pd
 from pdetransfer.modes import Mode, comparisons
 from pdetransfer.study.flags import curve_flags, not_headline_because
 from pdetransfer.study.statistics import (
+    MEAN,
+    MEDIAN,
     NO_INTERVAL,
     Bootstrap,
     RunErrors,
@@ -60,6 +68,7 @@ TRAILER = [
     "flags",
     "not_headline_because",
 ]
+MEDIAN_RATIO = ["ratio_median", "ratio_median_bound", "ratio_median_lo", "ratio_median_hi"]
 
 
 def curve_columns(mode: Mode) -> list[str]:
@@ -68,12 +77,29 @@ def curve_columns(mode: Mode) -> list[str]:
     return [n, f"{mode.name}_bound", f"{n}_lo", f"{n}_hi", f"{n}_sweep_lo", f"{n}_sweep_hi"]
 
 
+def median_columns(mode: Mode) -> list[str]:
+    """One side's N and bound read from the median errors."""
+    return [f"n_{mode.name}_median", f"{mode.name}_median_bound"]
+
+
 def columns() -> list[str]:
-    """data_efficiency.csv's columns: every comparison's, in the mode table's order."""
+    """data_efficiency.csv's columns: every comparison's, in the mode table's order; the
+    median reading last."""
     pairs = [
         c for mode, base in comparisons() for c in (*curve_columns(mode), *curve_columns(base))
     ]
-    return [*IDENTITY, *_unique(pairs), *RATIO, *TRAILER]
+    medians = [
+        c for mode, base in comparisons() for c in (*median_columns(mode), *median_columns(base))
+    ]
+    return [
+        *IDENTITY,
+        *_unique(pairs),
+        *RATIO,
+        *TRAILER,
+        *_unique(medians),
+        *MEDIAN_RATIO,
+        "median_interval_method",
+    ]
 
 
 # What N_baseline / N_mode is known to be, given what each N is known to be: keyed by the
@@ -99,10 +125,11 @@ def _intervals(
     chosen: Mapping[Cell, Sequence[RunErrors]],
     targets: Sequence[float],
     bootstrap: Bootstrap | None,
+    statistic: str = MEAN,
 ) -> tuple[dict[float, list[tuple[float, float]]], str, int]:
     """Per target: the (lo, hi) of N for each curve and of their ratio (the baseline's N over
-    the mode's); the interval method and seed degrees of freedom (``none``, with empty
-    intervals, when a point lacks its runs or nothing varies)."""
+    the mode's), read from the cells' ``statistic``; the interval method and seed degrees of
+    freedom (``none``, with empty intervals, when a point lacks its runs or nothing varies)."""
     unknown = {t: [(math.nan, math.nan)] * 3 for t in targets}, NO_INTERVAL, 0
     usable = [_usable(c) for c in curves]
     runs = [
@@ -111,7 +138,7 @@ def _intervals(
     ]
     if bootstrap is None or any(c.empty for c in usable) or not all(map(all, runs)):
         return unknown
-    reps = bootstrap.curves(runs)
+    reps = bootstrap.curves(runs, statistic=statistic)
     if reps.method == NO_INTERVAL:
         return unknown
     out = {}
@@ -138,11 +165,14 @@ def data_efficiency(
     bootstrap: Bootstrap | None = None,
 ) -> pd.DataFrame:
     """data_efficiency.csv from the summary and, for the intervals, the chosen runs' errors
-    and a bootstrap (without them the interval columns are empty); headline rows first."""
+    and a bootstrap (without them the interval columns are empty); headline rows first. The
+    median reading draws from its own bootstrap of the same seed, so the means' intervals are
+    those of a table without it."""
+    medians = None if bootstrap is None else Bootstrap(bootstrap.replicates, bootstrap.seed)
     rows = [
         row
         for mode, base in comparisons()
-        for row in compare(summary, mode, base, targets, chosen or {}, bootstrap)
+        for row in compare(summary, mode, base, targets, chosen or {}, bootstrap, medians)
     ]
     table = pd.DataFrame(rows, columns=columns())
     return table.sort_values("headline", ascending=False, kind="stable", ignore_index=True)
@@ -155,10 +185,12 @@ def compare(
     targets: Sequence[float],
     chosen: Mapping[Cell, Sequence[RunErrors]],
     bootstrap: Bootstrap | None,
+    medians: Bootstrap | None = None,
 ) -> list[dict[str, Any]]:
     """The rows of one mode against its baseline: per cell (pre-training, size, downstream)
     of the mode, the baseline's curve on the same size and dataset (and pre-training, unless
-    the baseline's runs are shared), per target."""
+    the baseline's runs are shared), per target; ``medians`` draws the median reading's
+    intervals."""
     rows: list[dict[str, Any]] = []
     ours = summary[summary["mode"] == mode.name]
     theirs = summary[summary["mode"] == base.name]
@@ -172,6 +204,7 @@ def compare(
             continue
         intervals, method, seed_df = _intervals([curve, other], chosen, targets, bootstrap)
         unknown = method == NO_INTERVAL
+        m_intervals, m_method, _ = _intervals([curve, other], chosen, targets, medians, MEDIAN)
         for target in targets:
             n_ours, q_ours = n_to_reach(curve["n"], curve["test_rel_l2_mean"], target)
             n_base, q_base = n_to_reach(other["n"], other["test_rel_l2_mean"], target)
@@ -214,9 +247,40 @@ def compare(
                     "bootstrap_seed": math.nan if unknown else bootstrap.seed,
                     "flags": ";".join(flags),
                     "not_headline_because": "; ".join(why),
+                    **_median_reading(curve, other, mode, base, target, m_intervals[target]),
+                    "median_interval_method": m_method,
                 }
             )
     return rows
+
+
+def _median_reading(
+    curve: pd.DataFrame,
+    other: pd.DataFrame,
+    mode: Mode,
+    base: Mode,
+    target: float,
+    intervals: Sequence[tuple[float, float]],
+) -> dict[str, Any]:
+    """The N of each side and their ratio read from the cells' median errors (NaN where the
+    summary has none), with the ratio's interval."""
+    sides = []
+    for side in (curve, other):
+        usable = _usable(side)
+        median = usable.get("test_rel_l2_median", pd.Series(math.nan, index=usable.index))
+        sides.append(n_to_reach(usable["n"], median, target))
+    (n_ours, q_ours), (n_base, q_base) = sides
+    bound = _RATIO_BOUND.get((q_base, q_ours), "")
+    return {
+        f"n_{mode.name}_median": n_ours,
+        f"{mode.name}_median_bound": q_ours,
+        f"n_{base.name}_median": n_base,
+        f"{base.name}_median_bound": q_base,
+        "ratio_median": n_base / n_ours if bound else math.nan,
+        "ratio_median_bound": bound,
+        "ratio_median_lo": intervals[2][0],
+        "ratio_median_hi": intervals[2][1],
+    }
 
 
 def _unique(items: Sequence[str]) -> list[str]:

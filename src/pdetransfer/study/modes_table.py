@@ -23,6 +23,11 @@ error does not depend on N, at every N of the reference).
 - ``mode_crossover.csv``: per (pretrain, size, downstream) and mode that trains from the
   pre-trained model, the N from which scratch catches up with it, interval-aware: see
   :func:`crossover_table`.
+
+``mode_comparison.csv`` also gives both sides' **median** errors (the mean over seeds of each
+run's median over the test samples) and their ratio ``ratio_median`` with an interval
+(``median_interval_method``), drawn from a bootstrap of its own (same seed), so a reader sees
+whether the typical sample agrees with the mean. The threshold is the mean's.
 """
 
 from __future__ import annotations
@@ -35,7 +40,14 @@ import numpy as np
 import pandas as pd
 
 from pdetransfer.modes import MODES, Mode, full_finetune
-from pdetransfer.study.statistics import NO_INTERVAL, Bootstrap, RunErrors, percentile_interval
+from pdetransfer.study.statistics import (
+    MEAN,
+    MEDIAN,
+    NO_INTERVAL,
+    Bootstrap,
+    RunErrors,
+    percentile_interval,
+)
 
 Cell = tuple[str, str, str, str, int]  # (mode, pretrain, size, downstream, n)
 
@@ -57,6 +69,14 @@ COMPARISON_COLUMNS = [
     "ratio_lo",
     "ratio_hi",
     *TRAILER,
+    "test_rel_l2_median",
+    "test_rel_l2_median_lo",
+    "test_rel_l2_median_hi",
+    "reference_rel_l2_median",
+    "ratio_median",
+    "ratio_median_lo",
+    "ratio_median_hi",
+    "median_interval_method",
 ]
 THRESHOLD_COLUMNS = [
     *IDENTITY,
@@ -121,9 +141,11 @@ def _replicates(
     chosen: Mapping[Cell, Sequence[RunErrors]],
     bootstrap: Bootstrap | None,
     reference: Mode,
+    statistic: str = MEAN,
 ) -> tuple[np.ndarray, np.ndarray, str, int]:
-    """Bootstrap replicates (replicates x N) of the mode's and the reference's curves, the
-    interval method and the seed degrees of freedom (:class:`~pdetransfer.study.statistics.Bootstrap`)."""
+    """Bootstrap replicates (replicates x N) of the mode's and the reference's curves of
+    ``statistic``, the interval method and the seed degrees of freedom
+    (:class:`~pdetransfer.study.statistics.Bootstrap`)."""
     ours, theirs = [], []
     for r in joined.itertuples():
         n = int(r.n) if mode.trains else 0
@@ -132,11 +154,37 @@ def _replicates(
                                        int(r.n)), [])))  # fmt: skip
     if bootstrap is None or not all(ours) or not all(theirs):
         return np.empty((0, len(joined))), np.empty((0, len(joined))), NO_INTERVAL, 0
-    reps = bootstrap.curves([ours, theirs])
+    reps = bootstrap.curves([ours, theirs], statistic=statistic)
     if reps.method == NO_INTERVAL:
         return np.empty((0, len(joined))), np.empty((0, len(joined))), NO_INTERVAL, 0
     a, b = reps.curves
     return a, b, reps.method, reps.seed_df
+
+
+def _median_columns(
+    joined: pd.DataFrame,
+    mode: Mode,
+    chosen: Mapping[Cell, Sequence[RunErrors]],
+    bootstrap: Bootstrap | None,
+    reference: Mode,
+) -> dict[str, list[Any]]:
+    """Per row of ``joined``: both sides' median errors, their ratio and its interval, and the
+    median interval method (NaN medians where the summary has none)."""
+    nan = pd.Series(math.nan, index=joined.index)
+    ours = joined.get("test_rel_l2_median", nan).to_numpy(dtype=float)
+    ref = joined.get("test_rel_l2_median_ref", nan).to_numpy(dtype=float)
+    a, b, method, _ = _replicates(joined, mode, chosen, bootstrap, reference, MEDIAN)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio, rep_ratio = ours / ref, a / b
+    out: dict[str, list[Any]] = {name: [] for name in COMPARISON_COLUMNS[-8:]}
+    for j in range(len(joined)):
+        known = method != NO_INTERVAL
+        err = percentile_interval(a[:, j]) if known else (math.nan, math.nan)
+        rat = percentile_interval(rep_ratio[:, j]) if known else (math.nan, math.nan)
+        values = [ours[j], *err, ref[j], ratio[j], *rat, method]
+        for name, value in zip(out, values, strict=True):
+            out[name].append(value)
+    return out
 
 
 def _threshold(ns: np.ndarray, ratios: np.ndarray) -> np.ndarray:
@@ -240,8 +288,10 @@ def mode_tables(
     comparison, thresholds = [], []
     reference = full_finetune()
     others = [mode for mode in MODES.values() if mode is not reference]
+    medians = None if bootstrap is None else Bootstrap(bootstrap.replicates, bootstrap.seed)
     for (pretrain, size, downstream), mode, joined in _pairs(summary, reference, others):
         a, b, method, seed_df = _replicates(joined, mode, chosen, bootstrap, reference)
+        median_columns = _median_columns(joined, mode, chosen, medians, reference)
         unknown = method == NO_INTERVAL
         trailer = _trailer(method, seed_df, bootstrap)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -268,6 +318,7 @@ def mode_tables(
                     "ratio_lo": rat_lo,
                     "ratio_hi": rat_hi,
                     **trailer,
+                    **{column: values[j] for column, values in median_columns.items()},
                 }
             )
         ns = joined["n"].to_numpy()

@@ -29,22 +29,23 @@ from pdetransfer import __version__
 from pdetransfer.atomic import atomic_path
 from pdetransfer.errors import UserError
 from pdetransfer.layout import BENCHMARKS_DIR, PLOTS_DIR, STUDY_FILE, TABLES_DIR, study_path
-from pdetransfer.modes import MODES, TRAINING, Mode, comparisons, full_finetune
+from pdetransfer.modes import TRAINING
 from pdetransfer.study import compute
-from pdetransfer.study.aggregation import load_study, mode_rows, read_csv, summary_rows
+from pdetransfer.study.aggregation import load_study, read_csv
 from pdetransfer.study.config import Study
 from pdetransfer.study.markdown import (
     MISSING,
-    format_error,
     format_interval,
-    format_n,
-    format_ratio,
-    format_sweep,
     markdown_table,
-    task_label,
 )
-from pdetransfer.study.plotting import dataset_label
-from pdetransfer.study.sections import compute_section, crossover_section, size_section
+from pdetransfer.study.sample_sections import bins_section, forgetting_section
+from pdetransfer.study.sections import (
+    efficiency_section,
+    error_section,
+    learning_rate_section,
+    mixed_section,
+)
+from pdetransfer.study.study_sections import compute_section, crossover_section, size_section
 
 TABLES = ("runs.csv", "summary.csv", "data_efficiency.csv", "scaling_fits.csv")
 COMPUTE = "compute.csv"
@@ -52,217 +53,12 @@ COMPUTE = "compute.csv"
 OPTIONAL_TABLES = (
     "mode_comparison.csv",
     "mode_threshold.csv",
+    "error_bins.csv",
+    "forgetting.csv",
     "mode_crossover.csv",
     "size_gain.csv",
     COMPUTE,
 )
-
-
-def efficiency_section(study: Study, efficiency: pd.DataFrame) -> str:
-    """N that each mode and its baseline need per target error, and their ratio (for
-    fine-tuning against scratch the paper's "x"), with intervals and flags where the table
-    has them."""
-    return "\n\n".join(
-        _comparison_section(study, efficiency, mode, base)
-        for mode, base in comparisons()
-        if f"n_{mode.name}" in efficiency
-    )
-
-
-def _comparison_section(study: Study, efficiency: pd.DataFrame, mode: Mode, base: Mode) -> str:
-    """The data-efficiency rows of one mode against its baseline (headline rows first where
-    the table says which they are)."""
-    intervals = "ratio_lo" in efficiency
-    headlines = "headline" in efficiency
-    if headlines:
-        efficiency = efficiency.sort_values("headline", ascending=False, kind="stable")
-    ours, theirs = mode.name, base.name
-    rows = []
-    for r in efficiency.itertuples():
-        row = [
-            task_label(study, r.pretrain, r.downstream),
-            r.size,
-            f"{r.target_rel_l2:g}",
-            format_n(getattr(r, f"n_{ours}"), getattr(r, f"{ours}_bound")),
-            format_n(getattr(r, f"n_{theirs}"), getattr(r, f"{theirs}_bound")),
-            format_ratio(r.ratio, r.ratio_bound),
-        ]
-        if intervals:
-            row[3] += format_interval(getattr(r, f"n_{ours}_lo"), getattr(r, f"n_{ours}_hi"))
-            row[4] += format_interval(getattr(r, f"n_{theirs}_lo"), getattr(r, f"n_{theirs}_hi"))
-            if row[5] != MISSING:
-                row[5] += format_interval(r.ratio_lo, r.ratio_hi, ".1f")
-        if headlines:
-            for column, side in ((3, ours), (4, theirs)):
-                if getattr(r, f"{side}_bound") == "=":
-                    row[column] += format_sweep(
-                        getattr(r, f"n_{side}_sweep_lo"), getattr(r, f"n_{side}_sweep_hi")
-                    )
-            if r.ratio_bound == "=":
-                row[5] += format_sweep(r.ratio_sweep_lo, r.ratio_sweep_hi, ".1f")
-            verdict = "headline" if r.headline else f"no: {r.not_headline_because}"
-            row += [r.interval_method, r.flags.replace(";", ", ") or "none", verdict]
-        elif intervals:
-            row += [r.interval_from, r.flags.replace(";", ", ") or "none"]
-        rows.append(row)
-    header = ["pre-training → downstream", "size", "target error", f"N {mode.label}"]
-    header += [f"N {base.label}", "ratio"]
-    text = [
-        "## Data efficiency",
-        "",
-        "Smallest N at which the best-lr mean test error reaches the target (interpolated in",
-        "log N - log error between sweep points; ≤ = already at the smallest N, > = not",
-        f"reached by the largest N), and N {base.label} / N {mode.label}.",
-    ]
-    if headlines:
-        header += ["interval method", "flags", "headline?"]
-        text += [
-            "In brackets: 95% interval (seed spread pooled over the curve with a t quantile,",
-            "and test samples bootstrapped; 0 = below the smallest N, ∞ = beyond the largest).",
-            "In parentheses: what the sweep points alone say if the curve is monotone (the two",
-            "N around the crossing, and the ratios they allow). Headline rows come first; every",
-            "other row says why it is not one. Blocking flags: lr_at_edge = an edge learning",
-            "rate beats its neighbour by more than the noise, unbracketed = one learning rate,",
-            "undertrained = a chosen run hit its cap still gaining more than the tolerance,",
-            "diverged = a cell diverged at every learning rate, one_seed = a cell with one",
-            "seed, coarse = crossing between sweep points more than 2x apart. lr_edge_tie (an",
-            "edge rate tied with its neighbour) blocks nothing.",
-        ]
-    elif intervals:
-        header += ["interval from", "flags"]
-        text += [
-            "In brackets: 95% bootstrap interval (0 = below the smallest N, ∞ = beyond the",
-            "largest). A row with flags is not a headline: lr_at_edge = chosen learning rate at",
-            "the grid's edge, unbracketed = one learning rate, undertrained = a chosen run",
-            "stopped still improving, diverged = a cell diverged at every learning rate,",
-            "coarse = crossing between sweep points more than 2x apart.",
-        ]
-    return "\n".join([*text, "", markdown_table(header, rows)])
-
-
-EDGE_TEXT = {
-    "min": "lr at grid min",
-    "max": "lr at grid max",
-    "tie_min": "lr at grid min, tied with its neighbour",
-    "tie_max": "lr at grid max, tied with its neighbour",
-    "unbracketed": "one lr",
-}
-
-
-def _cell_text(row: pd.Series) -> str:
-    """A cell's error, its chosen lr and, where the summary has them, its diagnostics."""
-    if row.get("status") == "diverged":
-        return "diverged at every lr"
-    text = format_error(row["test_rel_l2_mean"], row["test_rel_l2_std"])
-    if math.isfinite(row["best_lr"]):
-        text += f" (lr {row['best_lr']:g})"
-    notes = [EDGE_TEXT[row["lr_at_edge"]]] if row.get("lr_at_edge") in EDGE_TEXT else []
-    if row.get("undertrained"):
-        count = row.get("n_undertrained", row.get("n_still_improving"))
-        notes.append(f"undertrained {count}/{row['n_seeds']}")
-    return text + (f" [{'; '.join(notes)}]" if notes else "")
-
-
-def error_section(study: Study, summary: pd.DataFrame) -> str:
-    """Test error by N per (pre-training, size, downstream): a row per mode (one that does not
-    train only where the study has it)."""
-    ns = sorted(study.n_values)
-    parts = [
-        "## Test error by N",
-        "",
-        "Mean relative L2 test error ± standard deviation over seeds, at the learning rate",
-        "chosen by mean validation error (in brackets). Zero-shot does not depend on N.",
-    ]
-    if "n_undertrained" in summary:
-        parts += [
-            "In square brackets: the chosen lr is an end of the grid (decisively, or tied with",
-            "its neighbour) or the only one, or k of the chosen runs hit their cap still gaining",
-            "more than the tolerance (undertrained k/seeds).",
-        ]
-    elif "lr_at_edge" in summary:
-        parts += [
-            "In square brackets: the chosen lr is an end of the grid (or the only one), or",
-            "k of the chosen runs stopped still improving (undertrained k/seeds).",
-        ]
-    fine_tuned = [m.name for m in study.study_modes() if m.trains and m.needs_pretrained]
-    cells = summary[summary["mode"].isin(fine_tuned)][["pretrain", "size", "downstream"]]
-    for pretrain, size, downstream in cells.drop_duplicates().itertuples(index=False):
-        cell = {"size": size, "downstream": downstream}
-        rows = []
-        for mode in study.study_modes():
-            curve = mode_rows(summary, mode, pretrain, **cell)
-            if mode.trains:
-                picked = curve.set_index("n")
-                texts = [_cell_text(picked.loc[n]) if n in picked.index else MISSING for n in ns]
-                rows.append([mode.label, *texts])
-            elif not curve.empty:
-                zero = format_error(curve["test_rel_l2_mean"].iloc[0])
-                rows.append([mode.label, *([zero] * len(ns))])
-        title = f"### {task_label(study, pretrain, downstream)}, size {size}"
-        parts += ["", title, "", markdown_table(["mode", *(f"N={n}" for n in ns)], rows)]
-    return "\n".join(parts)
-
-
-def mixed_section(study: Study, summary: pd.DataFrame) -> str:
-    """Per system: mixed-physics pre-training against the single-system one and scratch, with
-    the error of the mode that does not train (zero-shot) from each source as a column."""
-    experiments = study.mixed_experiments()
-    if not experiments:
-        return ""
-    (level,) = (m for m in MODES.values() if not m.trains)
-    ns = sorted(study.n_values)
-    parts = [
-        "## Mixed physics",
-        "",
-        "Mean test error per source of the initial weights (best lr by validation); the",
-        "zero-shot column is the pre-trained model applied with no downstream training.",
-    ]
-    for experiment in experiments:
-        exp = study.experiments[experiment]
-        size = study.experiment_sizes(experiment)[-1]
-        for downstream in exp["downstream"]:
-            cell = {"size": size, "downstream": downstream}
-            rows = []
-            sources = [exp["pretrain"], *study.compare_pretrain(experiment, downstream)]
-            for mode in (m for m in study.study_modes() if m.trains):
-                for source in sources if mode.needs_pretrained else [""]:
-                    label = f"from {source}" if mode.needs_pretrained else mode.label
-                    if mode.needs_pretrained and mode is not full_finetune():
-                        label = f"{mode.label} {label}"
-                    curve = mode_rows(summary, mode, source, **cell).set_index("n")
-                    zs = summary_rows(summary, mode=level.name, pretrain=source, **cell)
-                    zero = format_error(zs["test_rel_l2_mean"].iloc[0]) if not zs.empty else MISSING
-                    errors = [
-                        format_error(curve.loc[n, "test_rel_l2_mean"])
-                        if n in curve.index
-                        else MISSING
-                        for n in ns
-                    ]
-                    rows.append([label, zero, *errors])
-            header = ["initial weights", level.label, *(f"N={n}" for n in ns)]
-            title = f"### {experiment} ({size}) on {dataset_label(study, downstream)}"
-            parts += ["", title, "", markdown_table(header, rows)]
-    return "\n".join(parts)
-
-
-def learning_rate_section(study: Study, summary: pd.DataFrame) -> str:
-    """How often the chosen lr is an end of the sweep: a hint that the sweep was too narrow."""
-    trained = summary[summary["mode"].isin(TRAINING)]
-    lrs = sorted(float(lr) for lr in study.lrs)
-    rows = []
-    for mode, cells in trained.groupby("mode", sort=False):
-        counts = cells["best_lr"].value_counts()
-        rows.append([mode, *(str(int(counts.get(lr, 0))) for lr in lrs), str(len(cells))])
-    header = ["mode", *(f"lr {lr:g} chosen" for lr in lrs), "cells"]
-    return "\n".join(
-        [
-            "## Learning rates chosen",
-            "",
-            "Cells (pre-training, size, downstream, N) per chosen learning rate.",
-            "",
-            markdown_table(header, rows),
-        ]
-    )
 
 
 def _share(part: float, whole: float) -> str:
@@ -391,7 +187,7 @@ def render_tables(
     extra: Mapping[str, pd.DataFrame] | None = None,
 ) -> str:
     """tables.md: every section, in the order the study's questions are asked (``extra``: the
-    optional tables by file name, mode_crossover.csv and size_gain.csv, where written)."""
+    optional tables by file name, where written)."""
     extra = extra or {}
     sections = [
         "# Tables of the study",
@@ -404,6 +200,10 @@ def render_tables(
         learning_rate_section(study, summary),
         fits_section(fits) if fits is not None else "",
     ]
+    if "forgetting.csv" in extra:
+        sections.append(forgetting_section(study, extra["forgetting.csv"]))
+    if "error_bins.csv" in extra:
+        sections.append(bins_section(study, extra["error_bins.csv"]))
     if "size_gain.csv" in extra:
         sections.append(size_section(study, extra["size_gain.csv"], efficiency))
     if "mode_crossover.csv" in extra:

@@ -46,6 +46,18 @@ the interpolated N off by an amount the data cannot show. That error is not a sa
 and is not folded into the interval: the tables give next to it the bounds the sweep points
 alone give (:func:`sweep_bounds`, assuming a monotone curve) and flag a crossing read between
 points more than :data:`COARSE_SPACING` apart (``coarse``).
+
+**Medians** (``statistic = "median"``) take the same two mechanisms, so a median's interval
+respects seed-to-seed variation exactly as a mean's does. A cell's median error is the mean over
+its seeds of each run's median over the test samples (what ``metrics.json`` records as
+``rel_l2_median``): the typical sample's error of a typical run, which a few extreme samples
+cannot move. Per replicate, every run's median is recomputed on the shared resampled test set
+(the sample bootstrap of a median is consistent for continuous errors, and sharing the draw keeps
+the pairing), and the log of the seed-mean is shifted by the between-seed variance of the runs'
+log medians, pooled over the curve with its t quantile. Pooling the medians' own spread, not the
+means', matters: a seed that shifts a few extreme samples moves the mean and not the median.
+A pooled-seed t on a point estimate that is not a mean is an approximation; the coverage test
+(``tests/test_coverage.py``) checks that it holds its level at 2, 3 and 5 seeds.
 """
 
 from __future__ import annotations
@@ -65,14 +77,26 @@ SEEDS_AND_SAMPLES = "pooled_seed_t+sample_bootstrap"
 SEEDS_ONLY = "pooled_seed_t"
 SAMPLES_ONLY = "sample_bootstrap"
 NO_INTERVAL = "none"
+#: What a point of a curve is over its test samples: the run's mean or its median error.
+MEAN, MEDIAN = "mean", "median"
 
 
 @dataclass(frozen=True)
 class RunErrors:
-    """A run's test error: its mean, and per test sample (test-set order) where recorded."""
+    """A run's test error: its mean, per test sample (test-set order) where recorded, and its
+    median over the test samples (NaN where unknown)."""
 
     mean: float
     per_sample: np.ndarray | None = None
+    median: float = math.nan
+
+    def value(self, statistic: str) -> float:
+        """The run's ``statistic`` (:data:`MEAN` or :data:`MEDIAN`) over its test samples."""
+        if statistic == MEAN:
+            return self.mean
+        if math.isnan(self.median) and self.per_sample is not None:
+            return float(np.median(self.per_sample))
+        return self.median
 
 
 #: A curve: per point (N or model size), the completed runs of the chosen learning rate.
@@ -87,12 +111,16 @@ class Spread:
     df: int
 
 
-def pooled_spread(groups: Iterable[Sequence[float]]) -> Spread:
+def pooled_spread(groups: Iterable[Sequence[float]], log: bool = True) -> Spread:
     """Variance of the log of positive values around their group's mean, pooled over groups
-    (each group: the seeds of one point, or of one learning rate); groups of one add nothing."""
+    (each group: the seeds of one point, or of one learning rate); groups of one add nothing.
+    ``log=False``: of the finite values themselves (a share, which may be 0)."""
     squares, df = 0.0, 0
     for group in groups:
-        logs = np.log([v for v in group if np.isfinite(v) and v > 0])
+        if log:
+            logs = np.log([v for v in group if np.isfinite(v) and v > 0])
+        else:
+            logs = np.asarray([v for v in group if np.isfinite(v)], dtype=float)
         if len(logs) >= 2:
             squares += float(np.square(logs - logs.mean()).sum())
             df += len(logs) - 1
@@ -211,6 +239,19 @@ def percentile_interval(values: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def resampled_medians(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per row of ``counts`` (replicates x samples: how often each sample is drawn, summing to
+    the number of samples), the median of the drawn values, as :func:`numpy.median` of the
+    resample would give it (the mean of the two middle values of an even count)."""
+    order = np.argsort(values, kind="stable")
+    ordered = np.asarray(values, dtype=float)[order]
+    cumulative = np.cumsum(counts[:, order], axis=1)
+    total = int(cumulative[0, -1])
+    low = (cumulative <= (total - 1) // 2).sum(axis=1)
+    high = (cumulative <= total // 2).sum(axis=1)
+    return (ordered[low] + ordered[high]) / 2
+
+
 def _sample_length(curves: Sequence[Curve]) -> int | None:
     """The common test-set length of every run's per-sample errors (None: some run lacks them,
     or they come from different test sets)."""
@@ -243,17 +284,22 @@ class Bootstrap:
         self.replicates = replicates
         self.seed = seed
         self.rng = np.random.default_rng(seed)
-        self._weights: dict[int, np.ndarray] = {}
+        self._counts: dict[int, np.ndarray] = {}
 
-    def sample_weights(self, length: int) -> np.ndarray:
-        """Per replicate, how often each of ``length`` test samples is drawn, over ``length``
-        (replicates x length): a run's replicate means are one matrix product with it."""
-        if length not in self._weights:
+    def sample_counts(self, length: int) -> np.ndarray:
+        """Per replicate, how often each of ``length`` test samples is drawn (replicates x
+        length), drawn once per length and shared by every call."""
+        if length not in self._counts:
             draws = self.rng.integers(0, length, size=(self.replicates, length))
             offsets = np.arange(self.replicates)[:, None] * length
             counts = np.bincount((draws + offsets).ravel(), minlength=self.replicates * length)
-            self._weights[length] = counts.reshape(self.replicates, length) / length
-        return self._weights[length]
+            self._counts[length] = counts.reshape(self.replicates, length)
+        return self._counts[length]
+
+    def sample_weights(self, length: int) -> np.ndarray:
+        """:meth:`sample_counts` over ``length``: a run's replicate means are one matrix
+        product with it."""
+        return self.sample_counts(length) / length
 
     def seed_shifts(self, spread: Spread, seeds: np.ndarray, per_point: bool) -> np.ndarray:
         """Log-error shifts (replicates x points) of a curve whose points have ``seeds`` runs:
@@ -266,11 +312,15 @@ class Bootstrap:
         z = self.rng.standard_normal((b, len(seeds) if per_point else 1))
         return z * np.sqrt(variance / seeds)
 
-    def curves(self, curves: Sequence[Curve], per_point: bool = False) -> Replicates:
+    def curves(
+        self, curves: Sequence[Curve], per_point: bool = False, statistic: str = MEAN
+    ) -> Replicates:
         """Replicates of every curve: test samples resampled jointly, each curve's seed
         variation drawn from its own pooled spread, shifted per curve or (``per_point``) per
-        point (see the module docstring for which quantity takes which)."""
+        point (see the module docstring for which quantity takes which). ``statistic``: each
+        run's :data:`MEAN` or :data:`MEDIAN` over its test samples, averaged over seeds."""
         length = _sample_length(curves)
+        counts = None if length is None else self.sample_counts(length)
         weights = None if length is None else self.sample_weights(length)
         out, dfs = [], []
         for curve in curves:
@@ -279,12 +329,16 @@ class Bootstrap:
                 continue
             columns = []
             for point in curve:
-                if weights is None:
-                    columns.append(np.full(self.replicates, np.mean([r.mean for r in point])))
-                else:
+                if counts is None:
+                    fixed = np.mean([r.value(statistic) for r in point])
+                    columns.append(np.full(self.replicates, fixed))
+                elif statistic == MEAN:
                     stacked = np.stack([run.per_sample for run in point], axis=1)
                     columns.append((weights @ stacked).mean(axis=1))
-            spread = pooled_spread([[r.mean for r in point] for point in curve])
+                else:
+                    medians = [resampled_medians(counts, run.per_sample) for run in point]
+                    columns.append(np.mean(medians, axis=0))
+            spread = pooled_spread([[r.value(statistic) for r in point] for point in curve])
             seeds = np.array([len(point) for point in curve], dtype=float)
             with np.errstate(over="ignore"):
                 shift = np.exp(self.seed_shifts(spread, seeds, per_point))
@@ -292,7 +346,7 @@ class Bootstrap:
             dfs.append(spread.df)
         seed_df = min(dfs, default=0)
         seeds_in = any(dfs)
-        if weights is not None:
+        if counts is not None:
             method = SEEDS_AND_SAMPLES if seeds_in else SAMPLES_ONLY
         else:
             method = SEEDS_ONLY if seeds_in else NO_INTERVAL
