@@ -30,7 +30,7 @@ rule study:
 rule aggregate:
     input:
         study="results/study.json",
-        runs=run_outputs(),
+        runs=study_run_outputs,  # with sweep.refine, the runs refinement added too
         checks=data_checks(),
     output:
         runs=report(

@@ -159,6 +159,23 @@ def check_ranges(study: Study) -> None:
             raise ConfigError(f"config key 'datasets.{name}.range': [{lo:g}, {hi:g}] {problem}")
 
 
+def check_refine(study: Study) -> None:
+    """``sweep.refine``: its rate bounds are an interval that holds the grid's own rates."""
+    if study.refine is None:
+        return
+    lo, hi = (float(x) for x in study.refine["lr_bounds"])
+    if not lo < hi:
+        raise ConfigError(
+            f"config key 'sweep.refine.lr_bounds': [{lo:g}, {hi:g}] is not an interval (low < high)"
+        )
+    outside = [lr for lr in study.lrs if not lo <= float(lr) <= hi]
+    if outside:
+        raise ConfigError(
+            f"config key 'sweep.refine.lr_bounds': sweep.lr {outside[0]} lies outside "
+            f"[{lo:g}, {hi:g}]; widen the bounds or drop the rate"
+        )
+
+
 def check_runnable(study: Study) -> None:
     """Every rule a job applies to what the config gives it (after the cross-references)."""
     _check_sources(study)
