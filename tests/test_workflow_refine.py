@@ -57,7 +57,9 @@ def _run(workdir: Path, config: str) -> Counter:
     which the job stats printed before the run cannot know)."""
     result = snakemake(workdir, TABLES, "--cores", "2", "--configfile", config)
     assert result.returncode == 0, result.stderr[-5000:]
-    return Counter(re.findall(r"^(?:local)?rule (\w+):$", result.stdout + result.stderr, re.M))
+    return Counter(
+        re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):$", result.stdout + result.stderr, re.M)
+    )
 
 
 def _decisions(workdir: Path) -> list[dict]:
