@@ -91,6 +91,13 @@ def test_a_grid_too_low_climbs_to_an_interior_rate(tmp_path: Path) -> None:
     # a finished refined study has nothing left to do
     dry = snakemake(tmp_path, TABLES, "-n", "--configfile", config)
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr
+    # an added run is an ordinary target: once its decision exists, a dry-run shows its job
+    lost = tmp_path / "results" / added["run_dir"].iloc[-1] / "metrics.json"
+    lost.unlink()
+    dry = snakemake(tmp_path, TABLES, "-n", "--configfile", config)
+    assert dry.returncode == 0
+    assert re.search(r"^(local)?rule evaluate_scratch_added:$", dry.stdout, re.M)
+    assert str(lost.relative_to(tmp_path)) in dry.stdout
 
 
 def test_turning_refinement_on_reruns_no_grid_job_and_a_study_in_bounds_adds_nothing(
