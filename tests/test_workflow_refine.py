@@ -92,8 +92,10 @@ def test_a_grid_too_low_climbs_to_an_interior_rate(tmp_path: Path) -> None:
     dry = snakemake(tmp_path, TABLES, "-n", "--configfile", config)
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr
     # an added run is an ordinary target: once its decision exists, a dry-run shows its job
+    # (here as if the study had stopped before evaluating the last added run)
     lost = tmp_path / "results" / added["run_dir"].iloc[-1] / "metrics.json"
     lost.unlink()
+    (tmp_path / TABLES).unlink()
     dry = snakemake(tmp_path, TABLES, "-n", "--configfile", config)
     assert dry.returncode == 0
     assert re.search(r"^(local)?rule evaluate_scratch_added:$", dry.stdout, re.M)
