@@ -26,6 +26,6 @@ for mode in TRAINING_MODES:
             bounds=" ".join(str(b) for b in REFINE["lr_bounds"]),
             tolerance=config["report"]["undertrained_tolerance"],
         shell:
-            "pdetransfer refine --results {RESULTS} --train {input.train}"
+            "pdetransfer refine --results results --train {input.train}"
             " --round {wildcards.round} --rounds {params.rounds} --lr-bounds {params.bounds}"
             " --tolerance {params.tolerance} --out {output} > {log} 2>&1"

@@ -331,7 +331,8 @@ def missing_table(missing: Sequence[Run]) -> pd.DataFrame:
     for run in missing:
         key = (run.mode, run.pretrain or "", run.size, run.downstream, run.n or 0)
         entry = rows.setdefault(key, {**dict(zip(CELL, key, strict=True)), "missing": []})
-        entry["missing"].append(f"lr{run.lr}/s{run.seed}" if run.trains else run.spec.label)
+        member = run.directory.removeprefix(f"{run.cell_directory}/")  # lr../[cap../]s..
+        entry["missing"].append(member if run.trains else run.spec.label)
     table = [
         {**entry, "n_missing": len(entry["missing"]), "missing": " ".join(entry["missing"])}
         for entry in rows.values()
