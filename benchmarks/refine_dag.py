@@ -81,9 +81,8 @@ def main() -> None:
         runs = ", ".join(f"{s:.1f}" for s in seconds[name])
         total = sum(counts[name].values())
         checkpoints = sum(v for k, v in counts[name].items() if k.startswith("refine_"))
-        lines.append(
-            f"| {name} | {runs} | {statistics.median(seconds[name]):.1f} | {total} | {checkpoints} |"
-        )
+        median = statistics.median(seconds[name])
+        lines.append(f"| {name} | {runs} | {median:.1f} | {total} | {checkpoints} |")
     lines += [
         "",
         "With refinement on, a fresh dry-run holds every cell's round-1 decision (one local",

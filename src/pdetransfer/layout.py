@@ -4,12 +4,13 @@ their directories by field name.
 The workflow's rules (``workflow/rules/common.smk``), the study's enumeration of runs and the
 tables all format these templates, so a path is spelled once. A run directory is derived from
 its mode (:mod:`pdetransfer.modes`): ``runs/<mode>/[<pretrain>/]<size>/<downstream>`` for the
-cell, then ``n<N>/lr<lr>/s<seed>`` for a mode that trains. A run added to a cell by refinement
-(``sweep.refine``, :mod:`pdetransfer.study.refinement`) names its step cap too,
-``lr<lr>/cap<cap>/s<seed>``, so a longer-cap rerun of a rate never overwrites the grid's runs and
-the grid's paths stay as they were; the cell's refinement decisions are ``refine/round<k>.json``
-in its directory. Runs that start from a pre-trained checkpoint live under its entry; the others depend on no pre-training and are shared by every
-experiment with the same downstream dataset. Paths are relative to the results root.
+cell, then ``n<N>/lr<lr>/s<seed>`` for a mode that trains. A run that refinement added to a
+cell (``sweep.refine``, :mod:`pdetransfer.study.refinement`) names its step cap too,
+``lr<lr>/cap<cap>/s<seed>``, so a longer-cap rerun of a rate never overwrites the grid's runs
+and the grid's paths stay as they were; the cell's decisions are ``refine/round<k>.json`` in
+its directory. Runs that start from a pre-trained checkpoint live under its entry; the others
+depend on no pre-training and are shared by every experiment with the same downstream
+dataset. Paths are relative to the results root.
 """
 
 from __future__ import annotations
