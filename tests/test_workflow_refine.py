@@ -1,9 +1,11 @@
 """Cells that refine themselves (sweep.refine) through the Snakemake CLI, on the smallest study
 that shows it: one dataset, the scratch mode only, one N, one seed, the tiny model.
 
-A grid too low (1e-5, 1e-4) climbs one rate per round until its best rate is interior; a grid
-whose edges are at the refinement bounds adds nothing; turning refinement on for a finished
-study reruns none of its grid's jobs; a finished refined study reruns nothing.
+A grid too low (1e-5, 1e-4) climbs one rate per round until its best rate is interior; a rate
+whose runs stopped at their cap still improving is rerun at twice the cap (here unpacked, one
+job per run), and the rerun replaces them in the tables; a grid whose edges are at the
+refinement bounds adds nothing; turning refinement on for a finished study reruns none of its
+grid's jobs; a finished refined study reruns nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +27,15 @@ CELL = Path("results/runs/scratch/tiny/poisson_5_10/n16")
 GRID_RULES = ("generate", "check", "dataset_stats", "scratch", "evaluate_scratch")
 
 
-def _study(workdir: Path, lr: list[float], refine: dict, **report: object) -> str:
+def _study(
+    workdir: Path,
+    lr: list[float],
+    refine: dict,
+    sweep: dict | None = None,
+    recipe: dict | None = None,
+    **report: object,
+) -> str:
+    recipe = recipe or {"patience": 20, "max_steps": 200}
     config = {
         "data_seed": 0,
         "datasets": {
@@ -41,10 +51,15 @@ def _study(workdir: Path, lr: list[float], refine: dict, **report: object) -> st
         "sizes": {"tiny": "2,4"},
         "pretrain": {"poisson_5_10": ["poisson_5_10"]},
         "experiments": {"one": {"pretrain": "poisson_5_10", "downstream": ["poisson_5_10"]}},
-        "sweep": {"n": [16], "lr": lr, "seeds": [0], "modes": ["scratch"], "refine": refine},
-        "training": {
-            "downstream": {"epochs": 1, "batch_size": 8, "patience": 20, "max_steps": 200}
+        "sweep": {
+            "n": [16],
+            "lr": lr,
+            "seeds": [0],
+            "modes": ["scratch"],
+            "refine": refine,
+            **(sweep or {}),
         },
+        "training": {"downstream": {"epochs": 1, "batch_size": 8, **recipe}},
         "report": {"targets": [0.9], **report},
     }
     path = workdir / "study.yaml"
@@ -121,3 +136,26 @@ def test_turning_refinement_on_reruns_no_grid_job_and_a_study_in_bounds_adds_not
     assert len(runs) == 2 and (runs["round"] == 0).all()
     dry = snakemake(tmp_path, TABLES, "-n", "--configfile", refined)
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr
+
+
+def test_an_undertrained_rate_is_rerun_at_twice_its_cap_one_job_per_run(tmp_path: Path) -> None:
+    # one rate (nothing to extend), capped at 20 steps while still gaining over its patience
+    config = _study(
+        tmp_path,
+        [0.01],
+        {"enabled": True, "rounds": 1},
+        sweep={"seeds": [0, 1], "pack": False},
+        recipe={"patience": 10, "max_steps": 20},
+    )
+    counts = _run(tmp_path, config)
+    assert counts["scratch"] == counts["scratch_added"] == counts["evaluate_scratch_added"] == 2
+    (decision,) = _decisions(tmp_path)
+    assert decision["add"] == [{"lr": "0.01", "cap": 40, "seeds": [0, 1], "why": "undertrained"}]
+    runs = pd.read_csv(tmp_path / TABLES).sort_values(["round", "seed"])
+    assert runs["round"].tolist() == [0, 0, 1, 1] and runs["max_steps"].tolist() == [20, 20, 40, 40]
+    assert runs["superseded"].tolist() == [True, True, False, False]
+    assert runs["run_dir"].iloc[2].endswith("n16/lr0.01/cap40/s0")
+    (cell,) = pd.read_csv(tmp_path / "results" / "tables" / "summary.csv").itertuples()
+    rerun = runs[runs["round"] == 1]
+    assert cell.refine_rounds == 1 and cell.n_seeds == 2 and cell.lr_at_edge == "unbracketed"
+    assert cell.val_rel_l2_mean == pytest.approx(rerun["val_rel_l2"].mean(), rel=1e-5)
