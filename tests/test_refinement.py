@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from pdetransfer import layout
+from pdetransfer.errors import UserError
 from pdetransfer.layout import Jobs, Run, parse_run
 from pdetransfer.modes import MODES
 from pdetransfer.study.aggregation import summarize
@@ -21,6 +22,7 @@ from pdetransfer.study.collection import CELL
 from pdetransfer.study.config import Study
 from pdetransfer.study.refinement import (
     Addition,
+    added_runs,
     decide,
     decision_path,
     refinement_rounds,
@@ -209,6 +211,16 @@ def test_refinement_config_is_checked_naming_its_key() -> None:
         Study(_config(enabled=True, rounds=2, lr_bounds=[1.0, 0.1]))
     with pytest.raises(ConfigError, match=r"'sweep.refine.lr_bounds': sweep.lr 0.01 lies outside"):
         Study(_config(enabled=True, rounds=2, lr_bounds=[1e-6, 1e-3]))
+
+
+def test_aggregate_needs_every_decision_unless_partial(tmp_path: Path) -> None:
+    study = Study(_config(enabled=True, rounds=2, lr_bounds=[1e-6, 1.0]))
+    with pytest.raises(
+        UserError, match=r"round1\.json does not exist: run the workflow's refinement"
+    ):
+        added_runs(study, tmp_path)
+    assert added_runs(study, tmp_path, partial=True) == []
+    assert added_runs(Study(_config(enabled=False)), tmp_path) == []
 
 
 def test_the_refine_command_reads_a_cells_files_and_writes_its_decision(tmp_path: Path) -> None:
