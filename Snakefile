@@ -18,6 +18,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/refine.smk"
 include: "workflow/rules/aggregate.smk"
 
 

@@ -63,6 +63,16 @@ def test_sharing_guard_names_the_key_where_the_studies_share_files(tmp_path: Pat
         exp.pop("sizes", None)
     assert sharing_conflict(_record(apart), _record(base)) is None
 
+    # A shared cell's refinement decisions depend on its grid: refining studies agree on it.
+    refine = {"enabled": True, "rounds": 2, "lr_bounds": [1e-6, 1.0]}
+    refined = copy.deepcopy(same)
+    refined["sweep"]["refine"] = refine
+    assert sharing_conflict(_record(refined), _record(base)) == "sweep.refine"
+    both = {**copy.deepcopy(base), "sweep": {**base["sweep"], "refine": refine}}
+    assert sharing_conflict(_record(refined), _record(both)) is None
+    refined["sweep"]["lr"] = [*base["sweep"]["lr"], 0.5]
+    assert sharing_conflict(_record(refined), _record(both)) == "sweep.lr"
+
     first = tmp_path / "studies" / "a" / "study.json"
     write_study({**base, "study": "a"}, first)
     with pytest.raises(ConfigError) as err:

@@ -112,6 +112,8 @@ def expected_jobs(cfg: dict, pack: bool = True) -> Counter:
         plot_mixed=sum(len(cfg["pretrain"][e["pretrain"]]) > 1 for e in exps),
         all=1,
     )
+    if sweep.get("refine", {}).get("enabled"):  # every trained cell's first refinement round
+        counts.update(refine_finetune=len(finetune_cells), refine_scratch=len(scratch_cells))
     return +counts  # drop zero entries, as snakemake's table does
 
 

@@ -308,6 +308,20 @@ def _add_aggregate(sub: argparse._SubParsersAction) -> None:
     _handler(p, "pdetransfer.study.aggregation:aggregate_command")
 
 
+def _add_refine(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("refine", help="one round of a cell's refinement: which runs to add")
+    p.add_argument("--results", default="results", help="results root the run paths are under")
+    p.add_argument(
+        "--train", nargs="+", required=True, help="train.json of every run of the cell so far"
+    )
+    p.add_argument("--round", type=int, required=True, help="the round decided (1, 2, ...)")
+    p.add_argument("--rounds", type=int, required=True, help="sweep.refine.rounds")
+    p.add_argument("--lr-bounds", type=float, nargs=2, required=True, help="sweep.refine.lr_bounds")
+    p.add_argument("--tolerance", type=float, required=True, help="report.undertrained_tolerance")
+    p.add_argument("--out", required=True, help="the decision file (JSON)")
+    _handler(p, "pdetransfer.study.refinement:refine_command")
+
+
 PLOT_KINDS = ("error-vs-n", "error-vs-size", "ood", "mixed", "gallery")
 
 
@@ -398,6 +412,7 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_launch,
     _add_study,
     _add_aggregate,
+    _add_refine,
     _add_plot,
     _add_publish,
     _add_track,

@@ -4,9 +4,13 @@ their directories by field name.
 The workflow's rules (``workflow/rules/common.smk``), the study's enumeration of runs and the
 tables all format these templates, so a path is spelled once. A run directory is derived from
 its mode (:mod:`pdetransfer.modes`): ``runs/<mode>/[<pretrain>/]<size>/<downstream>`` for the
-cell, then ``n<N>/lr<lr>/s<seed>`` for a mode that trains. Runs that start from a pre-trained
-checkpoint live under its entry; the others depend on no pre-training and are shared by every
-experiment with the same downstream dataset. Paths are relative to the results root.
+cell, then ``n<N>/lr<lr>/s<seed>`` for a mode that trains. A run that refinement added to a
+cell (``sweep.refine``, :mod:`pdetransfer.study.refinement`) names its step cap too,
+``lr<lr>/cap<cap>/s<seed>``, so a longer-cap rerun of a rate never overwrites the grid's runs
+and the grid's paths stay as they were; the cell's decisions are ``refine/round<k>.json`` in
+its directory. Runs that start from a pre-trained checkpoint live under its entry; the others
+depend on no pre-training and are shared by every experiment with the same downstream
+dataset. Paths are relative to the results root.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ FIELD_PATTERNS = {
     "n": r"[1-9][0-9]*",
     "lr": r"[0-9][0-9.e+-]*",
     "seed": r"[0-9]+",
+    "cap": r"[1-9][0-9]*",
+    "round": r"[1-9][0-9]*",
 }
 
 DATASET_FILE = "data/{dataset}/{split}.h5"
@@ -42,6 +48,13 @@ PRETRAINED_MODEL = f"{PRETRAIN_DIR}/model.pt"
 RUNS = "runs"
 #: One member of a cell (a learning rate and seed), below the cell's directory.
 MEMBER = "lr{lr}/s{seed}"
+#: The runs refinement adds to a cell at one rate and step cap (one job when packed)...
+ADDED_GROUP = "lr{lr}/cap{cap}"
+#: ...and one of them (a seed below the group).
+SEED_DIR = "s{seed}"
+ADDED_MEMBER = f"{ADDED_GROUP}/{SEED_DIR}"
+#: Refinement's decision of round k for a cell, below the cell's directory.
+DECISION = "refine/round{round}.json"
 
 
 def format_lr(lr: float) -> str:
@@ -70,16 +83,37 @@ def cell_template(mode: Mode) -> str:
     return "/".join(parts)
 
 
-def run_template(mode: Mode) -> str:
-    """A run directory of a mode."""
+def run_template(mode: Mode, added: bool = False) -> str:
+    """A run directory of a mode: one of the grid's, or (``added``) one refinement added."""
     cell = cell_template(mode)
-    return f"{cell}/{MEMBER}" if mode.trains else cell
+    if not mode.trains:
+        return cell
+    return f"{cell}/{ADDED_MEMBER if added else MEMBER}"
+
+
+def run_templates(mode: Mode) -> list[str]:
+    """Every layout of a mode's run directories (the grid's, then refinement's)."""
+    return (
+        [run_template(mode), run_template(mode, added=True)]
+        if mode.trains
+        else [cell_template(mode)]
+    )
+
+
+def decision_template(mode: Mode) -> str:
+    """The refinement decision of round ``{round}`` of a cell of a mode that trains."""
+    return f"{cell_template(mode)}/{DECISION}"
 
 
 def members(lrs: Iterable[str], seeds: Iterable[int]) -> list[str]:
     """The member directories of a cell, relative to it: every learning rate x seed."""
     seeds = list(seeds)
     return [MEMBER.format(lr=lr, seed=seed) for lr in lrs for seed in seeds]
+
+
+def added_members(seeds: Iterable[int]) -> list[str]:
+    """The member directories of a job of runs refinement added, relative to its rate and cap."""
+    return [SEED_DIR.format(seed=seed) for seed in seeds]
 
 
 def _regex(template: str, named: bool) -> str:
@@ -97,15 +131,17 @@ def run_pattern() -> str:
     """A regex of every run directory below ``runs/`` (the workflow's ``{run}`` wildcard)."""
     prefix = f"{RUNS}/"
     return "|".join(
-        f"(?:{_regex(run_template(mode).removeprefix(prefix), named=False)})"
+        f"(?:{_regex(template.removeprefix(prefix), named=False)})"
         for mode in MODES.values()
+        for template in run_templates(mode)
     )
 
 
 @dataclass(frozen=True)
 class Run:
     """One evaluated model of the sweep (a run of a mode that does not train has no n, lr or
-    seed; one that does not start from a pre-trained checkpoint has no pretrain)."""
+    seed; one that does not start from a pre-trained checkpoint has no pretrain; only a run
+    that refinement added has a cap)."""
 
     mode: str
     size: str
@@ -114,6 +150,7 @@ class Run:
     n: int | None = None
     lr: str | None = None
     seed: int | None = None
+    cap: int | None = None
 
     @property
     def spec(self) -> Mode:
@@ -123,7 +160,12 @@ class Run:
     @property
     def directory(self) -> str:
         """The run directory relative to the results root."""
-        return run_template(self.spec).format(**self._fields())
+        return run_template(self.spec, self.cap is not None).format(**self._fields())
+
+    @property
+    def cell_directory(self) -> str:
+        """The directory of the run's cell (the run's own, for a mode that does not train)."""
+        return cell_template(self.spec).format(**self._fields())
 
     @property
     def trains(self) -> bool:
@@ -150,21 +192,23 @@ class Run:
             "n": self.n,
             "lr": self.lr,
             "seed": self.seed,
+            "cap": self.cap,
         }
 
 
 def parse_run(directory: str) -> Run:
     """The run a directory (relative to the results root) holds, its fields read by name."""
     for mode in MODES.values():
-        found = re.fullmatch(_regex(run_template(mode), named=True), directory)
-        if found is None:
-            continue
-        fields: dict[str, Any] = found.groupdict()
-        for key in ("n", "seed"):
-            if key in fields:
-                fields[key] = int(fields[key])
-        return Run(mode.name, **fields)
-    layouts = ", ".join(run_template(mode) for mode in MODES.values())
+        for template in run_templates(mode):
+            found = re.fullmatch(_regex(template, named=True), directory)
+            if found is None:
+                continue
+            fields: dict[str, Any] = found.groupdict()
+            for key in ("n", "seed", "cap"):
+                if key in fields:
+                    fields[key] = int(fields[key])
+            return Run(mode.name, **fields)
+    layouts = ", ".join(t for mode in MODES.values() for t in run_templates(mode))
     raise UserError(f"{directory!r} is not a run directory (run directories: {layouts})")
 
 
@@ -173,19 +217,25 @@ class Jobs:
     """What one training or evaluation job of a mode covers: with ``packed`` a whole cell
     (every member, learning rate x seed), else one run; a mode that does not train has one run
     per cell either way. Paths keep the cell's fields as ``{wildcards}`` and are relative to
-    ``root``."""
+    ``root``.
+
+    ``added``: the jobs of the runs refinement adds, one rate and cap of a cell per packed job
+    (its members the seeds, below ``lr{lr}/cap{cap}``), else one run of them."""
 
     root: str
     packed: bool
     members: Sequence[str]
+    added: bool = False
 
     def _packs(self, mode: Mode) -> bool:
         return self.packed and mode.trains
 
     def directory(self, mode: Mode) -> str:
         """The directory a job of the mode covers: its cell, or one run."""
-        template = cell_template(mode) if self._packs(mode) else run_template(mode)
-        return f"{self.root}/{template}"
+        if not self._packs(mode):
+            return f"{self.root}/{run_template(mode, self.added)}"
+        group = f"/{ADDED_GROUP}" if self.added else ""
+        return f"{self.root}/{cell_template(mode)}{group}"
 
     def files(self, mode: Mode, name: str) -> list[str]:
         """One file of every run a job of the mode writes or reads."""

@@ -68,9 +68,32 @@ class Mode:
         return f"evaluate_{self.name}"
 
     @property
+    def refine_rule(self) -> str:
+        """The workflow checkpoint that decides a round of a cell's refinement (sweep.refine)."""
+        return f"refine_{self.name}"
+
+    @property
+    def added_train_rule(self) -> str:
+        """The workflow rule that trains the runs refinement adds to a cell."""
+        return f"{self.name}_added"
+
+    @property
+    def added_evaluate_rule(self) -> str:
+        """The workflow rule that evaluates the runs refinement adds to a cell."""
+        return f"evaluate_{self.name}_added"
+
+    @property
     def rules(self) -> tuple[str, ...]:
-        """Every workflow rule of the mode (the SLURM profile places each of them)."""
-        return (self.train_rule, self.evaluate_rule) if self.trains else (self.evaluate_rule,)
+        """Every workflow rule of the mode that runs on a GPU (the SLURM profile places each
+        of them; the refinement checkpoint is a local rule)."""
+        if not self.trains:
+            return (self.evaluate_rule,)
+        return (
+            self.train_rule,
+            self.evaluate_rule,
+            self.added_train_rule,
+            self.added_evaluate_rule,
+        )
 
 
 MODES: dict[str, Mode] = {

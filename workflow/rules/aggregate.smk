@@ -32,7 +32,7 @@ rule study:
 rule aggregate:
     input:
         study=STUDY_FILE,
-        runs=run_outputs(),
+        runs=study_run_outputs,  # with sweep.refine, the runs refinement added too
         checks=data_checks(),
         tests=test_files(),
     output:

@@ -6,14 +6,17 @@ import copy
 import json
 import os
 import re
+from dataclasses import replace
 
 import yaml
+from snakemake.exceptions import IncompleteCheckpointException
 from snakemake.utils import validate
 
 from pdetransfer import layout
 from pdetransfer.data.import_spec import is_imported
 from pdetransfer.engine.training.schedule import recipe_flags
 from pdetransfer.modes import MODES
+from pdetransfer.study import refinement
 from pdetransfer.study.config import ConfigError, Study
 from pdetransfer.study.validation import check_schema, check_shared, coerce_numbers
 
@@ -77,6 +80,8 @@ wildcard_constraints:
     n=layout.FIELD_PATTERNS["n"],
     lr=layout.FIELD_PATTERNS["lr"],
     seed=layout.FIELD_PATTERNS["seed"],
+    cap=layout.FIELD_PATTERNS["cap"],
+    round=layout.FIELD_PATTERNS["round"],
     run=layout.run_pattern(),
 
 
@@ -161,7 +166,7 @@ def trainable_flags(mode):
     return f"--trainable {mode.trainable} --lora-rank {config['sweep']['lora_rank']}"
 
 
-def train_resource(key):
+def train_resource(key, jobs=JOBS):
     """A training job's resource: resources.train per run; for a packed cell one GPU at most
     (the pack is one process), and runtime and memory times the members (the bound of the
     sequential fallback, which trains them one after another in that process).
@@ -171,7 +176,108 @@ def train_resource(key):
     value = res("train", key)
     if key == "gpu":
         return min(value, 1)
-    return value * len(JOBS.members)
+    return value * len(jobs.members)
+
+
+# ---------------------------------------------------------------- refinement (sweep.refine)
+# Runs refinement adds to a cell: one rate at one step cap per job when packed (its members
+# the seeds, below lr{lr}/cap{cap}), else one run; pdetransfer.study.refinement decides them.
+REFINE = config["sweep"]["refine"]
+ADDED = layout.Jobs(RESULTS, PACK, layout.added_members(STUDY.seeds), added=True)
+
+
+def added_member_flags(wildcards):
+    """The --lr and --seed of a job of added runs: its rate, and every seed or its own."""
+    seeds = " ".join(str(s) for s in STUDY.seeds) if PACK else wildcards.seed
+    return f"--lr {wildcards.lr} --seed {seeds}"
+
+
+def added_out_flag(mode):
+    """Where a job of added runs writes: --out-pattern with {seed}, or --out one run."""
+
+    def flag(wildcards):
+        directory = ADDED.directory(mode).format(**wildcards)
+        if PACK:
+            return f"--out-pattern '{directory}/{layout.SEED_DIR}'"
+        return f"--out {directory}"
+
+    return flag
+
+
+def added_recipe(wildcards):
+    """The downstream recipe's flags at the added runs' own step cap."""
+    return recipe_flags({**recipe("downstream"), "max_steps": int(wildcards.cap)})
+
+
+def wildcard_cell(mode, wildcards):
+    """The cell of a mode that the wildcards name (a run without rate or seed)."""
+    pretrain = wildcards.pretrain if mode.needs_pretrained else None
+    return layout.Run(
+        mode.name,
+        wildcards.size,
+        wildcards.downstream,
+        pretrain=pretrain,
+        n=int(wildcards.n),
+    )
+
+
+def decision_file(cell):
+    """Round k's decision file of a cell, through its checkpoint (raises while it is not made)."""
+    decider = getattr(checkpoints, cell.spec.refine_rule)
+    fields = {"size": cell.size, "downstream": cell.downstream, "n": str(cell.n)}
+    if cell.spec.needs_pretrained:
+        fields["pretrain"] = cell.pretrain
+
+    def path(k):
+        return decider.get(**fields, round=str(k)).output[0]
+
+    return path
+
+
+def refine_inputs(mode):
+    """What round k of a cell's refinement reads: train.json of the grid's runs and of those
+    rounds 1..k-1 added (their log.csv beside), and those rounds' decisions."""
+
+    def inputs(wildcards):
+        cell = wildcard_cell(mode, wildcards)
+        before = int(wildcards.round) - 1
+        added, decisions = refinement.refinement_rounds(
+            cell, before, decision_file(cell)
+        )
+        grid = [
+            replace(cell, lr=lr, seed=seed) for lr in STUDY.lrs for seed in STUDY.seeds
+        ]
+        runs = grid + [run for run, _ in added]
+        return {
+            "train": [results(f"{run.directory}/train.json") for run in runs],
+            "decisions": decisions,
+        }
+
+    return inputs
+
+
+def study_run_outputs(wildcards):
+    """run_outputs() and, with sweep.refine, every cell's decisions and added runs: a cell
+    whose next decision is not made yet asks for it (all cells at once, so their checkpoints
+    run side by side; Snakemake asks again when one finishes)."""
+    files = run_outputs()
+    if not STUDY.refine:
+        return files
+    for cell in STUDY.trained_cells():
+        try:
+            added, decisions = refinement.refinement_rounds(
+                cell, REFINE["rounds"], decision_file(cell)
+            )
+        except IncompleteCheckpointException as pending:
+            files.append(pending.targetfile)
+            continue
+        files += decisions
+        for run, _ in added:
+            files += [
+                results(f"{run.directory}/{name}")
+                for name in ("metrics.json", "train.json")
+            ]
+    return files
 
 
 # ---------------------------------------------------------------- input functions

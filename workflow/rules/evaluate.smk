@@ -8,33 +8,37 @@
 # sweep.pack false: one job per run. A zero-shot cell is one run: one job either way.
 
 for mode in MODES.values():
+    variants = [(JOBS, mode.evaluate_rule)]
+    if mode.trains:  # the runs refinement adds: evaluate_<mode>_added, the same command
+        variants.append((ADDED, mode.added_evaluate_rule))
+    for jobs, name in variants:
 
-    rule:
-        name:
-            mode.evaluate_rule
-        input:
-            checkpoints=JOBS.checkpoints(mode),
-            data=dataset_file("{downstream}", "test"),
-        output:
-            JOBS.files(mode, "metrics.json"),
-        log:
-            JOBS.log(mode, "logs", "evaluate.log"),
-        benchmark:
-            JOBS.log(mode, "benchmarks", "evaluate.tsv")
-        conda:
-            ENV
-        threads: res("evaluate", "threads")
-        resources:
-            gpu=res("evaluate", "gpu"),
-            cpus_per_gpu=res("evaluate", "threads"),  # per process; one process per GPU
-            mem_mb=res("evaluate", "mem_mb"),  # one member in memory at a time
-            runtime=runtime("evaluate", runs=JOBS.runs(mode)),  # one after another
-        params:
-            batch_size=config["evaluation"]["batch_size"],
-        shell:
-            "pdetransfer launch --gpus {resources.gpu} -- evaluate"
-            " --checkpoint {input.checkpoints} --data {input.data}"
-            " --batch-size {params.batch_size} --threads {threads} --out {output} > {log} 2>&1"
+        rule:
+            name:
+                name
+            input:
+                checkpoints=jobs.checkpoints(mode),
+                data=dataset_file("{downstream}", "test"),
+            output:
+                jobs.files(mode, "metrics.json"),
+            log:
+                jobs.log(mode, "logs", "evaluate.log"),
+            benchmark:
+                jobs.log(mode, "benchmarks", "evaluate.tsv")
+            conda:
+                ENV
+            threads: res("evaluate", "threads")
+            resources:
+                gpu=res("evaluate", "gpu"),
+                cpus_per_gpu=res("evaluate", "threads"),  # per process; one process per GPU
+                mem_mb=res("evaluate", "mem_mb"),  # one member in memory at a time
+                runtime=runtime("evaluate", runs=jobs.runs(mode)),  # one after another
+            params:
+                batch_size=config["evaluation"]["batch_size"],
+            shell:
+                "pdetransfer launch --gpus {resources.gpu} -- evaluate"
+                " --checkpoint {input.checkpoints} --data {input.data}"
+                " --batch-size {params.batch_size} --threads {threads} --out {output} > {log} 2>&1"
 
 
 # Predictions on the first test samples, only for the runs a gallery shows.

@@ -6,6 +6,10 @@
 - ``summary.csv``: per cell (mode, pre-training, size, downstream dataset, N) the learning rate
   with the lowest **validation** error averaged over seeds (never the test error: choosing on
   test would flatter every curve), with mean and standard deviation over seeds at that rate.
+  The choice is over every rate of the cell, the grid's and those refinement added
+  (``sweep.refine``); a rate's longer-cap rerun supersedes its shorter-cap runs for the choice
+  and every table (:mod:`pdetransfer.study.refinement`); ``refine_rounds`` counts the rounds
+  that added runs to the cell.
   Diverged runs take no part in the choice; a learning rate whose seeds partly diverged is
   chosen only if every learning rate had a diverged seed (it is unreliable, and its surviving
   seeds would flatter it). A cell whose every run diverged has ``status = diverged`` and no
@@ -74,6 +78,7 @@ from pdetransfer.study.fits import scaling_fits
 from pdetransfer.study.flags import edge_position
 from pdetransfer.study.forgetting import forgetting
 from pdetransfer.study.modes_table import crossover_table, mode_tables
+from pdetransfer.study.refinement import choose_lr
 from pdetransfer.study.sizes import size_gain
 from pdetransfer.study.statistics import (
     MEAN,
@@ -94,6 +99,7 @@ SUMMARY_COLUMNS = [
     "status",
     "best_lr",
     "n_lrs",
+    "refine_rounds",
     "n_seeds",
     "n_diverged",
     "lr_at_edge",
@@ -138,20 +144,15 @@ def load_study(path: str | Path) -> Study:
     return Study(record["config"])
 
 
-def _choose_lr(cell: pd.DataFrame) -> float:
-    """The rate with the lowest mean validation error over completed seeds, preferring rates
-    with no diverged seed (NaN when every run of the cell diverged)."""
-    done = cell[cell["status"] != "diverged"]
-    if done.empty:
-        return math.nan
-    partly = set(cell.loc[cell["status"] == "diverged", "lr"])
-    ranking = done.groupby("lr", sort=False)["val_rel_l2"].mean().reset_index()
-    ranking["partly_diverged"] = ranking["lr"].isin(partly)
-    ranking = ranking.sort_values(["partly_diverged", "val_rel_l2"], na_position="last")
-    return float(ranking["lr"].iloc[0])
-
-
 CURVE = ["mode", "pretrain", "size", "downstream"]
+
+
+def _current(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs the tables use: those no longer-cap rerun of their rate superseded
+    (:func:`pdetransfer.study.refinement.superseded`)."""
+    if "superseded" not in runs:  # runs.csv written before refinement
+        return runs
+    return runs[~runs["superseded"].fillna(False).astype(bool)]
 
 
 def _val_spreads(runs: pd.DataFrame) -> dict[tuple[Any, ...], Spread]:
@@ -167,7 +168,7 @@ def _val_spreads(runs: pd.DataFrame) -> dict[tuple[Any, ...], Spread]:
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     """summary.csv: best learning rate per cell by mean validation error, with diagnostics."""
-    runs = runs.copy()
+    runs = _current(runs).copy()
     if "test_rel_l2_median" not in runs:  # runs of a frame that records means only
         runs["test_rel_l2_median"] = math.nan
     if "status" not in runs:
@@ -189,7 +190,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
             chosen, best_lr, n_lrs, edge = cell, math.nan, 0, ""
         else:
             grid = sorted(set(cell["lr"]))
-            best_lr, n_lrs = _choose_lr(cell), len(grid)
+            best_lr, n_lrs = choose_lr(cell), len(grid)
             chosen = done[done["lr"] == best_lr]
             val = {lr: g["val_rel_l2"].tolist() for lr, g in done.groupby("lr")}
             spread = spreads.get(tuple(key[:4]), Spread(math.nan, 0))
@@ -201,6 +202,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
                 "status": "diverged" if chosen.empty else "ok",
                 "best_lr": best_lr,
                 "n_lrs": n_lrs,
+                "refine_rounds": int(cell["round"].fillna(0).max()) if "round" in cell else 0,
                 "n_seeds": len(chosen),
                 "n_diverged": n_diverged,
                 "lr_at_edge": edge,
@@ -239,7 +241,8 @@ def chosen_errors(
 ) -> dict[Cell, list[RunErrors]]:
     """Per cell, the test errors of the completed runs at the chosen learning rate (a mode
     that does not train: its one evaluation)."""
-    done = runs[runs["status"] != "diverged"]
+    done = _current(runs)
+    done = done[done["status"] != "diverged"]
     by_cell = {tuple(key): group for key, group in done.groupby(CELL, sort=False)}
     out: dict[Cell, list[RunErrors]] = {}
     for row in summary[summary["status"] == "ok"].itertuples():
@@ -369,7 +372,8 @@ def missing_table(missing: Sequence[Run]) -> pd.DataFrame:
     for run in missing:
         key = (run.mode, run.pretrain or "", run.size, run.downstream, run.n or 0)
         entry = rows.setdefault(key, {**dict(zip(CELL, key, strict=True)), "missing": []})
-        entry["missing"].append(f"lr{run.lr}/s{run.seed}" if run.trains else run.spec.label)
+        member = run.directory.removeprefix(f"{run.cell_directory}/")  # lr../[cap../]s..
+        entry["missing"].append(member if run.trains else run.spec.label)
     table = [
         {**entry, "n_missing": len(entry["missing"]), "missing": " ".join(entry["missing"])}
         for entry in rows.values()

@@ -6,6 +6,11 @@ A run's identity comes from the study (the resolved config), its outcome from
 :mod:`pdetransfer.study.flags`). A run whose training diverged is a result, not a failure: its
 ``status`` is ``diverged`` and its test errors are empty (NaN). Runs written before
 ``train.json`` recorded a status count as ``completed``.
+
+The runs refinement added to a cell (``sweep.refine``) follow the grid's, read from the cell's
+decision files: ``round`` is 0 for the grid's runs and k for those round k added, ``max_steps``
+is every run's step cap, and ``superseded`` marks the runs of a rate that also has runs at a
+longer cap (:mod:`pdetransfer.study.refinement`: the tables use only the longest).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pdetransfer.errors import UserError
 from pdetransfer.layout import Run
 from pdetransfer.study.config import Study
 from pdetransfer.study.flags import stop_flags
+from pdetransfer.study.refinement import added_runs, superseded
 
 METRIC_KEYS = [
     "rel_l2_mean",
@@ -58,6 +64,8 @@ RUN_COLUMNS = [
     "epochs_run",
     "steps",
     "max_steps",
+    "round",
+    "superseded",
     "loss",
     "train_seconds",
     "device",
@@ -164,12 +172,15 @@ def collect_runs(
     first missing file)."""
     results = Path(results)
     rows, samples, missing = [], {}, []
-    for run in study.runs():
+    grid = [(run, 0) for run in study.runs()]
+    for run, round_ in [*grid, *added_runs(study, results, partial)]:
         if partial and not finished(run, results):
             missing.append(run)
             continue
         row, errors = read_run(study, run, results)
-        rows.append(row)
+        rows.append({**row, "round": round_})
         if errors is not None:
             samples[run.directory] = errors
-    return pd.DataFrame(rows, columns=RUN_COLUMNS), samples, missing
+    frame = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    frame["superseded"] = superseded(frame, CELL)
+    return frame, samples, missing

@@ -30,6 +30,7 @@ from pdetransfer.modes import MODES, Mode
 from pdetransfer.study.validation import (
     ConfigError,
     check_ranges,
+    check_refine,
     check_runnable,
     resolve_datasets,
 )
@@ -54,6 +55,9 @@ class Study:
         #: ``studies/<name>/`` (:func:`pdetransfer.layout.study_root`); None keeps them at the
         #: results root.
         self.name: str | None = config.get("study")
+        refine = sweep.get("refine") or {}  # absent from study files of older versions
+        #: sweep.refine when enabled (rounds, lr_bounds), else None.
+        self.refine: dict[str, Any] | None = dict(refine) if refine.get("enabled") else None
         self._check()
 
     # ------------------------------------------------------------------ consistency checks
@@ -110,6 +114,7 @@ class Study:
                 raise ConfigError(f"config key '{key}' is an empty list")
             if len(set(values)) != len(values):
                 raise ConfigError(f"config key '{key}' has duplicate values: {values}")
+        check_refine(self)
         for name in self.modes:
             if name not in MODES:
                 raise ConfigError(
@@ -231,7 +236,8 @@ class Study:
         return runs
 
     def runs(self) -> list[Run]:
-        """Every run of the study once (runs of a shared mode, scratch, appear once)."""
+        """Every run of the study once (runs of a shared mode, scratch, appear once): the
+        grid's, not those refinement adds (:mod:`pdetransfer.study.refinement`)."""
         return _unique(run for name in self.experiments for run in self.experiment_runs(name))
 
     def cells(self) -> list[str]:
@@ -256,6 +262,15 @@ class Study:
             "runs": {name: sum(r.mode == name for r in runs) for name in MODES},
             "pdetransfer_version": __version__,
         }
+
+    def trained_cells(self) -> list[Run]:
+        """One grid run (the first) of every cell of a mode that trains: the cells refinement
+        decides on, each named by its run's cell fields."""
+        firsts: dict[str, Run] = {}
+        for run in self.runs():
+            if run.trains:
+                firsts.setdefault(run.cell_directory, run)
+        return list(firsts.values())
 
     # ------------------------------------------------------------------ report selections
     def ood_experiments(self) -> list[str]:

@@ -161,6 +161,23 @@ def check_ranges(study: Study) -> None:
             raise ConfigError(f"config key 'datasets.{name}.range': [{lo:g}, {hi:g}] {problem}")
 
 
+def check_refine(study: Study) -> None:
+    """``sweep.refine``: its rate bounds are an interval that holds the grid's own rates."""
+    if study.refine is None:
+        return
+    lo, hi = (float(x) for x in study.refine["lr_bounds"])
+    if not lo < hi:
+        raise ConfigError(
+            f"config key 'sweep.refine.lr_bounds': [{lo:g}, {hi:g}] is not an interval (low < high)"
+        )
+    outside = [lr for lr in study.lrs if not lo <= float(lr) <= hi]
+    if outside:
+        raise ConfigError(
+            f"config key 'sweep.refine.lr_bounds': sweep.lr {outside[0]} lies outside "
+            f"[{lo:g}, {hi:g}]; widen the bounds or drop the rate"
+        )
+
+
 def check_runnable(study: Study) -> None:
     """Every rule a job applies to what the config gives it (after the cross-references)."""
     _check_sources(study)
@@ -293,6 +310,10 @@ SHARED_SETTINGS = (
     ("report.gallery.samples", "cells"),
 )
 PACKED_SETTINGS = ("sweep.lr", "sweep.seeds")
+#: Settings a refinement decision of a cell reads (its grid, its rounds and bounds, the
+#: undertrained rule): two studies that share a cell and either refines must agree on them, or
+#: one would read the other's decision files as its own.
+REFINE_SETTINGS = ("sweep.refine", "sweep.lr", "sweep.seeds", "report.undertrained_tolerance")
 
 
 def _label(name: str | None) -> str:
@@ -322,6 +343,8 @@ def sharing_conflict(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> str 
     settings = list(SHARED_SETTINGS)
     if _setting(mine, "sweep.pack"):
         settings += [(key, "cells") for key in PACKED_SETTINGS]
+    if _setting(mine, "sweep.refine.enabled") or _setting(other, "sweep.refine.enabled"):
+        settings += [(key, "cells") for key in REFINE_SETTINGS]
     for key, what in settings:
         if shared[what] and _setting(mine, key) != _setting(other, key):
             return key
