@@ -17,7 +17,7 @@ from snakemake.utils import validate
 from pdetransfer.data.generate import generate_dataset
 from pdetransfer.errors import UserError
 from pdetransfer.study.config import ConfigError, Study
-from pdetransfer.study.validation import check_schema, coerce_numbers, key_name
+from pdetransfer.study.validation import check_schema, coerce_numbers, key_name, sharing_conflict
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
@@ -148,3 +148,21 @@ def test_unreachable_psi_is_refused_by_the_config_check_and_by_generation(tmp_pa
         generate_dataset("advdiff", (1, 100), "test", 4, 32, 0, tmp_path / "a.h5", progress=False)
     checked(_advdiff_study([1, 40]))
     generate_dataset("advdiff", (1, 40), "test", 4, 32, 0, tmp_path / "b.h5", progress=False)
+
+
+QUESTION_STUDIES = ("data_scaling", "model_size", "ood_shift", "mixed_physics", "modes")
+
+
+def test_the_question_studies_are_valid_and_share_one_results_root() -> None:
+    """Each question study is a config a user runs alone; run in one directory, none
+    redefines a dataset, pre-training, recipe or refinement rule another one uses."""
+    records = {name: checked(raw_config(name)).record() for name in QUESTION_STUDIES}
+    for name, record in records.items():
+        assert record["config"]["study"] == name
+        assert record["config"]["sweep"]["refine"]["enabled"]
+        assert len(record["config"]["sweep"]["seeds"]) >= 3
+        for other, theirs in records.items():
+            if other != name:
+                assert sharing_conflict(record, theirs) is None, (name, other)
+    shared = set(records["data_scaling"]["cells"]) & set(records["ood_shift"]["cells"])
+    assert shared  # the (5,10) cells are run once for both
