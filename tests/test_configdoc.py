@@ -38,7 +38,7 @@ def test_every_key_has_a_row_with_its_type_default_and_example() -> None:
     )
     assert "| required | `64` (config/config.yaml) |" in rows["datasets.<name>.val"]
     assert (
-        "integer (≥ 1) or null | `null` | `200` (config/reproduce.yaml)"
+        "integer (≥ 1) or null | `null` | `200` (config/data_scaling.yaml)"
         in rows["training.downstream.patience"]
     )
     # a key no shipped config sets shows its default as the example
