@@ -174,7 +174,10 @@ def test_aggregate_writes_crossover_size_gain_and_compute_that_publish_renders(
     _benchmark(bench, f"{run.directory}/train.tsv", 30.0, t0 + 150)
     _benchmark(bench, f"{run.directory}/evaluate.tsv", 5.0, t0 + 160)
     _benchmark(bench, "data/elsewhere/train.tsv", 999.0, t0 + 500)  # another study's dataset
-    assert [p.name for p in study_benchmarks(study, bench)].count("train.tsv") == 2
+    cell = run.directory.rsplit("/", 2)[0]  # a run refinement added to the cell
+    _benchmark(bench, f"{cell}/lr0.05/cap2000/train.tsv", 40.0, t0 + 300)
+    _benchmark(bench, f"{cell}0/lr0.05/cap2000/train.tsv", 999.0, t0 + 500)  # another N's cell
+    assert [p.name for p in study_benchmarks(study, bench)].count("train.tsv") == 3
 
     tables = results / "tables"
     extra = ["--modes-csv", str(tables / "mode_comparison.csv")]
@@ -185,9 +188,9 @@ def test_aggregate_writes_crossover_size_gain_and_compute_that_publish_renders(
 
     compute = read_csv(tables / "compute.csv").set_index("stage")
     assert list(compute.index) == ["data", "pretrain", "scratch", "evaluate", "all"]
-    assert compute.loc["all", "jobs"] == 4 and compute.loc["all", "job_seconds"] == 137
-    assert compute.loc["all", "span_seconds"] == pytest.approx(160, abs=1)
-    assert compute.loc["scratch", "span_seconds"] == pytest.approx(30, abs=1)
+    assert compute.loc["all", "jobs"] == 5 and compute.loc["all", "job_seconds"] == 177
+    assert compute.loc["all", "span_seconds"] == pytest.approx(300, abs=1)
+    assert compute.loc["scratch", "span_seconds"] == pytest.approx(180, abs=1)
 
     gains = read_csv(tables / "size_gain.csv")
     sizes = study.experiment_sizes("shifts")
@@ -213,6 +216,6 @@ def test_aggregate_writes_crossover_size_gain_and_compute_that_publish_renders(
     assert "## Gain by model size" in text and "| N=4 | 5.00x [" in text
     assert "## Crossover with scratch" in text and "none within the sweep" in text
     assert "| pre-training | 1 | 100 | 0.03 | 1 min 40 s |" in text
-    assert "| all jobs | 4 | 137 | 0.04 | 2 min 40 s |" in text
+    assert "| all jobs | 5 | 177 | 0.05 | 5 min 00 s |" in text
     for name in ("compute.csv", "size_gain.csv", "mode_crossover.csv"):
         assert (out / "tables" / name).is_file()

@@ -49,7 +49,8 @@ def stage(relative: str) -> str:
 
 
 def study_benchmarks(study: Study, benchmarks: Path) -> list[Path]:
-    """The benchmark files of the study's own jobs (those that exist) below ``benchmarks``."""
+    """The benchmark files of the study's own jobs (those that exist) below ``benchmarks``,
+    refinement's added runs included."""
     folders = {f"{DATA}/{name}" for name in study.used_datasets()}
     files = {f"{PRETRAIN}/{p}/{size}.tsv" for p, size in study.pretrain_jobs()}
     files |= {f"{PRETRAIN}/{p}/stats.tsv" for p in study.used_pretrain_entries()}
@@ -60,10 +61,12 @@ def study_benchmarks(study: Study, benchmarks: Path) -> list[Path]:
                 pretrain=run.pretrain, size=run.size, downstream=run.downstream, n=run.n
             )
         )
+    # Below a cell folder at any depth: refinement's added runs live in <cell>/lr<lr>/cap<cap>/.
+    prefixes = tuple(f"{folder}/" for folder in folders)
     found = []
     for path in sorted(benchmarks.glob("**/*.tsv")):
         relative = path.relative_to(benchmarks).as_posix()
-        if relative in files or relative.rpartition("/")[0] in folders:
+        if relative in files or relative.startswith(prefixes):
             found.append(path)
     return found
 
