@@ -70,7 +70,7 @@ from pdetransfer.errors import UserError
 from pdetransfer.layout import BENCHMARKS_DIR, Run
 from pdetransfer.modes import TRAINING, Mode
 from pdetransfer.study.bins import dataset_parameters, error_bins
-from pdetransfer.study.collection import CELL, collect_runs
+from pdetransfer.study.collection import CELL, CURVE, Cell, collect_runs
 from pdetransfer.study.compute import compute_table, study_benchmarks
 from pdetransfer.study.config import Study
 from pdetransfer.study.efficiency import data_efficiency
@@ -91,7 +91,6 @@ from pdetransfer.study.statistics import (
     pooled_spread,
 )
 
-Cell = tuple[str, str, str, str, int]
 SUMMARY_COLUMNS = [
     *CELL,
     "parameters",
@@ -142,9 +141,6 @@ def load_study(path: str | Path) -> Study:
     if not isinstance(record, dict) or "config" not in record:
         raise UserError(f"study file {path} has no 'config' (write it with `pdetransfer study`)")
     return Study(record["config"])
-
-
-CURVE = ["mode", "pretrain", "size", "downstream"]
 
 
 def _current(runs: pd.DataFrame) -> pd.DataFrame:

@@ -32,7 +32,7 @@ import pandas as pd
 from pdetransfer.data.datasets import info_from, open_dataset, read_rows
 from pdetransfer.errors import UserError
 from pdetransfer.layout import DATASET_FILE
-from pdetransfer.study.collection import CELL
+from pdetransfer.study.collection import CELL, CURVE, Cell
 from pdetransfer.study.statistics import (
     MEAN,
     MEDIAN,
@@ -42,8 +42,6 @@ from pdetransfer.study.statistics import (
     percentile_interval,
 )
 
-Cell = tuple[str, str, str, str, int]  # (mode, pretrain, size, downstream, n)
-CURVE = ["mode", "pretrain", "size", "downstream"]
 BIN_COLUMNS = [
     *CELL,
     "param_name",

@@ -40,6 +40,10 @@ METRIC_KEYS = [
     "rel_l2_band_high",
 ]
 CELL = ["mode", "pretrain", "size", "downstream", "n"]
+#: A curve: the cells of one mode, pre-training, size and downstream dataset, over N.
+CURVE = CELL[:-1]
+#: A cell as a key: (mode, pretrain, size, downstream, n).
+Cell = tuple[str, str, str, str, int]
 RUN_COLUMNS = [
     *CELL,
     "lr",

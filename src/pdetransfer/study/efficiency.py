@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from pdetransfer.modes import Mode, comparisons
+from pdetransfer.study.collection import Cell
 from pdetransfer.study.flags import curve_flags, not_headline_because
 from pdetransfer.study.statistics import (
     MEAN,
@@ -55,8 +56,6 @@ from pdetransfer.study.statistics import (
     percentile_interval,
     sweep_bounds,
 )
-
-Cell = tuple[str, str, str, str, int]  # (mode, pretrain, size, downstream, n)
 
 IDENTITY = ["pretrain", "size", "downstream", "target_rel_l2", "headline"]
 RATIO = ["ratio", "ratio_bound", "ratio_lo", "ratio_hi", "ratio_sweep_lo", "ratio_sweep_hi"]

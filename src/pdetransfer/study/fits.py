@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pdetransfer.study.collection import Cell
 from pdetransfer.study.config import Study
 from pdetransfer.study.statistics import NO_INTERVAL, Bootstrap, RunErrors, percentile_interval
 
@@ -68,8 +69,6 @@ COLUMNS = [
     "flags",
     "note",
 ]
-
-Cell = tuple[str, str, str, str, int]  # (mode, pretrain, size, downstream, n)
 
 
 def _line_fits(log_x: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from pdetransfer.modes import MODES
+from pdetransfer.study.collection import CURVE, Cell
 from pdetransfer.study.statistics import (
     MEDIAN,
     NO_INTERVAL,
@@ -42,8 +43,6 @@ from pdetransfer.study.statistics import (
     pooled_spread,
 )
 
-Cell = tuple[str, str, str, str, int]  # (mode, pretrain, size, downstream, n)
-CURVE = ["mode", "pretrain", "size", "downstream"]
 FORGETTING_COLUMNS = [
     "pretrain",
     "size",

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from pdetransfer.modes import MODES, Mode, full_finetune
+from pdetransfer.study.collection import Cell
 from pdetransfer.study.statistics import (
     MEAN,
     MEDIAN,
@@ -48,8 +49,6 @@ from pdetransfer.study.statistics import (
     RunErrors,
     percentile_interval,
 )
-
-Cell = tuple[str, str, str, str, int]  # (mode, pretrain, size, downstream, n)
 
 #: A mode is "within" full fine-tuning where its error is at most this times the reference's.
 WITHIN = 1.1
