@@ -20,7 +20,7 @@ from pdetransfer.cli import main
 from pdetransfer.study.aggregation import read_csv
 from pdetransfer.study.compute import stage, study_benchmarks
 from pdetransfer.study.config import ConfigError, Study
-from pdetransfer.study.modes_table import crossover, crossover_table
+from pdetransfer.study.modes_table import crossover, crossover_table, mode_tables
 from pdetransfer.study.statistics import Bootstrap, RunErrors
 from pdetransfer.study.validation import check_shared, sharing_conflict
 
@@ -138,6 +138,29 @@ def test_crossover_with_scratch_reads_the_ratio_interval() -> None:
     points = crossover_table(summary, {}, None).set_index("mode")
     assert points.loc["finetune", "n_crossover"] == 32
     assert points.loc["finetune", "interval_method"] == "none"
+
+
+def test_crossover_and_comparison_print_one_interval_for_one_ratio() -> None:
+    """Scratch / fine-tune at the crossover N is a row of both tables; each table draws its
+    own replicates, but one comparison's are seeded by its key, whatever else a table drew
+    before it (mode_comparison.csv draws head, lora and zero-shot's too)."""
+    one, single = _fabricated()
+    summary = pd.concat([one.assign(downstream="first"), one], ignore_index=True)
+    chosen = {}
+    for (m, p, s, _, n), (run,) in single.items():  # two seeds: the seed shifts draw too
+        second = RunErrors(run.mean * 1.2, run.per_sample * 1.2)
+        chosen |= {(m, p, s, d, n): [run, second] for d in ("first", "d")}
+    table = crossover_table(summary, chosen, Bootstrap(400, 0))
+    ft = table[(table["mode"] == "finetune") & (table["downstream"] == "d")].iloc[0]
+    comparison, _ = mode_tables(summary, chosen, Bootstrap(400, 0))
+    row = comparison[
+        (comparison["mode"] == "scratch")
+        & (comparison["downstream"] == "d")
+        & (comparison["n"] == ft["n_crossover"])
+    ]
+    assert (row["ratio_lo"].item(), row["ratio_hi"].item()) == (ft["ratio_lo"], ft["ratio_hi"])
+    other = crossover_table(summary, chosen, Bootstrap(400, 1))
+    assert other["ratio_lo"].iloc[0] != table["ratio_lo"].iloc[0]  # the seed still decides
 
 
 # ---------------------------------------------------------------------------- compute

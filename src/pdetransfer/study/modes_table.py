@@ -160,6 +160,16 @@ def _replicates(
     return a, b, reps.method, reps.seed_df
 
 
+def _streams(
+    bootstrap: Bootstrap | None, key: tuple[str, ...]
+) -> tuple[Bootstrap | None, Bootstrap | None]:
+    """One comparison's bootstraps of means and of medians (:meth:`Bootstrap.stream`), so
+    mode_comparison.csv and mode_crossover.csv print the same interval for the same ratio."""
+    if bootstrap is None:
+        return None, None
+    return bootstrap.stream(*key, MEAN), bootstrap.stream(*key, MEDIAN)
+
+
 def _median_columns(
     joined: pd.DataFrame,
     mode: Mode,
@@ -239,7 +249,9 @@ def crossover_table(
     rows = []
     for reference in (m for m in MODES.values() if m.trains and m.needs_pretrained):
         for (pretrain, size, downstream), _, joined in _pairs(summary, reference, [scratch]):
-            a, b, method, seed_df = _replicates(joined, scratch, chosen, bootstrap, reference)
+            key = (pretrain, size, downstream, scratch.name, reference.name)
+            means, _ = _streams(bootstrap, key)
+            a, b, method, seed_df = _replicates(joined, scratch, chosen, means, reference)
             ratio = (joined["test_rel_l2_mean"] / joined["test_rel_l2_mean_ref"]).to_numpy()
             if method == NO_INTERVAL:
                 lo = hi = np.full(len(ratio), math.nan)
@@ -287,9 +299,10 @@ def mode_tables(
     comparison, thresholds = [], []
     reference = full_finetune()
     others = [mode for mode in MODES.values() if mode is not reference]
-    medians = None if bootstrap is None else Bootstrap(bootstrap.replicates, bootstrap.seed)
     for (pretrain, size, downstream), mode, joined in _pairs(summary, reference, others):
-        a, b, method, seed_df = _replicates(joined, mode, chosen, bootstrap, reference)
+        key = (pretrain, size, downstream, mode.name, reference.name)
+        means, medians = _streams(bootstrap, key)
+        a, b, method, seed_df = _replicates(joined, mode, chosen, means, reference)
         median_columns = _median_columns(joined, mode, chosen, medians, reference)
         unknown = method == NO_INTERVAL
         trailer = _trailer(method, seed_df, bootstrap)

@@ -63,6 +63,7 @@ A pooled-seed t on a point estimate that is not a mean is an approximation; the 
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -285,6 +286,14 @@ class Bootstrap:
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self._counts: dict[int, np.ndarray] = {}
+
+    def stream(self, *key: object) -> Bootstrap:
+        """A bootstrap of its own for one comparison, seeded by this seed and ``key``: every
+        table that reports the same comparison draws the same replicates, whatever it drew
+        before, so two tables never print two intervals for one ratio."""
+        child = Bootstrap(self.replicates, self.seed)
+        child.rng = np.random.default_rng([self.seed, zlib.crc32(repr(key).encode())])
+        return child
 
     def sample_counts(self, length: int) -> np.ndarray:
         """Per replicate, how often each of ``length`` test samples is drawn (replicates x
