@@ -225,6 +225,44 @@ def _aggregated(tmp_path: Path) -> tuple[Study, Path, Path, Path]:
     return study, study_file, tables, plots
 
 
+def test_mixed_comparison_reads_the_mixture_over_the_single_system_pretraining(
+    tmp_path: Path,
+) -> None:
+    """The test config's mixed pre-training fine-tuned on Poisson (5,10) beside the Poisson
+    one: made 1.2x worse when it trains, the same zero-shot model otherwise."""
+    config = load_config("test")
+    study = Study(config)
+    results = tmp_path / "results"
+    worse = {"mixed": 1.2}
+    fake_results(results, study, noise=0.1, lr_factor=lambda run: worse.get(run.pretrain, 1.0))
+    fake_test_files(results, study)
+    study_file = write_study(config, results / "study.json")
+    tables = results / "tables"
+    mixed_csv = f"--mixed-csv={tables / 'mixed_comparison.csv'}"
+    assert main(aggregate_argv(study_file, results, tables, mixed_csv)) == 0
+    table = read_csv(tables / "mixed_comparison.csv").set_index(["mode", "n"])
+    assert list(table.index) == [("finetune", 4), ("finetune", 8), ("zeroshot", 0)]
+    assert set(table["single_pretrain"]) == {"poisson_1_5"}
+    assert set(table["pretrain"]) == {"mixed"} and set(table["downstream"]) == {"poisson_5_10"}
+    trained = table.loc["finetune"]
+    # The noise is drawn per run, so the point ratio is near 1.2, and its interval covers it.
+    assert np.allclose(trained["ratio"], 1.2, atol=0.05)
+    assert ((trained["ratio_lo"] > 1) & (trained["ratio_lo"] < 1.2)).all()
+    assert (trained["ratio_hi"] > 1.2).all()
+    zero = table.loc[("zeroshot", 0)]
+    assert zero["ratio_lo"] < 1 < zero["ratio_hi"]  # the same model, other noise: no evidence
+    assert (table["interval_method"] == "sample_bootstrap").all()  # one seed per cell
+    out, plots = tmp_path / "published", tmp_path / "plots"
+    plots.mkdir()
+    (plots / "figure.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # publish copies, never reads
+    argv = ["publish", "--study", str(study_file), "--tables", str(tables), "--plots", str(plots)]
+    assert main([*argv, "--benchmarks", "", "--out", str(out)]) == 0
+    assert (out / "tables" / "mixed_comparison.csv").is_file()
+    markdown = (out / "tables.md").read_text()
+    assert "## Mixed physics against single-system pre-training" in markdown
+    assert f"{trained['ratio'].iloc[0]:.3g} [" in markdown
+
+
 def test_aggregate_and_every_plot_from_fake_results(tmp_path: Path) -> None:
     study, study_file, tables_dir, _ = _aggregated(tmp_path)
     config = study.config

@@ -57,6 +57,11 @@ def test_tables_and_plots_exist(study_dir: Path) -> None:
     assert (runs["status"] == "completed").all()
     fits = pd.read_csv(results / "tables" / "scaling_fits.csv")
     assert len(fits) == 5 * 2 and fits["note"].str.startswith("too few points (2)").all()
+    mixed = pd.read_csv(results / "tables" / "mixed_comparison.csv")  # fine-tune at 2 N, zero-shot
+    assert sorted(zip(mixed["mode"], mixed["n"], strict=True)) == [
+        ("finetune", 4), ("finetune", 8), ("zeroshot", 0),
+    ]  # fmt: skip
+    assert set(mixed["single_pretrain"]) == {"poisson_1_5"} and mixed["ratio"].gt(0).all()
     plots = sorted(
         p.relative_to(results / "plots").as_posix() for p in results.glob("plots/**/*.png")
     )

@@ -293,6 +293,9 @@ def _add_aggregate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--size-csv", help="output: the fine-tune gain per model size at each N")
     p.add_argument(
+        "--mixed-csv", help="output: mixed-physics pre-training over the single-system one"
+    )
+    p.add_argument(
         "--compute-csv", help="output: job-seconds and wall time per stage (benchmark files)"
     )
     p.add_argument(

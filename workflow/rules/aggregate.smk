@@ -83,6 +83,11 @@ rule aggregate:
             caption="../report/forgetting.rst",
             category="Tables",
         ),
+        mixed=report(
+            table("mixed_comparison.csv"),
+            caption="../report/mixed_comparison.rst",
+            category="Tables",
+        ),
     log:
         study_log("aggregate.log"),
     benchmark:
@@ -96,7 +101,8 @@ rule aggregate:
         " --modes-csv {output.modes} --thresholds-csv {output.thresholds}"
         " --crossover-csv {output.crossover} --size-csv {output.sizes}"
         " --compute-csv {output.compute}"
-        " --bins-csv {output.bins} --forgetting-csv {output.forgetting} > {log} 2>&1"
+        " --bins-csv {output.bins} --forgetting-csv {output.forgetting}"
+        " --mixed-csv {output.mixed} > {log} 2>&1"
 
 
 # `snakemake partial`: the tables of the runs finished so far, under the study's partial/tables

@@ -43,7 +43,8 @@
   :mod:`pdetransfer.study.sizes`; ``compute.csv``: see :mod:`pdetransfer.study.compute`;
   ``error_bins.csv`` (error per bin of the physical parameter): see :mod:`pdetransfer.study.bins`;
   ``forgetting.csv`` (fine-tuned against zero-shot, sample by sample): see
-  :mod:`pdetransfer.study.forgetting`.
+  :mod:`pdetransfer.study.forgetting`; ``mixed_comparison.csv`` (a mixed-physics pre-training
+  over the single-system one): see :mod:`pdetransfer.study.mixed_table`.
 
 Runs are enumerated from the study (the resolved config), not by scanning directories, so
 stale runs of an earlier config never leak into the tables. ``aggregate`` is strict: every run
@@ -77,6 +78,7 @@ from pdetransfer.study.efficiency import data_efficiency
 from pdetransfer.study.fits import scaling_fits
 from pdetransfer.study.flags import edge_position
 from pdetransfer.study.forgetting import forgetting
+from pdetransfer.study.mixed_table import mixed_comparison
 from pdetransfer.study.modes_table import crossover_table, mode_tables
 from pdetransfer.study.refinement import choose_lr
 from pdetransfer.study.sizes import size_gain
@@ -437,6 +439,9 @@ def aggregate_command(args: argparse.Namespace) -> int:
         write_csv(compute_table(benchmarks, study_benchmarks(study, benchmarks)), args.compute_csv)
     if args.forgetting_csv:
         write_csv(forgetting(summary, chosen, Bootstrap(replicates, seed)), args.forgetting_csv)
+    if args.mixed_csv:
+        table = mixed_comparison(study, summary, chosen, Bootstrap(replicates, seed))
+        write_csv(table, args.mixed_csv)
     if args.bins_csv:
         parameters, notes = dataset_parameters(summary["downstream"], args.results)
         bins = study.config["report"].get("bins")

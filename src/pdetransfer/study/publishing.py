@@ -45,7 +45,12 @@ from pdetransfer.study.sections import (
     learning_rate_section,
     mixed_section,
 )
-from pdetransfer.study.study_sections import compute_section, crossover_section, size_section
+from pdetransfer.study.study_sections import (
+    compute_section,
+    crossover_section,
+    mixed_comparison_section,
+    size_section,
+)
 
 TABLES = ("runs.csv", "summary.csv", "data_efficiency.csv", "scaling_fits.csv")
 COMPUTE = "compute.csv"
@@ -57,6 +62,7 @@ OPTIONAL_TABLES = (
     "forgetting.csv",
     "mode_crossover.csv",
     "size_gain.csv",
+    "mixed_comparison.csv",
     COMPUTE,
 )
 
@@ -197,6 +203,7 @@ def render_tables(
         efficiency_section(study, efficiency),
         error_section(study, summary),
         mixed_section(study, summary),
+        mixed_comparison_section(study, extra.get("mixed_comparison.csv")),
         learning_rate_section(study, summary),
         fits_section(fits) if fits is not None else "",
     ]

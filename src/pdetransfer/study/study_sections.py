@@ -1,6 +1,7 @@
 """Sections of tables.md for the tables a study writes where it has them: compute per stage
-(compute.csv), the crossover of each fine-tuning mode with scratch (mode_crossover.csv) and the
-gain by model size (size_gain.csv beside data_efficiency.csv's per-size rows)."""
+(compute.csv), the crossover of each fine-tuning mode with scratch (mode_crossover.csv), the
+gain by model size (size_gain.csv beside data_efficiency.csv's per-size rows) and a mixed-physics
+pre-training over the single-system one (mixed_comparison.csv)."""
 
 from __future__ import annotations
 
@@ -90,6 +91,36 @@ def crossover_section(study: Study, crossovers: pd.DataFrame) -> str:
             "Smallest N of the sweep at which scratch's error is no longer decisively above the",
             "mode's (the 95% interval of scratch / mode reaches 1); in parentheses the sweep",
             "points the crossing lies between (≤ = already at the smallest N).",
+            "",
+            markdown_table(header, rows),
+        ]
+    )
+
+
+def mixed_comparison_section(study: Study, table: pd.DataFrame | None) -> str:
+    """mixed_comparison.csv: the mixture's error over the single-system pre-training's, per
+    mode and N, means and medians with their intervals."""
+    if table is None or table.empty:
+        return ""
+    rows = []
+    for r in table.itertuples():
+        label = MODES[r.mode].label if r.mode in MODES else r.mode
+        mean = f"{r.ratio:.3g}" + format_interval(r.ratio_lo, r.ratio_hi, ".3g")
+        median = f"{r.ratio_median:.3g}" + format_interval(
+            r.ratio_median_lo, r.ratio_median_hi, ".3g"
+        )
+        n = "—" if r.n == 0 else f"{r.n:.0f}"
+        task = task_label(study, r.single_pretrain, r.downstream)
+        rows.append([task, r.pretrain, r.size, label, n, mean, median])
+    header = ["single pre-training → downstream", "mixture", "size", "mode", "N"]
+    header += ["mean: mixture / single [95%]", "median: mixture / single [95%]"]
+    return "\n".join(
+        [
+            "## Mixed physics against single-system pre-training",
+            "",
+            "The mixed-physics pre-training's test error over the single-system one's, fine-tuned",
+            "on the same dataset in the same mode (above 1: the mixture costs accuracy; an",
+            "interval containing 1: no evidence either way).",
             "",
             markdown_table(header, rows),
         ]
