@@ -276,9 +276,10 @@ class Bootstrap:
     """Seeded replicates of error curves (see the module docstring).
 
     The test-sample draws are made once per test-set length and reused by every call on one
-    instance: replicate ``b`` resamples the same test samples for every curve of a table, so
-    curves compared within a table stay paired, and a study with thousands of test samples
-    and cells draws them once instead of per cell.
+    instance: replicate ``b`` resamples the same test samples for every curve drawn from it,
+    so compared curves stay paired, and a study with thousands of test samples and cells
+    draws them once instead of per cell. Tables that report one comparison in several places
+    draw it from :meth:`stream` (its curves paired with each other, not with the rest).
     """
 
     def __init__(self, replicates: int, seed: int) -> None:
