@@ -12,7 +12,10 @@ its own deadline alarm; the single-physics one (a limit its alarm cannot reach b
 training ends) only by the SIGURG that the test sends to its job's steps once the training has
 said it is running -- SLURM's own ``--signal`` arrives at slurmctld's periodic check, a time no
 test can choose, so it would make the order of the two stops a matter of chance. Both resume
-over several attempts. A local run of the same study gives the reference: training is seeded
+over several attempts. How many epochs that takes depends on the machine's speed, so a pilot
+pre-training measures it first and the study's epochs are sized from its steps per second:
+a fixed count that takes several attempts on a loaded machine ends within one on a fast one.
+A local run of the same study gives the reference: training is seeded
 and resumes exactly, and both runs use the same thread counts, so the weights and the tables
 must be equal.
 """
@@ -20,6 +23,7 @@ must be equal.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -28,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -63,14 +68,21 @@ STAGE = {"generate": "data", "check": "data", "dataset_stats": "data", "mixed_st
 STAGE.update(pretrain="pretrain", finetune="train", scratch="train")
 STAGE.update(evaluate_zeroshot="evaluate", predict="evaluate")
 STAGE.update(evaluate_finetune="evaluate", evaluate_scratch="evaluate")
-# Pre-training epochs (1,600 steps single-physics, 3,200 mixed). One attempt of a one-minute
-# limit trains 20-30 s: 60-100 steps/s on an idle two-core machine, 10-25 beside busy
-# processes, so the mixed pre-training needs 2-3 attempts there and up to 13 here (the test
-# profile allows 16).
-PRETRAIN_EPOCHS = 400
+# The pilot: the mixed pre-training for this many epochs (400 steps), locally, to measure the
+# machine's steps per second before the study's epochs are chosen.
+PILOT_EPOCHS = 50
+# The mixed pre-training's length in seconds at the pilot's pace. An attempt trains at most
+# 40 s (the one-minute limit less the alarm's 20-s margin, less the job's start), so the first
+# attempt cannot finish unless the study trains 2.25 times faster than the pilot did, and the
+# last one ends within the test profile's 16 attempts even 5 times slower (3 processes share 2
+# cores while both pre-trainings and the local run train: 1.5 times).
+MIXED_SECONDS = 90.0
+# The USR1 test's pre-training, in seconds at the pilot's pace: the signal, sent once its first
+# state.pt is written, must arrive well before the training ends.
+USR1_SECONDS = 30.0
 # The signalled pre-training's time limit (minutes): its deadline alarm is set 20 s before it,
-# minutes after its whole training (under three minutes at 10 steps/s) would have ended, so
-# only the test's signal can stop it; its retry then trains to the end.
+# minutes after its whole training (half the mixed one's steps: 45 s at the pilot's pace) would
+# have ended, so only the test's signal can stop it; its retry then trains to the end.
 SIGNALLED_RUNTIME = 6
 RESUMING = re.compile(r"^pdetransfer train: resumed from step (\d+) of ", re.M)
 # How the job's snakemake reports the failed command in the SLURM log of an attempt.
@@ -146,7 +158,7 @@ def _copy_workflow(dest: Path) -> Path:
     return dest
 
 
-def _write_study(workdir: Path) -> None:
+def _write_study(workdir: Path, epochs: int) -> None:
     """config/test.yaml cut to every rule but a third of the jobs: one size, one shift, one N.
 
     A SLURM job starts Python three times (the batch's snakemake, the step's snakemake, the
@@ -159,7 +171,7 @@ def _write_study(workdir: Path) -> None:
     study["sweep"]["n"] = study["sweep"]["n"][:1]
     study["sweep"]["seeds"] = list(range(CELL_MEMBERS))  # a packed cell of two members
     study["resources"] = RESOURCES
-    study["training"]["pretrain"]["epochs"] = PRETRAIN_EPOCHS
+    study["training"]["pretrain"]["epochs"] = epochs
     (workdir / STUDY).write_text(yaml.safe_dump(study))
 
 
@@ -209,8 +221,39 @@ def _finish(run: subprocess.Popen, workdir: Path, timeout: float = 1800) -> str:
     return output
 
 
+def _local_env(workdir: Path) -> dict[str, str]:
+    """Locally, the study's GPU jobs claim fake devices (one job at a time: --cores 1)."""
+    return {**_env(), "PDETRANSFER_GPU_IDS": "0", "PDETRANSFER_GPU_LOCK_DIR": str(workdir)}
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How fast the study's mixed pre-training trains here, from a local pilot of it."""
+
+    steps_per_second: float
+    steps_per_epoch: int
+
+    def epochs(self, seconds: float, steps_per_epoch: int | None = None) -> int:
+        """Epochs that take ``seconds`` at this pace (of the mixed pre-training by default)."""
+        per_epoch = steps_per_epoch or self.steps_per_epoch
+        return max(PILOT_EPOCHS, math.ceil(seconds * self.steps_per_second / per_epoch))
+
+
 @pytest.fixture(scope="module")
-def runs(cluster: None, tmp_path_factory: pytest.TempPathFactory):
+def pace(cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Pace:
+    """The pilot: the real rule (data, then ``pdetransfer train``), so its pace counts the same
+    validation checks and checkpoint writes as the study's; every pre-training of the test has
+    the same model and batch size."""
+    workdir = _copy_workflow(tmp_path_factory.mktemp("pilot"))
+    _write_study(workdir, PILOT_EPOCHS)
+    target = "results/pretrain/mixed/tiny/train.json"
+    _finish(_snakemake(workdir, "--cores", "1", target, env=_local_env(workdir)), workdir, 600)
+    summary = json.loads((workdir / target).read_text())
+    return Pace(summary["steps"] / summary["train_seconds"], summary["steps_per_epoch"])
+
+
+@pytest.fixture(scope="module")
+def runs(pace: Pace, tmp_path_factory: pytest.TempPathFactory):
     """The study on SLURM and, at the same time (SLURM runs mostly wait), locally.
 
     Returns the SLURM run's directory and output, and the local reference run's directory.
@@ -218,10 +261,8 @@ def runs(cluster: None, tmp_path_factory: pytest.TempPathFactory):
     local_dir = _copy_workflow(tmp_path_factory.mktemp("local"))
     slurm_dir = _copy_workflow(tmp_path_factory.mktemp("slurm"))
     for workdir in (local_dir, slurm_dir):
-        _write_study(workdir)
-    # Locally, the study's GPU jobs claim fake devices (one job at a time: --cores 1).
-    local_env = {**_env(), "PDETRANSFER_GPU_IDS": "0", "PDETRANSFER_GPU_LOCK_DIR": str(local_dir)}
-    local = _snakemake(local_dir, "--cores", "1", env=local_env)
+        _write_study(workdir, pace.epochs(MIXED_SECONDS))
+    local = _snakemake(local_dir, "--cores", "1", env=_local_env(local_dir))
     signaller = _Signaller(slurm_dir / "results" / "logs" / "pretrain" / SIGNALLED / "tiny.log")
     try:
         profiles = ("slurm", str(TEST_PROFILE), str(_signal_profile(slurm_dir)))
@@ -349,7 +390,9 @@ def test_every_job_asks_slurm_for_its_stage_resources_from_the_config(runs) -> N
         assert request["NumCPUs"] == "1", (rule, job_id)  # the study's threads: 1
 
 
-def test_pretraining_stops_before_its_time_limit_and_resumes_to_the_same_weights(runs) -> None:
+def test_pretraining_stops_before_its_time_limit_and_resumes_to_the_same_weights(
+    runs, pace: Pace
+) -> None:
     """Through the chain a user runs: sbatch -> the job's snakemake -> srun -> the step's
     snakemake -> launch -> train. The signalled pre-training's first attempt stopped on the
     signal and nothing else; every attempt of the other but the last stopped on its own alarm;
@@ -371,14 +414,14 @@ def test_pretraining_stops_before_its_time_limit_and_resumes_to_the_same_weights
         stops.setdefault(pretrain, []).append(signal.Signals(statuses.pop() - 128).name)
     assert signalled in failed
     assert stops[SIGNALLED] == ["SIGURG"]  # the one attempt the test signalled
-    assert set(stops["mixed"]) == {"SIGALRM"}  # every attempt but the last
+    assert set(stops.get("mixed", [])) == {"SIGALRM"}, stops  # every attempt but the last
     for pretrain in (SIGNALLED, "mixed"):
         said = (workdir / "results" / "logs" / "pretrain" / pretrain / "tiny.log").read_text()
         assert "stopped by SIG" not in said and int(RESUMING.search(said).group(1)) > 0
         run = Path("results/pretrain") / pretrain / "tiny"
         summary = json.loads((workdir / run / "train.json").read_text())
         every, steps = summary["val_every"], summary["steps"]
-        assert summary["epochs_run"] == PRETRAIN_EPOCHS
+        assert summary["epochs_run"] == pace.epochs(MIXED_SECONDS)
         checks = pd.read_csv(workdir / run / "log.csv")["step"].tolist()
         tail = [steps] if steps % every else []
         assert checks == [*range(every, steps + 1, every), *tail]  # every check once
@@ -477,12 +520,14 @@ def test_two_process_pretraining_under_srun_and_torchrun(runs) -> None:
     assert (workdir / "ddp" / "model.pt").exists()
 
 
-def test_usr1_before_the_time_limit_checkpoints_and_a_rerun_resumes(runs) -> None:
+def test_usr1_before_the_time_limit_checkpoints_and_a_rerun_resumes(runs, pace: Pace) -> None:
     """SLURM's --signal=USR1@T signals every process of the job's steps; `scancel --signal`
     delivers it the same way, now rather than minutes before a time limit."""
     workdir, _, _, _ = runs
     run = workdir / "preempted"
-    job_id = _sbatch_train(workdir, "preempted", epochs=100)
+    done = json.loads((workdir / "results/pretrain/poisson_1_5/tiny/train.json").read_text())
+    epochs = pace.epochs(USR1_SECONDS, done["steps_per_epoch"])  # the same data and batch
+    job_id = _sbatch_train(workdir, "preempted", epochs=epochs)
     deadline = time.monotonic() + 120
     while not (run / "state.pt").exists():
         assert time.monotonic() < deadline, "no state.pt within 2 minutes"
@@ -492,9 +537,9 @@ def test_usr1_before_the_time_limit_checkpoints_and_a_rerun_resumes(runs) -> Non
     assert "stopped by SIGUSR1" in _log(workdir, "preempted", job_id)
     assert (run / "state.pt").exists() and not (run / "model.pt").exists()
 
-    assert _end_state(_sbatch_train(workdir, "preempted", epochs=100)) == "COMPLETED"
+    assert _end_state(_sbatch_train(workdir, "preempted", epochs=epochs)) == "COMPLETED"
     summary = json.loads((run / "train.json").read_text())
-    assert summary["epochs_run"] == 100
+    assert summary["epochs_run"] == epochs
     every, steps = summary["val_every"], summary["steps"]
     checks = pd.read_csv(run / "log.csv")["step"].tolist()
     tail = [steps] if steps % every else []
