@@ -56,12 +56,23 @@ def test_training_stops_before_the_time_limit_and_resumes_identically(
     assert train(train_args(tmp_path / "straight", *argv)) == 0
 
     run = tmp_path / "limited"
-    # A job whose limit is a margin plus half a second away: the alarm fires mid-training.
-    end = time.time() + deadline.MIN_MARGIN_SECONDS + 0.5
+    # A job with ten minutes left: the alarm is armed for about ten minutes less the margin.
+    # At step 3 it is brought forward to now, so the run stops at a step no machine's speed
+    # decides (a real wait for it would race the training's start on a loaded machine).
     monkeypatch.setenv("SLURM_JOB_ID", "1")
-    monkeypatch.setenv("SLURM_JOB_END_TIME", str(int(end) + 1))
-    # Each step sleeps, so the run outlasts the alarm on any machine (320 steps >= 6 s).
-    assert train(train_args(run, *argv), lambda _: time.sleep(0.02)) == 128 + signal.SIGALRM
+    monkeypatch.setenv("SLURM_JOB_END_TIME", str(int(time.time()) + 600))
+    armed: list[float] = []
+
+    def fire_alarm_at_step_3(step: int) -> None:
+        if step == 3:
+            armed.append(signal.getitimer(signal.ITIMER_REAL)[0])
+            signal.setitimer(signal.ITIMER_REAL, 0.001)
+            while signal.getitimer(signal.ITIMER_REAL)[0] > 0:  # until it has gone off
+                time.sleep(0.001)
+
+    assert train(train_args(run, *argv), fire_alarm_at_step_3) == 128 + signal.SIGALRM
+    delay = 600 - deadline.stop_margin(600)  # less the seconds the run took to start
+    assert delay - 60 < armed[0] <= delay
     assert (run / "state.pt").exists() and not (run / "model.pt").exists()
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # disarmed on the way out
 
@@ -69,5 +80,5 @@ def test_training_stops_before_the_time_limit_and_resumes_identically(
     monkeypatch.delenv("SLURM_JOB_ID")
     steps: list[int] = []
     assert train(train_args(run, *argv), steps.append) == 0
-    assert steps[0] > 1  # continued after the saved step, not from the start
+    assert steps[0] == 4  # continued after the step the alarm stopped, not from the start
     assert same_weights(run / "model.pt", tmp_path / "straight" / "model.pt")

@@ -41,10 +41,15 @@ PROBE = textwrap.dedent(
 
     def probe(args):
         got = []
-        signal.signal(signal.SIGUSR1, lambda *_: got.append("USR1"))
-        signal.signal(signal.SIGURG, lambda *_: got.append("URG"))
         rank = os.environ.get("RANK", "-")
         out = Path(f"{args.out}.{rank}")
+
+        def record(name):
+            got.append(name)
+            Path(f"{out}.{name}").touch()  # the test waits for it before the next signal
+
+        signal.signal(signal.SIGUSR1, lambda *_: record("USR1"))
+        signal.signal(signal.SIGURG, lambda *_: record("URG"))
         out.write_text(f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')}|{rank}|{os.getpid()}")
         while not Path(args.release).exists():
             time.sleep(0.05)
@@ -77,27 +82,35 @@ def _pdetransfer() -> str:
 
 
 def _start_probe(env: dict[str, str], out: Path, release: Path, *launch_args: str):
-    return subprocess.Popen(
-        [
-            _pdetransfer(),
-            "launch",
-            *launch_args,
-            "--",
-            "probe",
-            str(out),
-            "--release",
-            str(release),
-        ],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    """The probe under ``pdetransfer launch``; its stderr goes to ``out.stderr``."""
+    with Path(f"{out}.stderr").open("w") as stderr:
+        return subprocess.Popen(
+            [
+                _pdetransfer(),
+                "launch",
+                *launch_args,
+                "--",
+                "probe",
+                str(out),
+                "--release",
+                str(release),
+            ],
+            env=env,
+            stderr=stderr,
+        )
 
 
 def _wait_for(paths: list[Path], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not all(p.exists() for p in paths):
         assert time.monotonic() < deadline, f"timed out waiting for {paths}"
+        time.sleep(0.05)
+
+
+def _wait_for_text(path: Path, text: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and text in path.read_text()):
+        assert time.monotonic() < deadline, f"timed out waiting for {text!r} in {path}"
         time.sleep(0.05)
 
 
@@ -199,7 +212,7 @@ def test_four_jobs_get_four_gpus_and_a_fifth_waits_for_a_killed_holder(
 
         fifth = _start_probe(probe_env, outs[4], release, "--gpus", "1")
         jobs.append(fifth)
-        time.sleep(1.5)
+        _wait_for_text(Path(f"{outs[4]}.stderr"), "waiting for 1 free GPU(s)")
         assert not Path(f"{outs[4]}.-").exists(), "a fifth job ran while four GPUs were held"
 
         jobs[2].send_signal(signal.SIGKILL)  # the holder dies without cleaning up
@@ -211,7 +224,6 @@ def test_four_jobs_get_four_gpus_and_a_fifth_waits_for_a_killed_holder(
         for job in jobs:
             job.wait(timeout=60)
     assert [job.returncode for job in jobs] == [0, 0, -signal.SIGKILL, 0, 0]
-    assert "waiting for 1 free GPU(s)" in fifth.stderr.read()
 
 
 def test_two_processes_under_torchrun_forward_usr1_urg_and_exit_status(
@@ -242,9 +254,9 @@ def test_two_processes_under_torchrun_forward_usr1_urg_and_exit_status(
     try:
         _wait_for([Path(f"{out}.0"), Path(f"{out}.1")], timeout=120)
         job.send_signal(signal.SIGUSR1)
-        time.sleep(0.5)
+        _wait_for([Path(f"{out}.0.USR1"), Path(f"{out}.1.USR1")])
         job.send_signal(signal.SIGURG)
-        time.sleep(0.5)
+        _wait_for([Path(f"{out}.0.URG"), Path(f"{out}.1.URG")])
     finally:
         release.touch()
         job.wait(timeout=120)

@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from engine_helpers import dataset, load, pretrained, same_weights, train, train_args, workdir
+from workflow_helpers import held_training_env, wait_for_hold
 
 from pdetransfer.cli import build_parser, main
 from pdetransfer.data.stats import compute_stats
@@ -99,20 +99,25 @@ def test_resume_after_signals_gives_bit_identical_weights(tmp_path: Path) -> Non
 def test_sigterm_to_a_running_process_saves_state_and_exits_nonzero(tmp_path: Path) -> None:
     run = tmp_path / "run"
     argv = train_args(run, "--epochs", "40", "--batch-size", "8")
+    marker = tmp_path / "held"  # the training holds there once state.pt is written
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pdetransfer", *argv], stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "pdetransfer", *argv],
+        env=held_training_env(tmp_path / "site", run, marker),
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    deadline = time.monotonic() + 60
-    while not (run / "state.pt").exists() and proc.poll() is None:
-        assert time.monotonic() < deadline, "no state.pt after 60 s"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    try:
+        wait_for_hold(marker, proc, timeout=60)
+        held_step = int(marker.read_text().split()[1])
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "stopped by SIGTERM" in err and "run the same command again" in err
     assert (run / "state.pt").exists() and not (run / "model.pt").exists()
     stopped_at = load(run / "state.pt")["progress"]["step"]
-    assert 0 < stopped_at < 320
+    assert 0 < stopped_at == held_step < 320
 
     first: list[int] = []
     assert train(argv, lambda step: first.append(step)) == 0

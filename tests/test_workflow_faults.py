@@ -29,7 +29,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -38,27 +37,25 @@ import torch
 import yaml
 from workflow_helpers import (
     ROOT,
+    held_training_env,
     job_counts,
     same_dataset,
     snakemake,
     snakemake_argv,
-    snakemake_env,
+    wait_for_hold,
 )
 
 from pdetransfer.engine.checkpoints import load_checkpoint
 
-#: The killed run: 120 epochs of 8 steps (N = 32, batch 4), the longest runs of the study, so
-#: that its first ``state.pt`` (step 10) leaves seconds before it finishes.
+#: The killed run: 120 epochs of 8 steps (N = 32, batch 4), held once its first ``state.pt``
+#: (step 10) is written and killed there.
 KILLED = "results/runs/scratch/tiny/poisson_5_10/n32/lr0.001/s0"
 TRUNCATED = "results/data/poisson_5_10/test.h5"
 TABLES = ("runs.csv", "summary.csv", "data_efficiency.csv", "scaling_fits.csv")
 # how the run was executed, not what it computed: a resumed member may finish in a smaller pack
 MACHINE_KEYS = re.compile(r"seconds|time|run_dir|path|sha256|created|packed|pack_size")
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds jobs in /proc"),
-]
+pytestmark = pytest.mark.slow
 
 
 def study_config(directory: Path) -> str:
@@ -83,50 +80,22 @@ def study_config(directory: Path) -> str:
     return str(path)
 
 
-def job_pid(out: str, workdir: Path) -> int | None:
-    """The process training the run directory ``out`` of the study in ``workdir``:
-    ``pdetransfer ... --out OUT``, or a packed cell's ``--out-pattern`` whose directory holds
-    it (the job's shell holds the command line in one word, so only the process itself
-    matches). The paths are relative, so only a process working in ``workdir`` qualifies:
-    another study on the machine may train a run of the same name."""
-    cell = os.path.dirname(os.path.dirname(out))  # .../n32 of .../n32/lr0.001/s0
-    for proc in Path("/proc").iterdir():
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-            if (proc / "cwd").resolve() != workdir.resolve():
-                continue
-        except OSError:  # gone meanwhile, or not ours
-            continue
-        words = [word.decode(errors="replace") for word in argv]
-        for flag, wanted in (("--out", out), ("--out-pattern", cell)):
-            if flag in words[:-1]:
-                value = words[words.index(flag) + 1]
-                if value == wanted or (flag == "--out-pattern" and value.startswith(cell + "/")):
-                    return int(proc.name)
-    return None
-
-
 def kill_training_mid_way(workdir: Path, options: list[str]) -> subprocess.CompletedProcess:
     """Run the study, SIGKILL the training process of ``KILLED`` once it has saved a resume
-    state, and let Snakemake (``--keep-going``) finish everything else."""
-    run = workdir / KILLED
+    state (it holds there until then: :func:`held_training_env`), and let Snakemake
+    (``--keep-going``) finish everything else."""
+    run, marker = workdir / KILLED, workdir / "held"
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(
             [*snakemake_argv(workdir), *options],
-            env=snakemake_env(),
+            env=held_training_env(workdir / "site", run, marker),
             stdout=out,
             stderr=err,
             text=True,
             start_new_session=True,
         )
         try:
-            pid, deadline = None, time.monotonic() + 300
-            while pid is None and proc.poll() is None and time.monotonic() < deadline:
-                if (run / "state.pt").exists():
-                    pid = job_pid(KILLED, workdir)
-                time.sleep(0.02)
-            assert pid is not None, "the run finished (or the study stopped) before its kill"
-            os.kill(pid, signal.SIGKILL)
+            os.kill(wait_for_hold(marker, proc), signal.SIGKILL)
             proc.wait(timeout=600)
         finally:
             if proc.poll() is None:  # a failed test leaves no workflow running

@@ -10,13 +10,19 @@ import os
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from workflow_helpers import ROOT, job_counts, snakemake, snakemake_argv, snakemake_env
+from workflow_helpers import (
+    ROOT,
+    held_training_env,
+    job_counts,
+    snakemake,
+    snakemake_argv,
+    wait_for_hold,
+)
 
 from pdetransfer.engine.models.normalization import CHANNELS
 from pdetransfer.engine.models.registry import parse_model
@@ -199,20 +205,19 @@ def test_killed_training_resumes_with_rerun_incomplete(study_dir: Path) -> None:
     run = study_dir / "results/runs/scratch/tiny/poisson_5_10/n16/lr0.001/s0"
     target = f"{run.relative_to(study_dir)}/model.pt"
     args = [*snakemake_argv(study_dir), target, "--cores", "1", "--configfile", config]
+    marker = study_dir / "held"
     proc = subprocess.Popen(
         args,
-        env=snakemake_env(),
+        env=held_training_env(study_dir / "site", run, marker),
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 120
-    while not (run / "state.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)  # a few more epochs
-    assert proc.poll() is None, "the training finished before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        wait_for_hold(marker, proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
     assert (run / "state.pt").exists() and not (run / "model.pt").exists()
 
     assert snakemake(study_dir, "--unlock", "--configfile", CONFIG).returncode == 0

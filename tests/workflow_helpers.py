@@ -6,6 +6,8 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -27,6 +29,67 @@ def snakemake_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+# A sitecustomize module that makes the ``pdetransfer train`` of a run directory hold once that
+# run has saved its resume state, until a signal arrives: a test signals or kills it then, at a
+# point no machine's speed decides (a signal sent on seeing state.pt races a training that may
+# finish first).
+HOLD = textwrap.dedent(
+    '''
+    """Test-only: the ``pdetransfer train`` of RUN holds once RUN/state.pt exists."""
+    import os, signal
+    from pathlib import Path
+
+    from pdetransfer import cli
+
+    RUN, MARKER = os.environ["PDETRANSFER_TEST_HOLD"].split(os.pathsep)
+
+
+    def train(args):
+        from pdetransfer.engine.training.command import train_command
+        from pdetransfer.engine.training.config import TrainConfig
+
+        members = TrainConfig.from_args(args).members
+        mine = Path(RUN) in {member.out.resolve() for member in members}
+
+        def hold(step):
+            if mine and not Path(MARKER).exists() and (Path(RUN) / "state.pt").exists():
+                Path(MARKER).write_text(f"{os.getpid()} {step}")
+                signal.pause()  # returns once a signal's handler has run
+
+        return train_command(args, hold)
+
+
+    def _add_train(sub):
+        cli._add_train(sub)
+        sub.choices["train"].set_defaults(_handler="sitecustomize:train")
+
+
+    cli.REGISTRARS[cli.REGISTRARS.index(cli._add_train)] = _add_train
+    '''
+)
+
+
+def held_training_env(site: Path, run: Path, marker: Path) -> dict[str, str]:
+    """:func:`snakemake_env` in which the training of ``run`` holds once it has saved its
+    resume state, after writing ``marker`` (its process id and step), until a signal."""
+    site.mkdir(parents=True, exist_ok=True)
+    (site / "sitecustomize.py").write_text(HOLD)
+    env = snakemake_env()
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
+    env["PDETRANSFER_TEST_HOLD"] = f"{run.resolve()}{os.pathsep}{marker}"
+    return env
+
+
+def wait_for_hold(marker: Path, proc: subprocess.Popen, timeout: float = 600) -> int:
+    """The process id of the held training, once ``marker`` says it holds."""
+    deadline = time.monotonic() + timeout
+    while not (marker.exists() and marker.read_text()):
+        assert proc.poll() is None, "the study stopped before the training held"
+        assert time.monotonic() < deadline, f"no training held within {timeout:g} s"
+        time.sleep(0.05)
+    return int(marker.read_text().split()[0])
 
 
 def snakemake(workdir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
