@@ -84,11 +84,14 @@ def test_sharing_guard_names_the_key_where_the_studies_share_files(tmp_path: Pat
 
 
 # ---------------------------------------------------------------------------- crossover
-def test_crossover_lies_between_the_last_decisive_win_and_the_first_n_without_one() -> None:
+def test_crossover_lies_between_the_last_decisive_win_and_the_next_n() -> None:
     assert crossover([8, 16, 32], [True, True, False]) == (32.0, "=", 16.0, 32.0)
-    assert crossover([8, 16, 32], [False, True, True]) == (8.0, "<=", 0.0, 8.0)
-    n, bound, lo, hi = crossover([8, 16, 32], [True, True, True])
-    assert math.isnan(n) and bound == ">" and (lo, hi) == (32.0, math.inf)
+    assert crossover([8, 16, 32], [False, False, False]) == (8.0, "<=", 0.0, 8.0)
+    # A mode that wins at N = 16 has not been caught up with at N = 8, where all may be poor.
+    assert crossover([8, 16, 32, 64], [False, True, False, False]) == (32.0, "=", 16.0, 32.0)
+    for decisive in ([True, True, True], [False, False, True]):
+        n, bound, lo, hi = crossover([8, 16, 32], decisive)
+        assert math.isnan(n) and bound == ">" and (lo, hi) == (32.0, math.inf)
 
 
 NS = [8, 16, 32, 64]
@@ -100,11 +103,11 @@ CURVES = {  # mode -> (pretrain, trainable parameters, error per N)
 }
 
 
-def _fabricated() -> tuple[pd.DataFrame, dict]:
+def _fabricated(curves: dict = CURVES) -> tuple[pd.DataFrame, dict]:
     """A summary and its chosen runs (one seed, 20 test samples with 30% noise each)."""
     rng = np.random.default_rng(1)
     rows, chosen = [], {}
-    for mode, (pretrain, trainable, errors) in CURVES.items():
+    for mode, (pretrain, trainable, errors) in curves.items():
         for n, err in zip(NS, errors, strict=True):
             rows.append(
                 {"mode": mode, "pretrain": pretrain, "size": "s", "downstream": "d", "n": n,
@@ -138,6 +141,17 @@ def test_crossover_with_scratch_reads_the_ratio_interval() -> None:
     points = crossover_table(summary, {}, None).set_index("mode")
     assert points.loc["finetune", "n_crossover"] == 32
     assert points.loc["finetune", "interval_method"] == "none"
+
+
+def test_a_win_after_a_level_n_moves_the_crossover_and_is_noted() -> None:
+    """lora is as poor as scratch at N = 8 and beats it 2x at N = 16: no crossover before 32."""
+    curves = {**CURVES, "lora": ("p", 80, [0.4, 0.05, 0.5, 0.5])}
+    summary, chosen = _fabricated(curves)
+    lora = crossover_table(summary, chosen, Bootstrap(400, 0)).set_index("mode").loc["lora"]
+    assert (lora["n_crossover"], lora["crossover_bound"], lora["n_crossover_sweep_lo"]) == (
+        32, "=", 16,
+    )  # fmt: skip
+    assert lora["note"] == "scratch is also level at N = 8, below a later win"
 
 
 def test_crossover_and_comparison_print_one_interval_for_one_ratio() -> None:

@@ -222,15 +222,19 @@ def _trailer(method: str, seed_df: int, bootstrap: Bootstrap | None) -> dict[str
 
 
 def crossover(ns: Sequence[float], decisive: Sequence[bool]) -> tuple[float, str, float, float]:
-    """The smallest N (ascending ``ns``) where the mode no longer wins decisively, as
-    (N, bound, sweep_lo, sweep_hi): bound ``=`` with the crossing in (sweep_lo, sweep_hi]
-    (``sweep_lo`` 0 when it is below the sweep's smallest N, bound ``<=``), or ``>`` with no
-    N when it wins decisively at every N of the sweep."""
-    for j, wins in enumerate(decisive):
-        if not wins:
-            lo = float(ns[j - 1]) if j else 0.0
-            return float(ns[j]), "=" if j else "<=", lo, float(ns[j])
-    return math.nan, ">", float(ns[-1]), math.inf
+    """The N (ascending ``ns``) from which the mode no longer wins decisively: the smallest N
+    with no decisive win at it or at any larger N, as (N, bound, sweep_lo, sweep_hi). Bound
+    ``=`` puts the crossing in (sweep_lo, sweep_hi]; ``<=`` (``sweep_lo`` 0) says the mode wins
+    at no N of the sweep; ``>`` with no N that it wins at the largest. A win at a larger N
+    outweighs a smaller N without one, where every mode may be equally poor: scratch has not
+    caught up with a mode that still beats it later."""
+    wins = [j for j, won in enumerate(decisive) if won]
+    if wins and wins[-1] == len(ns) - 1:
+        return math.nan, ">", float(ns[-1]), math.inf
+    if not wins:
+        return float(ns[0]), "<=", 0.0, float(ns[0])
+    last = wins[-1]
+    return float(ns[last + 1]), "=", float(ns[last]), float(ns[last + 1])
 
 
 def crossover_table(
@@ -239,12 +243,13 @@ def crossover_table(
     bootstrap: Bootstrap | None,
 ) -> pd.DataFrame:
     """mode_crossover.csv: per mode that starts from the pre-trained model and trains, per
-    (pretrain, size, downstream), the smallest sweep N at which scratch's error is no longer
-    decisively above the mode's: the 95% interval of scratch / mode contains 1 or lies below
-    it (the point ratio where there is no interval). The crossing lies between the last N
-    where the mode still wins decisively and that N (``n_crossover_sweep_lo``/``_hi``); it
-    is a sweep point, not interpolated. ``crossover_bound`` ``<=`` says scratch is level from
-    the smallest N on, ``>`` that the mode wins at every N of the sweep (no crossover)."""
+    (pretrain, size, downstream), the smallest sweep N from which scratch's error is no longer
+    decisively above the mode's, there and at every larger N: the 95% interval of scratch /
+    mode contains 1 or lies below it (the point ratio where there is no interval). The
+    crossing lies between the last N where the mode wins decisively and the next
+    (``n_crossover_sweep_lo``/``_hi``); it is a sweep point, not interpolated.
+    ``crossover_bound`` ``<=`` says the mode wins decisively at no N, ``>`` that it wins at the
+    largest N (no crossover); the note names smaller N where scratch was level too."""
     scratch = MODES[full_finetune().baseline or ""]
     rows = []
     for reference in (m for m in MODES.values() if m.trains and m.needs_pretrained):
@@ -264,10 +269,16 @@ def crossover_table(
             ns = joined["n"].to_numpy()
             n_cross, bound, sweep_lo, sweep_hi = crossover(ns, decisive)
             at = int(np.flatnonzero(ns == n_cross)[0]) if bound != ">" else len(ns) - 1
-            note = {
-                "<=": "scratch is level or better from the smallest N of the sweep",
-                ">": f"none within the sweep: the mode wins decisively up to N = {int(ns[-1])}",
-            }.get(bound, "")
+            notes = [
+                {
+                    "<=": "scratch is level or better from the smallest N of the sweep",
+                    ">": f"none within the sweep: the mode wins decisively up to N = {int(ns[-1])}",
+                }.get(bound, "")
+            ]
+            level = [str(int(n)) for n, won in zip(ns[:at], decisive[:at], strict=True) if not won]
+            if level:  # below a later decisive win of the mode
+                notes.append(f"scratch is also level at N = {', '.join(level)}, below a later win")
+            note = "; ".join(filter(None, notes))
             rows.append(
                 {
                     "pretrain": pretrain,

@@ -88,9 +88,11 @@ def crossover_section(study: Study, crossovers: pd.DataFrame) -> str:
         [
             "## Crossover with scratch",
             "",
-            "Smallest N of the sweep at which scratch's error is no longer decisively above the",
-            "mode's (the 95% interval of scratch / mode reaches 1); in parentheses the sweep",
-            "points the crossing lies between (≤ = already at the smallest N).",
+            "Smallest N of the sweep from which scratch's error is no longer decisively above",
+            "the mode's, there and at every larger N (the 95% interval of scratch / mode",
+            "reaches 1); in parentheses the sweep points the crossing lies between (≤ = the",
+            "mode wins at no N). mode_crossover.csv's note names smaller N where scratch was",
+            "level too.",
             "",
             markdown_table(header, rows),
         ]
