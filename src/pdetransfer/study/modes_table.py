@@ -269,16 +269,14 @@ def crossover_table(
             ns = joined["n"].to_numpy()
             n_cross, bound, sweep_lo, sweep_hi = crossover(ns, decisive)
             at = int(np.flatnonzero(ns == n_cross)[0]) if bound != ">" else len(ns) - 1
-            notes = [
-                {
-                    "<=": "scratch is level or better from the smallest N of the sweep",
-                    ">": f"none within the sweep: the mode wins decisively up to N = {int(ns[-1])}",
-                }.get(bound, "")
-            ]
+            note = {
+                "<=": "scratch is level or better from the smallest N of the sweep",
+                ">": f"none within the sweep: the mode wins decisively up to N = {int(ns[-1])}",
+            }.get(bound, "")
             level = [str(int(n)) for n, won in zip(ns[:at], decisive[:at], strict=True) if not won]
             if level:  # below a later decisive win of the mode
-                notes.append(f"scratch is also level at N = {', '.join(level)}, below a later win")
-            note = "; ".join(filter(None, notes))
+                also = f"scratch is also level at N = {', '.join(level)}, below a later win"
+                note = f"{note}; {also}" if note else also
             rows.append(
                 {
                     "pretrain": pretrain,
